@@ -1,0 +1,112 @@
+"""``tollway serve`` and ``tollway init``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from tollway.config import ConfigError, Settings, load_settings
+
+
+def _prepare(settings: Settings, *, announce_existing: bool) -> int:
+    """Migrate the database and make sure an admin key exists (printing a new secret once)."""
+    from tollway.keys import KeyStore
+    from tollway.store import Database
+
+    db = Database(settings.database_url)
+    try:
+        db.migrate()
+        store = KeyStore(db)
+        try:
+            key, secret = store.ensure_admin(settings.admin_key)
+        except ValueError as exc:
+            print(f"tollway: {exc}", file=sys.stderr)
+            return 2
+        if secret is not None:
+            print(
+                "Created the account and its admin key. The secret is shown only this once:\n\n"
+                f"    {secret}\n\n"
+                "Use it as the Bearer token of /v1/keys to mint per-user keys.",
+                flush=True,
+            )
+        elif key is None and announce_existing:
+            print("An admin key already exists; nothing to do. (`tollway init --new-account NAME` adds a tenant.)")
+    finally:
+        db.dispose()
+    return 0
+
+
+def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
+    if args.new_account:
+        from tollway.keys import KeyStore
+        from tollway.store import Database
+
+        db = Database(settings.database_url)
+        try:
+            db.migrate()
+            key, secret = KeyStore(db).new_account(args.new_account)
+        finally:
+            db.dispose()
+        print(f"Created account {key.account_id} ({args.new_account}). Admin secret, shown once:\n\n    {secret}\n")
+        return 0
+    return _prepare(settings, announce_existing=True)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    code = _prepare(settings, announce_existing=False)
+    if code:
+        return code
+    if args.server == "robyn":
+        print("tollway: the Robyn adapter is not available yet; use --server granian", file=sys.stderr)
+        return 2
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+
+    print(f"Tollway listening on http://{args.host}:{args.port} (granian)", flush=True)
+    Granian(
+        "tollway.gateway:create_asgi_app",
+        factory=True,
+        address=args.host,
+        port=args.port,
+        interface=Interfaces.ASGI,
+        workers=1,
+        loop=Loops.uvloop,
+        backlog=args.backlog,
+        backpressure=args.backpressure,
+        websockets=False,
+        log_access=args.access_log,
+        workers_kill_timeout=int(settings.drain_timeout) + 10,
+    ).serve()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tollway", description="Self-hosted backend for AI apps.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8787)
+    serve.add_argument("--server", choices=["granian", "robyn"], default="granian")
+    serve.add_argument("--backlog", type=int, default=4096, help="listen backlog (kernel somaxconn caps it)")
+    serve.add_argument(
+        "--backpressure", type=int, default=16384, help="requests (streams included) held at once before queueing"
+    )
+    serve.add_argument("--access-log", action="store_true")
+    serve.set_defaults(func=cmd_serve)
+
+    init = sub.add_parser("init", help="create the account and print its admin secret (once)")
+    init.add_argument("--new-account", metavar="NAME", help="create another account (tenant) with its own admin key")
+    init.set_defaults(func=cmd_init)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"tollway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return args.func(args, settings)

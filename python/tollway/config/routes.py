@@ -1,0 +1,74 @@
+"""Providers and the models routed to them, with their prices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal, Optional
+
+from tollway._core import Pricing
+
+ProviderKind = Literal["openai", "anthropic"]
+PROVIDER_KINDS: tuple[str, ...] = ("openai", "anthropic")
+
+# USD per million tokens -> atto-dollars (1e-18 USD) per token.
+_ATTO_PER_USD_PER_MTOK = Decimal(10) ** 12
+
+
+def usd_per_mtok_to_atto(value: Decimal) -> int:
+    atto = value * _ATTO_PER_USD_PER_MTOK
+    if atto != atto.to_integral_value():
+        raise ValueError(f"price {value} USD/Mtok has more than 12 decimal places")
+    return int(atto)
+
+
+def percent_to_ppm(value: Decimal) -> int:
+    ppm = value * 10_000
+    if ppm != ppm.to_integral_value():
+        raise ValueError(f"markup_percent {value} has more than 4 decimal places")
+    return int(ppm)
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    name: str
+    kind: ProviderKind
+    base_url: str  # OpenAI: includes /v1; Anthropic: without /v1 (each SDK's convention)
+    api_key: Optional[str]
+
+    @property
+    def endpoint(self) -> str:
+        """The URL of the provider's generation route."""
+        if self.kind == "openai":
+            return self.base_url.rstrip("/") + "/chat/completions"
+        return self.base_url.rstrip("/") + "/v1/messages"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPrice:
+    input_usd_per_mtok: Decimal
+    output_usd_per_mtok: Decimal
+    cache_read_usd_per_mtok: Decimal
+    cache_write_usd_per_mtok: Decimal
+
+    def pricing(self, markup_percent: Decimal) -> Pricing:
+        return Pricing(
+            usd_per_mtok_to_atto(self.input_usd_per_mtok),
+            usd_per_mtok_to_atto(self.output_usd_per_mtok),
+            usd_per_mtok_to_atto(self.cache_read_usd_per_mtok),
+            usd_per_mtok_to_atto(self.cache_write_usd_per_mtok),
+            percent_to_ppm(markup_percent),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRoute:
+    """A model name clients may use, where it goes and what it costs."""
+
+    name: str
+    provider: Provider
+    upstream_model: str
+    price: Optional[ModelPrice]  # None: routable but unpriced (requests get 400)
+    pricing: Optional[Pricing]  # price with the markup, in exact integer units
+    max_output_tokens: int
+    context_window: Optional[int]

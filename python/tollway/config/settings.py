@@ -1,0 +1,212 @@
+"""Load the gateway's settings from the environment, TOLLWAY_CONFIG and the price catalog."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from tollway.config.routes import (
+    PROVIDER_KINDS,
+    ModelPrice,
+    ModelRoute,
+    Provider,
+)
+
+DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
+DEFAULT_MAX_OUTPUT_TOKENS = 4096
+_PRICE_FIELDS = (
+    "input_usd_per_mtok",
+    "output_usd_per_mtok",
+    "cache_read_usd_per_mtok",
+    "cache_write_usd_per_mtok",
+)
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message says where."""
+
+
+@dataclass(slots=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    max_body_bytes: int
+    markup_percent: Decimal
+    providers: dict[str, Provider]
+    models: dict[str, ModelRoute]  # by client-facing name and alias
+    model_names: list[str]  # canonical names, in listing order
+    admin_key: Optional[str] = None
+    connect_timeout: float = 10.0
+    first_byte_timeout: float = 600.0
+    read_timeout: float = 300.0
+    max_retries: int = 2
+    max_retry_wait: float = 20.0
+    drain_timeout: float = 30.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _decimal(value: Any, where: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    try:
+        result = Decimal(str(value))
+    except InvalidOperation as exc:
+        raise ConfigError(f"{where}: not a number: {value!r}") from exc
+    if not result.is_finite() or result < 0:
+        raise ConfigError(f"{where}: must be a finite number >= 0, got {value!r}")
+    return result
+
+
+def _positive_int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{where}: expected a positive integer, got {value!r}")
+    return value
+
+
+def _load_catalog() -> list[dict[str, Any]]:
+    text = resources.files("tollway").joinpath("data/catalog.toml").read_text("utf-8")
+    return tomllib.loads(text)["models"]
+
+
+def _env_providers(env: Mapping[str, str]) -> dict[str, Provider]:
+    """The default provider of each kind, from OPENAI_* / ANTHROPIC_* variables."""
+    providers = {}
+    for kind in PROVIDER_KINDS:
+        prefix = kind.upper()
+        providers[kind] = Provider(
+            name=kind,
+            kind=kind,  # type: ignore[arg-type]
+            base_url=env.get(f"{prefix}_BASE_URL") or DEFAULT_BASE_URLS[kind],
+            api_key=env.get(f"{prefix}_API_KEY") or None,
+        )
+    return providers
+
+
+def _file_providers(entries: list[Any], env: Mapping[str, str]) -> dict[str, Provider]:
+    providers = {}
+    for i, entry in enumerate(entries):
+        where = f"providers[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: expected a table")
+        name, kind, base_url = entry.get("name"), entry.get("kind"), entry.get("base_url")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{where}: 'name' is required")
+        if kind not in PROVIDER_KINDS:
+            raise ConfigError(f"{where} ({name}): 'kind' must be one of {', '.join(PROVIDER_KINDS)}")
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where} ({name}): 'base_url' must be an http(s) URL")
+        api_key = entry.get("api_key")
+        if "api_key_env" in entry:
+            api_key = env.get(str(entry["api_key_env"])) or None
+        providers[name] = Provider(name=name, kind=kind, base_url=base_url, api_key=api_key)
+    return providers
+
+
+def _route(
+    entry: Mapping[str, Any],
+    provider: Provider,
+    markup: Decimal,
+    where: str,
+) -> ModelRoute:
+    prices = {f: entry.get(f) for f in _PRICE_FIELDS}
+    price: Optional[ModelPrice] = None
+    if prices["input_usd_per_mtok"] is not None and prices["output_usd_per_mtok"] is not None:
+        price = ModelPrice(
+            *(
+                _decimal(prices[f] if prices[f] is not None else 0, f"{where}.{f}")
+                for f in _PRICE_FIELDS
+            )
+        )
+    try:
+        pricing = price.pricing(markup) if price else None
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    upstream_model = entry.get("upstream_model") or entry["name"]
+    return ModelRoute(
+        name=entry["name"],
+        provider=provider,
+        upstream_model=str(upstream_model),
+        price=price,
+        pricing=pricing,
+        max_output_tokens=_positive_int(
+            entry.get("max_output_tokens", DEFAULT_MAX_OUTPUT_TOKENS), f"{where}.max_output_tokens"
+        ),
+        context_window=(
+            _positive_int(entry["context_window"], f"{where}.context_window")
+            if entry.get("context_window") is not None
+            else None
+        ),
+    )
+
+
+def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
+    """Build the settings from ``env`` (default: os.environ)."""
+    env = os.environ if env is None else env
+    file_conf: dict[str, Any] = {}
+    if env.get("TOLLWAY_CONFIG"):
+        path = Path(env["TOLLWAY_CONFIG"])
+        try:
+            file_conf = tomllib.loads(path.read_text("utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"TOLLWAY_CONFIG: cannot read {path}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"TOLLWAY_CONFIG: {path} is not valid TOML: {exc}") from exc
+
+    markup = _decimal(file_conf.get("markup_percent", env.get("TOLLWAY_MARKUP_PERCENT", 0)), "markup_percent")
+    providers = _env_providers(env)
+    providers.update(_file_providers(file_conf.get("providers", []), env))
+
+    # Catalog entries first; config entries override fields of a same-named entry or add models.
+    entries: dict[str, dict[str, Any]] = {}
+    for item in _load_catalog():
+        entries[item["name"]] = {**item, "provider": item["kind"]}
+    for i, item in enumerate(file_conf.get("models", [])):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise ConfigError(f"models[{i}]: expected a table with a 'name'")
+        merged = {**entries.get(item["name"], {}), **item}
+        if "provider" not in merged:
+            raise ConfigError(f"models[{i}] ({item['name']}): 'provider' is required")
+        entries[item["name"]] = merged
+
+    models: dict[str, ModelRoute] = {}
+    names: list[str] = []
+    for i, (name, entry) in enumerate(entries.items()):
+        provider = providers.get(entry["provider"])
+        if provider is None:
+            raise ConfigError(f"model {name}: unknown provider {entry['provider']!r}")
+        route = _route(entry, provider, markup, f"model {name}")
+        names.append(name)
+        models[name] = route
+        for alias in entry.get("aliases", []):
+            models.setdefault(alias, route)
+
+    data_dir = Path(env.get("TOLLWAY_DATA_DIR") or ".tollway")
+    database_url = env.get("TOLLWAY_DATABASE_URL") or f"sqlite:///{(data_dir / 'tollway.db').resolve()}"
+    max_body_mb = _decimal(env.get("TOLLWAY_MAX_BODY_MB", 20), "TOLLWAY_MAX_BODY_MB")
+    return Settings(
+        data_dir=data_dir,
+        database_url=normalize_database_url(database_url),
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        markup_percent=markup,
+        providers=providers,
+        models=models,
+        model_names=names,
+        admin_key=env.get("TOLLWAY_ADMIN_KEY") or None,
+        connect_timeout=float(env.get("TOLLWAY_CONNECT_TIMEOUT", 10)),
+        first_byte_timeout=float(env.get("TOLLWAY_FIRST_BYTE_TIMEOUT", 600)),
+        read_timeout=float(env.get("TOLLWAY_READ_TIMEOUT", 300)),
+        drain_timeout=float(env.get("TOLLWAY_DRAIN_TIMEOUT", 30)),
+    )
+
+
+def normalize_database_url(url: str) -> str:
+    """Use the psycopg (v3) driver for plain postgresql:// URLs."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url

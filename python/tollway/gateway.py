@@ -1,0 +1,93 @@
+"""The gateway: settings, database, keys, ledger, usage writer and upstream client, wired to routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Optional
+
+from tollway._core import UpstreamClient
+from tollway.config import ModelRoute, Settings, load_settings
+from tollway.config.settings import DEFAULT_BASE_URLS
+from tollway.http.core import App
+from tollway.keys import KeyStore
+from tollway.keys.auth import Authenticator
+from tollway.ledger import Ledger, LocalLedger
+from tollway.ledger.writer import UsageWriter
+from tollway.store import Database, now_ms
+
+log = logging.getLogger("tollway")
+
+
+class OpenCounter:
+    """In-flight work, counted from the event loop and from the Rust runtime's threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.value += n
+
+
+class Gateway:
+    def __init__(self, settings: Settings, ledger: Optional[Ledger] = None) -> None:
+        self.settings = settings
+        self.db = Database(settings.database_url)
+        self.store = KeyStore(self.db)
+        self.ledger: Ledger = ledger if ledger is not None else LocalLedger()
+        self.auth = Authenticator(self.store, self.ledger)
+        self.writer = UsageWriter(self.db, settings.data_dir)
+        self.client: Optional[UpstreamClient] = None
+        self.in_flight = OpenCounter()
+        self.started_at = now_ms()
+        self.app = App(settings.max_body_bytes)
+        self.app.on_startup.append(self.startup)
+        self.app.on_shutdown.append(self.shutdown)
+        from tollway.keys import routes as key_routes
+        from tollway.ledger import routes as usage_routes
+        from tollway.proxy import routes as proxy_routes
+
+        key_routes.register(self.app, self)
+        usage_routes.register(self.app, self)
+        proxy_routes.register(self.app, self)
+
+    def is_routable(self, route: ModelRoute) -> bool:
+        """A model is listed when its provider has a key or an explicitly chosen base URL."""
+        provider = route.provider
+        return bool(provider.api_key) or DEFAULT_BASE_URLS.get(provider.name) != provider.base_url
+
+    async def startup(self) -> None:
+        await asyncio.to_thread(self._startup_sync)
+        s = self.settings
+        self.client = UpstreamClient(
+            connect_timeout=s.connect_timeout,
+            first_byte_timeout=s.first_byte_timeout,
+            read_timeout=s.read_timeout,
+        )
+
+    def _startup_sync(self) -> None:
+        self.db.migrate()
+        self.auth.preload()
+        self.writer.start()
+
+    async def shutdown(self) -> None:
+        """Drain: wait (bounded) for requests and streams in flight, then flush usage."""
+        deadline = time.monotonic() + self.settings.drain_timeout
+        while self.in_flight.value > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.in_flight.value > 0:
+            log.warning("shutting down with %d requests still in flight", self.in_flight.value)
+        await asyncio.to_thread(self.writer.close, self.settings.drain_timeout)
+        self.db.dispose()
+
+
+def create_asgi_app():
+    """ASGI application factory (``tollway.gateway:create_asgi_app``, factory mode)."""
+    from tollway.http.asgi import ASGIAdapter
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return ASGIAdapter(Gateway(load_settings()).app)

@@ -1,0 +1,1 @@
+"""HTTP layer: a framework-free core (``core``) and thin server adapters (``asgi``)."""

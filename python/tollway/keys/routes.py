@@ -1,0 +1,177 @@
+"""/v1/keys: mint, list, read, change and revoke keys (admin keys, inside their own account)."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any, Optional
+
+from tollway.http.core import App, HTTPError, Request, Response, json_response
+from tollway.keys.secrets import hash_secret
+from tollway.keys.store import SCOPES, ApiKey
+from tollway.ledger.report import key_events
+
+if TYPE_CHECKING:
+    from tollway.gateway import Gateway
+
+MAX_CAP_USD = Decimal(10) ** 9
+_MINT_FIELDS = {"name", "scope", "max_spend_usd", "end_user_id", "metadata"}
+_PATCH_FIELDS = {"name", "max_spend_usd", "metadata"}
+
+
+def usd_to_micros(value: Any, field: str = "max_spend_usd") -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise HTTPError(400, f"'{field}' must be a number of US dollars or null", param=field)
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        raise HTTPError(400, f"'{field}' must be a number of US dollars or null", param=field) from None
+    if not amount.is_finite() or amount < 0 or amount > MAX_CAP_USD:
+        raise HTTPError(400, f"'{field}' must be between 0 and {MAX_CAP_USD}", param=field)
+    return int((amount * 1_000_000).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def _object(request: Request) -> dict[str, Any]:
+    body = request.json()
+    if not isinstance(body, dict):
+        raise HTTPError(400, "the request body must be a JSON object")
+    return body
+
+
+def _check_fields(body: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise HTTPError(400, f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}", param=unknown[0])
+
+
+def _string(body: dict[str, Any], field: str, *, required: bool = False, limit: int = 200) -> Optional[str]:
+    value = body.get(field)
+    if value is None:
+        if required:
+            raise HTTPError(400, f"'{field}' is required", param=field)
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+        raise HTTPError(400, f"'{field}' must be a non-empty string of at most {limit} characters", param=field)
+    return value
+
+
+def _metadata(body: dict[str, Any]) -> dict[str, Any]:
+    value = body.get("metadata", {})
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise HTTPError(400, "'metadata' must be a JSON object", param="metadata")
+    return value
+
+
+def register(app: App, gw: "Gateway") -> None:
+    async def admin(request: Request) -> ApiKey:
+        key = await gw.auth.authenticate(request.headers)
+        if not key.is_admin:
+            raise HTTPError(403, "this endpoint needs an admin key", code="admin_key_required")
+        return key
+
+    def public(key: ApiKey) -> dict[str, Any]:
+        spent, reserved, _cap = gw.ledger.snapshot(key.id)
+        return key.public(spent, reserved)
+
+    async def find(caller: ApiKey, key_id: str) -> ApiKey:
+        key = await asyncio.to_thread(gw.store.get, caller.account_id, key_id)
+        if key is None:
+            raise HTTPError(404, f"no API key with id {key_id!r}", code="not_found")
+        return key
+
+    @app.route("POST", "/v1/keys")
+    async def mint(request: Request) -> Response:
+        caller = await admin(request)
+        body = _object(request)
+        _check_fields(body, _MINT_FIELDS)
+        name = _string(body, "name", required=True)
+        scope = body.get("scope", "standard")
+        if scope not in SCOPES:
+            raise HTTPError(400, f"'scope' must be one of {', '.join(SCOPES)}", param="scope")
+        cap = usd_to_micros(body.get("max_spend_usd"))
+        end_user_id = _string(body, "end_user_id")
+        metadata = _metadata(body)
+        key, secret = await asyncio.to_thread(
+            gw.store.mint, caller.account_id, name, scope, cap, end_user_id, metadata
+        )
+        gw.ledger.load(key.id, 0, cap)
+        gw.auth.remember(key, hash_secret(secret))
+        return json_response(201, {**public(key), "secret": secret})
+
+    @app.route("GET", "/v1/keys")
+    async def list_keys(request: Request) -> Response:
+        caller = await admin(request)
+        query = request.query()
+        try:
+            limit = int(query.get("limit", 50))
+        except ValueError:
+            raise HTTPError(400, "'limit' must be an integer", param="limit") from None
+        if not 1 <= limit <= 500:
+            raise HTTPError(400, "'limit' must be between 1 and 500", param="limit")
+        keys, has_more = await asyncio.to_thread(gw.store.list, caller.account_id, limit, query.get("after") or None)
+        data = [public(k) for k in keys]
+        return json_response(
+            200,
+            {"object": "list", "data": data, "has_more": has_more, "last_id": data[-1]["id"] if data else None},
+        )
+
+    @app.route("GET", "/v1/keys/{key_id}")
+    async def get_key(request: Request, key_id: str) -> Response:
+        caller = await admin(request)
+        return json_response(200, public(await find(caller, key_id)))
+
+    @app.route("PATCH", "/v1/keys/{key_id}")
+    async def patch_key(request: Request, key_id: str) -> Response:
+        caller = await admin(request)
+        body = _object(request)
+        _check_fields(body, _PATCH_FIELDS)
+        await find(caller, key_id)
+        values: dict[str, Any] = {}
+        if "name" in body:
+            values["name"] = _string(body, "name", required=True)
+        if "max_spend_usd" in body:
+            values["max_spend_micros"] = usd_to_micros(body["max_spend_usd"])
+        if "metadata" in body:
+            values["metadata"] = _metadata(body)
+        key = await asyncio.to_thread(gw.store.update, caller.account_id, key_id, values)
+        if key is None:
+            raise HTTPError(404, f"no API key with id {key_id!r}", code="not_found")
+        gw.auth.remember(key)
+        return json_response(200, public(key))
+
+    @app.route("DELETE", "/v1/keys/{key_id}")
+    async def revoke_key(request: Request, key_id: str) -> Response:
+        caller = await admin(request)
+        await find(caller, key_id)
+        key = await asyncio.to_thread(gw.store.revoke, caller.account_id, key_id)
+        if key is None:
+            raise HTTPError(404, f"no API key with id {key_id!r}", code="not_found")
+        gw.auth.remember(key)
+        return json_response(200, {"id": key.id, "object": "api_key", "deleted": True, "revoked_at": key.revoked_at})
+
+    @app.route("GET", "/v1/keys/{key_id}/usage")
+    async def key_usage(request: Request, key_id: str) -> Response:
+        caller = await gw.auth.authenticate(request.headers)
+        if not caller.is_admin and caller.id != key_id:
+            raise HTTPError(403, "a standard key may read only its own usage", code="admin_key_required")
+        key = await find(caller, key_id)
+        await asyncio.to_thread(gw.writer.flush)
+        total, events = await asyncio.to_thread(key_events, gw.db, key.id)
+        _spent, reserved, _cap = gw.ledger.snapshot(key.id)
+        cap = key.max_spend_micros
+        return json_response(
+            200,
+            {
+                "object": "key_usage",
+                "key_id": key.id,
+                "total_cost_micros": total,
+                "max_spend_micros": cap,
+                "reserved_micros": reserved,
+                "remaining_micros": None if cap is None else max(0, cap - total - reserved),
+                "events": events,
+            },
+        )

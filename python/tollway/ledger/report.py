@@ -1,0 +1,121 @@
+"""Usage roll-ups for invoicing (synchronous; call from a worker thread)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import func, select
+
+from tollway.store import Database, api_keys, usage_events
+
+
+def month_start_ms(now_ms: int) -> int:
+    now = dt.datetime.fromtimestamp(now_ms / 1000, tz=dt.timezone.utc)
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return int(start.timestamp() * 1000)
+
+
+def usage_summary(db: Database, account_id: str, from_ms: int, to_ms: int) -> dict[str, Any]:
+    """Spend by key and model for events with from_ms <= created_at < to_ms."""
+    e = usage_events
+    query = (
+        select(
+            e.c.key_id,
+            e.c.model,
+            func.sum(e.c.cost_micros),
+            func.count(),
+            func.sum(e.c.input_tokens + e.c.cache_read_tokens + e.c.cache_write_tokens),
+            func.sum(e.c.output_tokens),
+            func.avg(e.c.latency_ms),
+        )
+        .where(e.c.account_id == account_id, e.c.created_at >= from_ms, e.c.created_at < to_ms)
+        .group_by(e.c.key_id, e.c.model)
+        .order_by(e.c.key_id, e.c.model)
+    )
+    with db.engine.connect() as conn:
+        rows = conn.execute(query).all()
+        key_ids = sorted({r[0] for r in rows})
+        names = dict(
+            conn.execute(select(api_keys.c.id, api_keys.c.name).where(api_keys.c.id.in_(key_ids))).all()
+        ) if key_ids else {}
+    by_key: dict[str, dict[str, Any]] = {}
+    for key_id, model, cost, count, tokens_in, tokens_out, avg_latency in rows:
+        entry = by_key.setdefault(
+            key_id,
+            {
+                "key_id": key_id,
+                "name": names.get(key_id),
+                "cost_micros": 0,
+                "request_count": 0,
+                "input_tokens": 0,
+                "output_tokens": 0,
+                "by_model": [],
+            },
+        )
+        model_entry = {
+            "model": model,
+            "cost_micros": int(cost or 0),
+            "request_count": int(count),
+            "input_tokens": int(tokens_in or 0),
+            "output_tokens": int(tokens_out or 0),
+            "avg_latency_ms": round(float(avg_latency or 0), 1),
+        }
+        entry["by_model"].append(model_entry)
+        for field in ("cost_micros", "request_count", "input_tokens", "output_tokens"):
+            entry[field] += model_entry[field]
+    keys = list(by_key.values())
+    return {
+        "object": "usage",
+        "from_ms": from_ms,
+        "to_ms": to_ms,
+        "total_cost_micros": sum(k["cost_micros"] for k in keys),
+        "request_count": sum(k["request_count"] for k in keys),
+        "by_key": keys,
+    }
+
+
+def key_events(db: Database, key_id: str, limit: int = 100) -> tuple[int, list[dict[str, Any]]]:
+    """(total cost of the key, its last ``limit`` events, newest first)."""
+    e = usage_events
+    with db.engine.connect() as conn:
+        total = conn.execute(select(func.sum(e.c.cost_micros)).where(e.c.key_id == key_id)).scalar()
+        rows = conn.execute(
+            select(
+                e.c.request_id,
+                e.c.model,
+                e.c.http_status,
+                e.c.outcome,
+                e.c.stream,
+                e.c.latency_ms,
+                e.c.cost_micros,
+                e.c.input_tokens,
+                e.c.output_tokens,
+                e.c.cache_read_tokens,
+                e.c.cache_write_tokens,
+                e.c.estimated,
+                e.c.created_at,
+            )
+            .where(e.c.key_id == key_id)
+            .order_by(e.c.created_at.desc(), e.c.id.desc())
+            .limit(limit)
+        ).all()
+    events = [
+        {
+            "request_id": r.request_id,
+            "model": r.model,
+            "status": r.http_status,
+            "outcome": r.outcome,
+            "stream": bool(r.stream),
+            "latency_ms": r.latency_ms,
+            "cost_micros": r.cost_micros,
+            "input_tokens": r.input_tokens,
+            "output_tokens": r.output_tokens,
+            "cache_read_tokens": r.cache_read_tokens,
+            "cache_write_tokens": r.cache_write_tokens,
+            "estimated": bool(r.estimated),
+            "created_at": r.created_at,
+        }
+        for r in rows
+    ]
+    return int(total or 0), events

@@ -1,0 +1,37 @@
+"""/v1/usage: spend by key and model over a time window, for the caller's account."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from tollway.http.core import App, HTTPError, Request, Response, json_response
+from tollway.ledger.report import month_start_ms, usage_summary
+from tollway.store import now_ms
+
+if TYPE_CHECKING:
+    from tollway.gateway import Gateway
+
+
+def _ms(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise HTTPError(400, f"'{name}' must be a Unix time in milliseconds", param=name) from None
+
+
+def register(app: App, gw: "Gateway") -> None:
+    @app.route("GET", "/v1/usage")
+    async def usage(request: Request) -> Response:
+        caller = await gw.auth.authenticate(request.headers)
+        if not caller.is_admin:
+            raise HTTPError(403, "this endpoint needs an admin key", code="admin_key_required")
+        query = request.query()
+        now = now_ms()
+        to_ms = _ms(query["to_ms"], "to_ms") if query.get("to_ms") else now + 1
+        from_ms = _ms(query["from_ms"], "from_ms") if query.get("from_ms") else month_start_ms(now)
+        if from_ms > to_ms:
+            raise HTTPError(400, "'from_ms' must not be after 'to_ms'", param="from_ms")
+        await asyncio.to_thread(gw.writer.flush)
+        summary = await asyncio.to_thread(usage_summary, gw.db, caller.account_id, from_ms, to_ms)
+        return json_response(200, summary)

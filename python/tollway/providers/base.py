@@ -1,0 +1,100 @@
+"""What every provider module offers, and the shared input-token estimate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Protocol
+
+from tollway.config import Provider
+
+# Conservative: real tokenizers average ~4 bytes per token on prose; 3 over-counts
+# nearly all text, so holds are on the safe side of the actual input cost.
+BYTES_PER_TOKEN = 3
+TOKENS_PER_MESSAGE = 8
+TOKENS_PER_IMAGE = 1600  # above both providers' per-image maximum at default detail
+
+# Request headers worth passing on to the provider; everything else (the client's
+# key above all) stays here.
+_FORWARDED_PREFIXES = ("anthropic-", "openai-")
+_FORWARDED = {"content-type", "accept", "user-agent", "idempotency-key"}
+
+
+@dataclass(slots=True)
+class PreparedRequest:
+    body: bytes
+    strip_usage_chunk: bool = False
+
+
+class ProviderAdapter(Protocol):
+    kind: str
+
+    def requested_max_tokens(self, payload: dict[str, Any]) -> Optional[int]: ...
+
+    def prepare(
+        self,
+        payload: dict[str, Any],
+        raw: bytes,
+        upstream_model: str,
+        max_tokens: Optional[int],
+        stream: bool,
+    ) -> PreparedRequest: ...
+
+    def headers(self, provider: Provider, client_headers: dict[str, str]) -> list[tuple[str, str]]: ...
+
+
+def forwarded_headers(client_headers: dict[str, str]) -> list[tuple[str, str]]:
+    out = [("accept-encoding", "identity")]
+    for name, value in client_headers.items():
+        if name in _FORWARDED or name.startswith(_FORWARDED_PREFIXES):
+            out.append((name, value))
+    return out
+
+
+def dedupe(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """One value per header name; the last one wins (ours are appended after the client's)."""
+    seen: dict[str, str] = {}
+    for name, value in headers:
+        seen[name] = value
+    return list(seen.items())
+
+
+def _image_bytes(part: dict[str, Any]) -> int:
+    """Bytes of inline image data in one content part (not text: it is billed per image)."""
+    if part.get("type") == "image_url":
+        url = (part.get("image_url") or {}).get("url", "")
+        return len(url) if isinstance(url, str) else 0
+    if part.get("type") in ("image", "document"):
+        source = part.get("source") or {}
+        data = source.get("data", "")
+        return len(data) if isinstance(data, str) else 0
+    return 0
+
+
+def estimate_input_tokens(payload: dict[str, Any], body_len: int) -> int:
+    """An upper estimate of the input tokens of a request.
+
+    Every byte of the JSON body counts (keys and punctuation too), at 3 bytes per
+    token, plus a per-message overhead; inline image data is replaced by a fixed
+    per-image count, since providers bill images by size, not by base64 length.
+    """
+    messages = payload.get("messages")
+    count = len(messages) if isinstance(messages, list) else 0
+    billable = body_len
+    images = 0
+    if count and body_len > 4096:
+        for message in messages:
+            content = message.get("content") if isinstance(message, dict) else None
+            if not isinstance(content, list):
+                continue
+            for part in content:
+                if isinstance(part, dict):
+                    inline = _image_bytes(part)
+                    if inline or part.get("type") in ("image", "image_url"):
+                        images += 1
+                        billable -= inline
+                    elif part.get("type") == "tool_result" and isinstance(part.get("content"), list):
+                        for inner in part["content"]:
+                            if isinstance(inner, dict) and _image_bytes(inner):
+                                images += 1
+                                billable -= _image_bytes(inner)
+    return -(-billable // BYTES_PER_TOKEN) + count * TOKENS_PER_MESSAGE + images * TOKENS_PER_IMAGE

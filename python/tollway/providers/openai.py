@@ -1,0 +1,59 @@
+"""OpenAI Chat Completions (``POST {base_url}/chat/completions``)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import orjson
+
+from tollway.config import Provider
+from tollway.providers.base import PreparedRequest, dedupe, forwarded_headers
+
+
+class OpenAIAdapter:
+    kind = "openai"
+
+    def requested_max_tokens(self, payload: dict[str, Any]) -> Optional[int]:
+        value = payload.get("max_completion_tokens")
+        if value is None:
+            value = payload.get("max_tokens")
+        return value
+
+    def prepare(
+        self,
+        payload: dict[str, Any],
+        raw: bytes,
+        upstream_model: str,
+        max_tokens: Optional[int],
+        stream: bool,
+    ) -> PreparedRequest:
+        """The upstream body: renamed model, clamped output, usage asked for in streams.
+
+        The client's bytes go through untouched unless one of those changes is needed.
+        """
+        changed = False
+        if payload.get("model") != upstream_model:
+            payload["model"] = upstream_model
+            changed = True
+        if max_tokens is not None:
+            field = "max_tokens" if "max_tokens" in payload and "max_completion_tokens" not in payload else "max_completion_tokens"
+            payload[field] = max_tokens
+            changed = True
+        strip = False
+        if stream:
+            options = payload.get("stream_options")
+            if not (isinstance(options, dict) and options.get("include_usage") is True):
+                payload["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+                strip = True
+                changed = True
+        return PreparedRequest(orjson.dumps(payload) if changed else raw, strip)
+
+    def headers(self, provider: Provider, client_headers: dict[str, str]) -> list[tuple[str, str]]:
+        out = forwarded_headers(client_headers)
+        out.append(("content-type", "application/json"))
+        if provider.api_key:
+            out.append(("authorization", f"Bearer {provider.api_key}"))
+        return dedupe(out)
+
+
+ADAPTER = OpenAIAdapter()

@@ -1,0 +1,60 @@
+"""The spending cap, decided before any upstream call.
+
+A request may start only if the key can still afford its input (estimated from
+above) plus one output token. It then holds ``input + worst-case output``, the
+worst case being ``max_tokens`` (or the model's maximum output when absent),
+lowered to what the key can still afford: in that case the request is forwarded
+with ``max_tokens`` clamped to the affordable count instead of being refused.
+
+All of it is one atomic reservation in the ledger, so any number of concurrent
+requests on a key can never together hold more than its cap. After the response
+the hold is settled to the actual cost and the rest goes back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from tollway._core import Hold
+from tollway.config import ModelRoute
+from tollway.http.core import HTTPError
+from tollway.ledger import Ledger
+
+CAP_MESSAGE = "this API key has reached its spending cap"
+
+
+@dataclass(slots=True)
+class CapDecision:
+    hold: Hold
+    clamp_to: Optional[int]  # forward with max_tokens lowered to this, or None
+
+
+def decide_hold(
+    ledger: Ledger,
+    key_id: str,
+    route: ModelRoute,
+    input_estimate: int,
+    requested_max_tokens: Optional[int],
+) -> CapDecision:
+    pricing = route.pricing
+    assert pricing is not None
+    worst_output = requested_max_tokens if requested_max_tokens is not None else route.max_output_tokens
+    input_hold = pricing.cost_micros_ceil(input_estimate, 0)
+    one_token = pricing.cost_micros_ceil(0, 1)
+    want = input_hold + pricing.cost_micros_ceil(0, worst_output)
+    hold = ledger.reserve(key_id, input_hold + one_token, want)
+    if hold is None:
+        spent, reserved, cap = ledger.snapshot(key_id)
+        raise HTTPError(
+            402,
+            f"{CAP_MESSAGE} (cap {cap} micro-USD, spent {spent}, held by requests in flight {reserved}; "
+            f"this request needs at least {input_hold + one_token})",
+            code="spend_cap_reached",
+        )
+    clamp_to = None
+    if hold.micros < want:
+        affordable = pricing.affordable_output_tokens(hold.micros - input_hold)
+        if affordable < worst_output:
+            clamp_to = max(1, affordable)
+    return CapDecision(hold, clamp_to)

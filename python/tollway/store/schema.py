@@ -1,0 +1,66 @@
+"""The tables. Changes here need a migration in store/migrations/versions/."""
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+)
+
+metadata = MetaData()
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("name", String(200), nullable=False),
+    Column("scope", String(20), nullable=False),
+    # SHA-256 of the secret, hex. The secret itself is never stored.
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("secret_hint", String(16), nullable=False),
+    Column("max_spend_micros", BigInteger, nullable=True),
+    Column("end_user_id", String(200), nullable=True),
+    Column("metadata", JSON, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+)
+
+usage_events = Table(
+    "usage_events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("request_id", String(40), nullable=False),
+    Column("account_id", String(40), nullable=False),
+    Column("key_id", String(40), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("provider", String(100), nullable=False),
+    Column("http_status", Integer, nullable=False),
+    # ok | client_closed | upstream_error | timeout | error
+    Column("outcome", String(20), nullable=False),
+    Column("stream", Boolean, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cache_read_tokens", BigInteger, nullable=False),
+    Column("cache_write_tokens", BigInteger, nullable=False),
+    Column("estimated", Boolean, nullable=False),
+    Column("cost_micros", BigInteger, nullable=False),
+    Column("latency_ms", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_usage_account_time", "account_id", "created_at"),
+    Index("ix_usage_key_time", "key_id", "created_at"),
+)
