@@ -6,6 +6,7 @@ call ``App.handle`` and write back a ``Response`` or ``StreamResponse``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -136,8 +137,22 @@ def shape_for(path: str) -> Shape:
     return "anthropic" if path.startswith("/v1/messages") else "openai"
 
 
+_ID_PREFIX = "req_" + os.urandom(6).hex()
+_id_counter = itertools.count(1)
+
+
+def _new_id_prefix() -> None:
+    global _ID_PREFIX, _id_counter
+    _ID_PREFIX = "req_" + os.urandom(6).hex()
+    _id_counter = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)
+
+
 def new_request_id() -> str:
-    return "req_" + os.urandom(12).hex()
+    """Unique per process start (random prefix) and per request (counter); no syscall."""
+    return f"{_ID_PREFIX}{next(_id_counter):012x}"
 
 
 _PARAM = re.compile(r"\{(\w+)\}")
