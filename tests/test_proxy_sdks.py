@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import anthropic
 import httpx
 import openai
@@ -207,3 +209,36 @@ async def test_async_clients_stream(gateway: Gateway, user) -> None:
     async with aclaude.messages.stream(model="test-claude", max_tokens=10,
                                        messages=[{"role": "user", "content": "hi #words=3"}]) as s:
         assert "".join([t async for t in s.text_stream]) == "w0 w1 w2"
+
+
+# ------------------------------------------------------------------ byte for byte
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/v1/chat/completions", {"model": "test-gpt", "messages": [{"role": "user", "content": "héllo 🙂 #words=9"}]}),
+        ("/v1/chat/completions", {"model": "test-gpt", "stream": True, "stream_options": {"include_usage": True},
+                                  "messages": [{"role": "user", "content": "héllo 🙂 #words=9"}]}),
+        ("/v1/chat/completions", {"model": "test-gpt", "stream": True, "tools": TOOLS_OPENAI,
+                                  "messages": [{"role": "user", "content": "acme #tool=lookup_account"}]}),
+        ("/v1/messages", {"model": "test-claude", "max_tokens": 50, "messages": [{"role": "user", "content": "héllo 🙂 #words=9"}]}),
+        ("/v1/messages", {"model": "test-claude", "max_tokens": 50, "stream": True,
+                          "messages": [{"role": "user", "content": "héllo 🙂 #words=9 #chunk_delay_ms=5"}]}),
+        ("/v1/messages", {"model": "test-claude", "max_tokens": 50, "stream": True, "tools": TOOLS_ANTHROPIC,
+                          "messages": [{"role": "user", "content": "acme #tool=lookup_account"}]}),
+    ],
+    ids=["openai", "openai-stream", "openai-stream-tools", "anthropic", "anthropic-stream", "anthropic-stream-tools"],
+)
+def test_responses_are_byte_for_byte_what_the_provider_sent(gateway: Gateway, user, fake, path, body) -> None:
+    tag = uuid.uuid4().hex[:10]
+    body["messages"][0]["content"] += f" #id={tag}"
+    r = gateway.request("POST", path, user[1], json=body)
+    assert r.status_code == 200, r.text
+    sent = httpx.get(f"{fake.url}/_fake/sent/{tag}")
+    assert sent.status_code == 200
+    expected = sent.content
+    if body.get("stream") and path == "/v1/chat/completions" and "stream_options" not in body:
+        # We asked upstream for usage the client did not want: exactly that is taken out again.
+        events = [e for e in expected.split(b"\n\n") if e and b'"choices":[]' not in e]
+        expected = b"".join(e.replace(b',"usage":null', b"") + b"\n\n" for e in events)
+        assert b'"usage"' not in expected and expected != sent.content
+    assert r.content == expected
