@@ -22,6 +22,7 @@ run: install
 	$(BIN)/tollway serve --host 127.0.0.1 --port 8787
 
 test: install
+	cargo test --release --quiet
 	$(BIN)/python -m pytest
 
 bench: install

@@ -1,0 +1,309 @@
+"""Type stubs for the Rust extension ``tollway._core``.
+
+The extension owns the hot path: the upstream HTTP client, the SSE scanner that
+tees streams, usage extraction and the per-key spend ledger.
+
+Money is integer micro-dollars ("micros") everywhere. Prices are integer
+atto-dollars per token (1e-18 USD; equal to USD per million tokens x 1e12) so
+that every cost is exact integer arithmetic.
+"""
+
+from typing import Awaitable, Callable, Literal, Optional
+
+ProviderKind = Literal["openai", "anthropic"]
+
+class UpstreamError(Exception):
+    """Any failure to get a response from the upstream (base class)."""
+
+class UpstreamConnectError(UpstreamError):
+    """The upstream could not be reached (DNS, refused, TLS, reset before headers)."""
+
+class UpstreamTimeout(UpstreamError):
+    """Connect timeout or no response headers within ``first_byte_timeout``."""
+
+class Pricing:
+    """Prices of one model, with the account markup, in exact integer units."""
+
+    input_atto: int
+    output_atto: int
+    cache_read_atto: int
+    cache_write_atto: int
+    markup_ppm: int
+    def __init__(
+        self,
+        input_atto: int,
+        output_atto: int,
+        cache_read_atto: int = 0,
+        cache_write_atto: int = 0,
+        markup_ppm: int = 0,
+    ) -> None: ...
+    def cost_micros(
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+    ) -> int:
+        """sum(tokens x price) x (1e6 + markup_ppm) / 1e6, rounded half-up to micros.
+
+        Exact for every input in range (prices, markup and token counts are
+        unsigned 64-bit: a negative value raises OverflowError); computed in
+        256-bit integer arithmetic, so it never overflows.
+        """
+    def cost_micros_ceil(
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+    ) -> int:
+        """Same sum, rounded up (used for holds)."""
+    def affordable_output_tokens(self, budget_micros: int) -> int:
+        """Largest n with n x output price (with markup) <= budget; 2**62 when the output price is 0.
+
+        0 when ``budget_micros <= 0``. ``budget_micros`` must fit in a signed 64-bit int.
+        The result is exact (not capped at 2**62 when the output price is tiny).
+        """
+
+class Usage:
+    input_tokens: int
+    """Input tokens billed at the input price (OpenAI: prompt_tokens minus cached_tokens)."""
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    estimated: bool
+    """True when some count was not reported by the upstream and was estimated."""
+    model: Optional[str]
+    finish_reason: Optional[str]
+    def __init__(
+        self,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        estimated: bool = False,
+        model: Optional[str] = None,
+        finish_reason: Optional[str] = None,
+    ) -> None: ...
+
+def extract_usage(kind: ProviderKind, body: bytes) -> Optional[Usage]:
+    """Usage of a whole non-stream response body, parsed in Rust (no Python dicts).
+
+    OpenAI chat completion: usage.prompt_tokens / completion_tokens /
+    prompt_tokens_details.cached_tokens, choices[0].finish_reason, model.
+    Anthropic message: usage.input_tokens / output_tokens /
+    cache_read_input_tokens / cache_creation_input_tokens, stop_reason, model.
+    None when the body is not JSON or has no usage object.
+    """
+
+class StreamScanner:
+    """Incremental SSE scanner for one provider's stream format.
+
+    Fed arbitrary byte chunks (split anywhere, mid UTF-8, CRLF or LF, comments,
+    multi-line ``data:``), it returns the bytes to forward to the client and
+    accumulates usage, finish reason, assembled text and tool calls.
+
+    With ``strip_usage_chunk`` (OpenAI only: the gateway asked upstream for
+    ``stream_options.include_usage`` although the client did not), the forwarded
+    bytes omit the final usage-only chunk (``"choices":[]`` with a usage object)
+    and the ``"usage":null`` member of the other chunks, so the client receives
+    exactly what it would have received without include_usage. Without it,
+    ``feed`` returns its input unchanged (byte-faithful, same bytes).
+    """
+
+    def __init__(self, kind: ProviderKind, strip_usage_chunk: bool = False) -> None:
+        """``strip_usage_chunk`` is ignored for ``"anthropic"``. Unknown kinds raise ValueError."""
+    def feed(self, chunk: bytes) -> bytes:
+        """Scan ``chunk``; return the bytes to forward now.
+
+        Without strip mode this is ``chunk`` itself (the same object). With it, the
+        output is event-aligned: bytes of an unfinished event are held back until
+        its blank line arrives (or ``finish()``).
+        """
+    def finish(self) -> bytes:
+        """End of input: flush whatever was held back (an incomplete trailing event is forwarded as is)."""
+    @property
+    def usage(self) -> Optional[Usage]:
+        """Usage reported in the stream so far (None when none was reported)."""
+    @property
+    def text(self) -> str:
+        """Assembled assistant text (all text deltas, in order)."""
+    @property
+    def tool_calls_json(self) -> str:
+        """Assembled tool calls as a JSON array of {"id","name","arguments"} (arguments: the raw JSON string)."""
+    @property
+    def finish_reason(self) -> Optional[str]: ...
+    @property
+    def delta_count(self) -> int:
+        """Number of content/tool deltas seen (used to estimate output when usage is missing)."""
+    @property
+    def completed(self) -> bool:
+        """True once the provider's terminal event was seen (OpenAI ``[DONE]``, Anthropic ``message_stop``)."""
+    @property
+    def error_json(self) -> Optional[str]:
+        """The data of an in-stream error event, if any (Anthropic ``error`` event, OpenAI chunk with an ``error`` member)."""
+    @property
+    def model(self) -> Optional[str]:
+        """The model named by the stream, if any (extra: not in the original contract)."""
+
+class Hold:
+    """Money reserved on one key for one in-flight request.
+
+    Settled or released exactly once: later calls are no-ops that return False.
+    A Hold dropped without either is released.
+    """
+
+    key_id: str
+    micros: int
+    @property
+    def done(self) -> bool: ...
+    def settle(self, actual_micros: int) -> bool:
+        """Record ``actual_micros`` as spent and give back the rest of the hold.
+
+        ``actual_micros`` may exceed the hold (the overspend is recorded in full).
+        """
+    def release(self) -> bool:
+        """Give the whole hold back (nothing was spent)."""
+
+class Ledger:
+    """Per-key spend counters (lock-free atomics on a sharded map; safe from any thread).
+
+    Every operation is a few atomic instructions and never blocks, so the GIL is
+    not released around them (that would cost more than the work).
+
+    For each key: ``spent`` (settled micros), ``reserved`` (held by in-flight
+    requests) and ``cap`` (None = no cap). A reservation succeeds atomically only
+    while ``cap - spent - reserved`` covers it, so concurrent requests can never
+    together hold more than the cap.
+    """
+
+    def __init__(self) -> None: ...
+    def load(self, key_id: str, spent_micros: int, cap_micros: Optional[int]) -> None:
+        """Create or reset a key's counters (at start, from the database). Keeps current holds."""
+    def set_cap(self, key_id: str, cap_micros: Optional[int]) -> None: ...
+    def forget(self, key_id: str) -> None: ...
+    def reserve(self, key_id: str, min_micros: int, want_micros: int) -> Optional[Hold]:
+        """Hold min(want, available) micros, or None when available < min_micros.
+
+        available = cap - spent - reserved (unbounded without a cap). Unknown keys
+        are created with spent 0 and no cap. A negative ``min_micros`` counts as 0
+        and ``want_micros`` below ``min_micros`` counts as ``min_micros``.
+        """
+    def snapshot(self, key_id: str) -> tuple[int, int, Optional[int]]:
+        """(spent, reserved, cap) of a key; (0, 0, None) for an unknown key."""
+
+class StreamOutcome:
+    """What a finished stream hands over, exactly once, through ``on_done``."""
+
+    status: Literal["ok", "client_closed", "upstream_error", "timeout"]
+    usage: Usage
+    cost_micros: int
+    text: str
+    tool_calls_json: str
+    finish_reason: Optional[str]
+    error_json: Optional[str]
+    bytes_forwarded: int
+    """Bytes produced for the client (after stripping), whether or not it read them all."""
+    latency_ms: int
+    """From the request being sent upstream to the stream settling."""
+    first_byte_ms: int
+    """From the request being sent upstream to the first body chunk (to the headers when the body was empty)."""
+
+class UpstreamResponse:
+    """A whole (non-stream) upstream response."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    latency_ms: int
+
+class UpstreamStream:
+    """A streamed upstream response: forward its chunks, it settles itself.
+
+    Created by ``UpstreamClient.stream`` once the response headers arrived. When
+    ``status`` is 2xx, a tokio task reads the upstream to its end (independently of
+    how fast Python consumes), scans every byte, and when the upstream ends or
+    fails, or ``close()`` is called, or this object is dropped, it computes the
+    usage (estimated from the streamed text when the upstream reported none),
+    prices it, settles ``hold`` and calls ``on_done(outcome)`` exactly once (from a
+    runtime thread, holding the GIL). When ``status`` is not 2xx nothing is
+    settled and ``on_done`` is never called: read the error with ``read_all()``.
+
+    ``on_done`` runs before the iteration ends: once ``async for`` is over (or
+    ``read_all()`` returned), the outcome has been delivered. After ``close()``
+    nothing more is returned (``__anext__`` raises StopAsyncIteration) and
+    ``on_done`` follows shortly, from the runtime thread.
+    """
+
+    status: int
+    headers: list[tuple[str, str]]
+    def __aiter__(self) -> "UpstreamStream": ...
+    def __anext__(self) -> Awaitable[bytes]:
+        """Everything buffered so far (coalesced), waiting only when nothing is buffered; StopAsyncIteration at the end."""
+    def read_all(self) -> Awaitable[bytes]:
+        """The rest of the body in one piece (for non-2xx bodies)."""
+    def close(self) -> None:
+        """The client went away: stop the upstream request now and settle for what was generated."""
+    @property
+    def finished(self) -> bool:
+        """True once the upstream body ended (or failed, or was closed) and the stream settled."""
+    @property
+    def buffered(self) -> bool:
+        """True when bytes are buffered so ``__anext__`` completes at once (extra: not in the original contract)."""
+
+class UpstreamClient:
+    """Pooled keep-alive HTTP/1.1 + HTTP/2 (ALPN) client with rustls, on a tokio runtime owned by the extension.
+
+    Timeouts are in seconds; a value <= 0 (or infinite) disables that timeout.
+    Requests are sent as given (plus ``host``, ``content-length`` and, only when
+    no ``accept`` header is given, ``accept: */*``): no proxy from the environment,
+    redirects are not followed, no compression is negotiated or decoded. ``headers`` are sent in
+    order, repeated names kept; response header names are lowercase.
+    Invalid methods, URLs or headers raise ValueError at call time.
+    """
+
+    def __init__(
+        self,
+        *,
+        connect_timeout: float = 10.0,
+        first_byte_timeout: float = 600.0,
+        read_timeout: float = 300.0,
+        pool_idle_timeout: float = 90.0,
+        pool_max_idle_per_host: int = 1024,
+    ) -> None: ...
+    def send(
+        self, method: str, url: str, headers: list[tuple[str, str]], body: bytes
+    ) -> Awaitable[UpstreamResponse]:
+        """Send and read the whole response. Raises UpstreamConnectError / UpstreamTimeout (also for a body stalled past read_timeout).
+
+        A body that fails after the headers (e.g. connection reset) raises UpstreamError.
+        """
+    def stream(
+        self,
+        method: str,
+        url: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        *,
+        kind: ProviderKind,
+        strip_usage_chunk: bool,
+        pricing: Pricing,
+        hold: Optional[Hold],
+        input_estimate: int,
+        on_done: Callable[[StreamOutcome], None],
+    ) -> Awaitable[UpstreamStream]:
+        """Send and resolve once the response headers arrived.
+
+        ``input_estimate`` is used for the input count when the upstream never
+        reported usage (the outcome is then marked estimated). A gap longer than
+        ``read_timeout`` between chunks ends the stream with status "timeout".
+
+        Estimated output = max(delta_count, ceil(bytes / 4)) where bytes counts the
+        streamed text plus tool-call arguments and reasoning/thinking text. When only
+        part of the usage was reported (Anthropic ``message_start`` without a final
+        ``message_delta``), the reported counts are kept and output is the larger of
+        the reported and estimated values (marked estimated).
+
+        If this awaitable fails or is cancelled before the headers arrive, ``hold``
+        is left untouched and ``on_done`` is never called: the caller releases it.
+        """
