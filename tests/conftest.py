@@ -294,10 +294,25 @@ def database_url(request) -> Iterator[str]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+SERVERS = ["granian", "robyn"]
+
+
+@pytest.fixture(scope="session", params=SERVERS)
+def server(request) -> str:
+    """Every HTTP-level test runs against both server adapters."""
+    return request.param
+
+
+def robyn_limit(gw: "Gateway", reason: str) -> None:
+    """Skip a check that a measured Robyn limit makes impossible (README, "Servers")."""
+    if gw.server == "robyn":
+        pytest.skip(f"Robyn 0.88 limit: {reason}")
+
+
 @pytest.fixture(scope="session")
-def gateway(fake: FakeServer, database_url: str) -> Iterator[Gateway]:
+def gateway(fake: FakeServer, database_url: str, server: str) -> Iterator[Gateway]:
     data_dir = Path(tempfile.mkdtemp(prefix="tollway-data-"))
-    gw = start_gateway(gateway_env(fake, data_dir, database_url))
+    gw = start_gateway(gateway_env(fake, data_dir, database_url), server=server)
     try:
         yield gw
     finally:

@@ -16,9 +16,9 @@ from tests.conftest import DATABASES, REPO, gateway_env, start_gateway, stop_gat
 
 
 @pytest.mark.parametrize("fresh_database", DATABASES, indirect=True)
-def test_spend_survives_a_restart_and_sigterm_drains_streams(fake, tmp_data_dir, fresh_database) -> None:
+def test_spend_survives_a_restart_and_sigterm_drains_streams(fake, tmp_data_dir, fresh_database, server) -> None:
     env = gateway_env(fake, tmp_data_dir, fresh_database)
-    gw = start_gateway(env)
+    gw = start_gateway(env, server=server)
     key_id, secret = gw.mint(max_spend_usd="0.0003")  # out-gpt: 3 requests of 10 tokens
     body = {"model": "out-gpt", "max_tokens": 10, "messages": [{"role": "user", "content": "x #words=10"}]}
     assert gw.request("POST", "/v1/chat/completions", secret, json=body).status_code == 200
@@ -39,10 +39,11 @@ def test_spend_survives_a_restart_and_sigterm_drains_streams(fake, tmp_data_dir,
     code = stop_gateway(gw, signal.SIGTERM)
     thread.join(10)
     assert code == 0, gw.log()
-    assert streamed["status"] == 200 and streamed["body"].rstrip().endswith(b"data: [DONE]")
+    assert streamed.get("status") == 200, (streamed, gw.log())
+    assert streamed["body"].rstrip().endswith(b"data: [DONE]"), (streamed, gw.log())
 
     # Restarted: the counters come back from the usage events, and the cap still holds.
-    gw = start_gateway(env)
+    gw = start_gateway(env, server=server)
     try:
         info = gw.key(key_id)
         assert info["spent_micros"] == 200 and info["reserved_micros"] == 0
@@ -52,7 +53,7 @@ def test_spend_survives_a_restart_and_sigterm_drains_streams(fake, tmp_data_dir,
         stop_gateway(gw)
 
 
-def test_first_start_prints_the_admin_secret_once(fake, tmp_data_dir, fresh_database) -> None:
+def test_first_start_prints_the_admin_secret_once(fake, tmp_data_dir, fresh_database, server) -> None:
     env = gateway_env(fake, tmp_data_dir, fresh_database)
     env.pop("TOLLWAY_ADMIN_KEY")
     run = lambda *args: subprocess.run([sys.executable, "-m", "tollway", *args], env=env, cwd=str(REPO),
@@ -65,17 +66,17 @@ def test_first_start_prints_the_admin_secret_once(fake, tmp_data_dir, fresh_data
     assert again.returncode == 0 and "tw_live_" not in again.stdout and "already exists" in again.stdout
     # The printed secret is a working admin key.
     env["TOLLWAY_ADMIN_KEY"] = secrets[0]
-    gw = start_gateway(env)
+    gw = start_gateway(env, server=server)
     try:
         assert gw.request("GET", "/v1/keys", secrets[0]).status_code == 200
     finally:
         stop_gateway(gw)
 
 
-def test_admin_key_from_env_is_idempotent(fake, tmp_data_dir, fresh_database) -> None:
+def test_admin_key_from_env_is_idempotent(fake, tmp_data_dir, fresh_database, server) -> None:
     env = gateway_env(fake, tmp_data_dir, fresh_database, TOLLWAY_ADMIN_KEY="tw_live_from_env_" + "y" * 30)
     for _ in range(2):
-        gw = start_gateway(env)
+        gw = start_gateway(env, server=server)
         try:
             assert "tw_live_" not in gw.log()  # nothing secret printed or logged
             keys = gw.request("GET", "/v1/keys", env["TOLLWAY_ADMIN_KEY"]).json()["data"]

@@ -58,8 +58,17 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if code:
         return code
     if args.server == "robyn":
-        print("tollway: the Robyn adapter is not available yet; use --server granian", file=sys.stderr)
-        return 2
+        import logging
+
+        from tollway.gateway import Gateway
+        from tollway.http.robyn import serve_robyn
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        for noisy in ("robyn", "actix_server", "alembic"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        print(f"Tollway listening on http://{args.host}:{args.port} (robyn)", flush=True)
+        serve_robyn(Gateway(settings).app, args.host, args.port)
+        return 0
     from granian import Granian
     from granian.constants import Interfaces, Loops
 

@@ -90,4 +90,5 @@ def create_asgi_app():
     from tollway.http.asgi import ASGIAdapter
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     return ASGIAdapter(Gateway(load_settings()).app)

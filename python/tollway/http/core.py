@@ -164,8 +164,10 @@ class Router:
     def __init__(self) -> None:
         self._exact: dict[str, dict[str, Handler]] = {}
         self._patterns: list[tuple[re.Pattern[str], dict[str, Handler]]] = []
+        self.templates: list[tuple[str, str]] = []  # (method, path with {param}s), for adapters
 
     def add(self, method: str, path: str, handler: Handler) -> None:
+        self.templates.append((method, path))
         if "{" in path:
             regex = re.compile("^" + _PARAM.sub(r"(?P<\1>[^/]+)", path) + "$")
             for pattern, methods in self._patterns:

@@ -1,0 +1,131 @@
+"""Robyn adapter over the request/response core (``tollway serve --server robyn``).
+
+Only the mapping between Robyn's request/response types and ours lives here;
+routing, auth, caps and errors are the core's. What Robyn 0.88 does not do, the
+adapter does itself (README, "Servers"):
+
+- it reads the whole body whatever ROBYN_MAX_PAYLOAD_SIZE says: we answer 413 in
+  the route's shape from our own limit;
+- it ignores SIGTERM in a single process: we catch it, drain requests and streams
+  in flight (bounded), flush the usage writer and exit 0;
+- it notices a client that left only when a later request arrives: our streams do
+  not depend on it, the Rust stream settles when the upstream ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import Any, AsyncIterator
+from urllib.parse import urlencode
+
+from tollway.http.core import App, Request, Response, StreamResponse
+
+log = logging.getLogger("tollway.robyn")
+
+_METHODS = ("GET", "POST", "PATCH", "DELETE", "PUT")
+# Paths no route matches still get the core's 404/405 in our error shape.
+_CATCH_ALL = ("/:a", "/:a/:b", "/:a/:b/:c", "/:a/:b/:c/:d", "/:a/:b/:c/:d/:e")
+
+
+def _robyn_path(template: str) -> str:
+    return template.replace("{", ":").replace("}", "")
+
+
+def build_robyn(app: App) -> Any:
+    # Robyn's Config parses sys.argv when robyn is imported: give it only what it should see.
+    sys.argv = sys.argv[:1] + ["--log-level", os.environ.get("TOLLWAY_ROBYN_LOG_LEVEL", "WARNING")]
+    from robyn import Headers, Robyn
+    from robyn import Response as RobynResponse
+    from robyn import StreamingResponse
+
+    from robyn.argument_parser import Config
+
+    config = Config()
+    config.disable_openapi = True
+    server = Robyn(__file__, config=config)
+
+    def to_headers(pairs: list[tuple[str, str]]) -> Any:
+        headers = Headers({})
+        for name, value in pairs:
+            headers.append(name, value)
+        return headers
+
+    def to_robyn(response: Response) -> Any:
+        return RobynResponse(status_code=response.status, headers=to_headers(response.headers), description=response.body)
+
+    async def relay(stream: StreamResponse) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in stream.chunks:
+                yield chunk
+        finally:
+            stream.close()
+
+    async def handle(request: Any) -> Any:
+        path = request.url.path
+        body = request.body
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        if len(body) > app.max_body_bytes:
+            return to_robyn(app.too_large(path))  # type: ignore[arg-type]
+        ours = Request(
+            method=request.method.upper(),
+            path=path,
+            query_string=urlencode(request.query_params.multi_items()),
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=body,
+        )
+        response = await app.handle(ours)
+        if isinstance(response, StreamResponse):
+            content_type = next((v for k, v in response.headers if k == "content-type"), "text/event-stream")
+            return StreamingResponse(
+                content=relay(response),
+                status_code=response.status,
+                headers=to_headers(response.headers),
+                media_type=content_type,
+            )
+        return to_robyn(response)
+
+    registered = set()
+    for method, template in app.router.templates:
+        route = (method, _robyn_path(template))
+        if route not in registered:
+            registered.add(route)
+            server.add_route(method, route[1], handle)
+    for path in _CATCH_ALL:
+        for method in _METHODS:
+            if (method, path) not in registered:
+                server.add_route(method, path, handle)
+
+    stopping = asyncio.Event()
+
+    async def startup() -> None:
+        await app.startup()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stopping.set)
+        loop.add_signal_handler(signal.SIGINT, stopping.set)
+        loop.create_task(_exit_when(stopping, app))
+
+    server.startup_handler(startup)
+    return server
+
+
+async def _exit_when(stopping: asyncio.Event, app: App) -> None:
+    await stopping.wait()
+    log.info("stopping: draining requests in flight and the usage writer")
+    code = 0
+    try:
+        await app.shutdown()
+    except Exception:
+        log.exception("shutdown failed")
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def serve_robyn(app: App, host: str, port: int) -> None:
+    build_robyn(app).start(host=host, port=port, _check_port=False)
