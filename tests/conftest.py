@@ -8,6 +8,7 @@ are skipped, with that reason. `.ci/run` always sets it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -277,10 +278,10 @@ def stop_gateway(gw: Gateway, sig: int = signal.SIGTERM, timeout: float = 30.0) 
     return gw.proc.returncode
 
 
-@pytest.fixture(scope="session", params=DATABASES)
-def database_url(request) -> Iterator[str]:
-    """A fresh database of each kind, for the session's gateway."""
-    if request.param == "postgresql":
+@contextlib.contextmanager
+def throwaway_database(kind: str) -> Iterator[str]:
+    """A new, empty database of ``kind``, removed afterwards."""
+    if kind == "postgresql":
         url = create_pg_database()
         try:
             yield url
@@ -294,6 +295,13 @@ def database_url(request) -> Iterator[str]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+@pytest.fixture(scope="session", params=DATABASES)
+def database_url(request) -> Iterator[str]:
+    """A fresh database of each kind, for the session's gateway."""
+    with throwaway_database(request.param) as url:
+        yield url
+
+
 SERVERS = ["granian", "robyn"]
 
 
@@ -301,12 +309,6 @@ SERVERS = ["granian", "robyn"]
 def server(request) -> str:
     """Every HTTP-level test runs against both server adapters."""
     return request.param
-
-
-def robyn_limit(gw: "Gateway", reason: str) -> None:
-    """Skip a check that a measured Robyn limit makes impossible (README, "Servers")."""
-    if gw.server == "robyn":
-        pytest.skip(f"Robyn 0.88 limit: {reason}")
 
 
 @pytest.fixture(scope="session")
@@ -323,19 +325,8 @@ def gateway(fake: FakeServer, database_url: str, server: str) -> Iterator[Gatewa
 @pytest.fixture
 def fresh_database(request) -> Iterator[str]:
     """A database of its own for a test that starts and stops gateways itself."""
-    kind = getattr(request, "param", "sqlite")
-    if kind == "postgresql":
-        url = create_pg_database()
-        try:
-            yield url
-        finally:
-            drop_pg_database(url)
-    else:
-        tmp = Path(tempfile.mkdtemp(prefix="tollway-db-"))
-        try:
-            yield f"sqlite:///{tmp / 'tollway.db'}"
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    with throwaway_database(getattr(request, "param", "sqlite")) as url:
+        yield url
 
 
 @pytest.fixture
