@@ -2,6 +2,8 @@
 
 Run: .venv/bin/python -m pytest benches/bench_core.py --benchmark-enable -p no:cacheprovider
 (pyproject's addopts disable timing by default, so under `make test` each runs once as a smoke test).
+The upstream client (sequential and concurrent ``await client.send``, streams) is measured
+against the fake upstream by benches/client_micro.py.
 """
 
 from __future__ import annotations

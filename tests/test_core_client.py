@@ -533,3 +533,270 @@ def test_stream_under_uvloop():
 
     out, status, output_tokens, sstatus = uvloop.run(main())
     assert out.endswith(b"data: [DONE]\n\n") and status == "ok" and output_tokens == 2 and sstatus == 200
+
+
+# ------------------------------------------------------------------ completion hub (loop binding, cancellation)
+
+
+class ThreadUpstream:
+    """One-connection raw HTTP/1.1 upstream on its own thread (answers while the loop is blocked)."""
+
+    def __init__(self, response: bytes) -> None:
+        self.response = response
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1)
+        self.port = self.sock.getsockname()[1]
+        self.sent = threading.Event()
+        self.closed_at: Optional[float] = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1/chat/completions"
+
+    def _run(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, rest = data.split(b"\r\n\r\n", 1)
+            n = int(dict((k.strip().lower(), v.strip()) for k, v in (line.split(b":", 1) for line in head.split(b"\r\n")[1:])).get(b"content-length", b"0"))
+            while len(rest) < n:
+                rest += conn.recv(65536)
+            conn.sendall(self.response)
+            self.sent.set()
+            conn.settimeout(5)
+            try:
+                while conn.recv(65536):
+                    pass
+            except OSError:
+                pass
+            self.closed_at = time.monotonic()
+        self.sock.close()
+
+
+async def test_cancelled_send_does_not_break_later_calls():
+    async def maybe_silent(req: Request, conn: Conn) -> bool:
+        if req.path == "/slow":
+            await conn.wait_client_close(10)
+            return False
+        return await json_handler()(req, conn)
+
+    async with Upstream(maybe_silent) as up:
+        client = UpstreamClient()
+        for _ in range(3):
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(client.send("POST", up.url("/slow"), [], b"{}"), 0.1)
+        # the cancellation aborted the requests: the upstream saw the connections close
+        deadline = time.monotonic() + 1.0
+        while sum(c.closed_at is not None for c in up.conns) < 3:
+            assert time.monotonic() < deadline, "cancelled requests were not aborted"
+            await asyncio.sleep(0.01)
+        assert client._pending == 0
+        for _ in range(3):
+            r = await client.send("POST", up.url(), [], b"{}")
+            assert r.status == 200 and r.body == b'{"ok":true}'
+        assert client._pending == 0
+
+
+async def test_many_concurrent_sends():
+    async def echo(req: Request, conn: Conn) -> bool:
+        await conn.write(response_head(200, length=len(req.body)) + req.body)
+        return True
+
+    async with Upstream(echo) as up:
+        client = UpstreamClient()
+        rs = await asyncio.gather(*(client.send("POST", up.url(), [], b'{"i":%d}' % i) for i in range(500)))
+        assert [r.body for r in rs] == [b'{"i":%d}' % i for i in range(500)]
+        assert client._pending == 0
+
+
+async def test_cancelled_stream_before_headers_leaves_hold_untouched():
+    async def silent(req: Request, conn: Conn) -> bool:
+        await conn.wait_client_close(10)
+        return False
+
+    async with Upstream(silent) as up:
+        client = UpstreamClient()
+        led = Ledger()
+        led.load("k", 0, 1000)
+        hold = led.reserve("k", 10, 100)
+        done = Done()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(start_stream(client, up, hold=hold, on_done=done), 0.1)
+        deadline = time.monotonic() + 1.0
+        while not (up.conns and up.conns[0].closed_at is not None):
+            assert time.monotonic() < deadline, "the cancelled stream request was not aborted"
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        assert not done.calls and not hold.done
+        assert led.snapshot("k") == (0, 100, 1000)
+        assert client._pending == 0
+        hold.release()
+
+
+async def test_cancelled_stream_after_headers_settles_client_closed():
+    chunk = openai_events(["abc"])[0]
+    up = ThreadUpstream(response_head(200, [("content-type", "text/event-stream")], chunked=True) + b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    client = UpstreamClient()
+    led = Ledger()
+    led.load("k", 0, 1_000_000)
+    hold = led.reserve("k", 10, 50_000)
+    done = Done()
+    task = asyncio.ensure_future(
+        client.stream("POST", up.url(), [], b"{}", kind="openai", strip_usage_chunk=False, pricing=PRICING, hold=hold, input_estimate=7, on_done=done)
+    )
+    await asyncio.sleep(0)  # the task now awaits the headers
+    assert up.sent.wait(3)
+    time.sleep(0.2)  # block the loop: the stream is ready in Rust, its completion queued
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    o = await done.wait()
+    assert o.status == "client_closed" and o.usage.input_tokens == 7
+    assert hold.done and led.snapshot("k") == (o.cost_micros, 0, 1_000_000)
+    deadline = time.monotonic() + 1.0
+    while up.closed_at is None:
+        assert time.monotonic() < deadline, "the dropped stream did not close the upstream"
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    assert len(done.calls) == 1 and client._pending == 0
+
+
+async def test_cancelled_anext_keeps_the_data():
+    chunks = openai_events([f"t{i}" for i in range(5)], usage=(1, 5))
+    async with Upstream(sse_handler(chunks, delay=0.05)) as up:
+        done = Done()
+        s = await start_stream(UpstreamClient(), up, on_done=done)
+        got = b""
+        timeouts = 0
+        while True:
+            try:
+                got += await asyncio.wait_for(s.__anext__(), 0.01)
+            except asyncio.TimeoutError:
+                timeouts += 1
+            except StopAsyncIteration:
+                break
+        assert got == b"".join(chunks) and timeouts > 0
+        assert (await done.wait()).status == "ok"
+
+
+async def test_concurrent_anext_is_refused():
+    async with Upstream(sse_handler(openai_events(["a", "b", "c"]), delay=0.05)) as up:
+        s = await start_stream(UpstreamClient(), up)
+        while True:  # until __anext__ has to wait
+            first = s.__anext__()
+            if isinstance(first, asyncio.Future):
+                break
+            await first
+        with pytest.raises(RuntimeError, match="already waiting"):
+            s.__anext__()
+        with pytest.raises(RuntimeError, match="already waiting"):
+            s.read_all()
+        assert await first
+        s.close()
+
+
+def epoll_watches(fd: int) -> Optional[bool]:
+    """Whether an epoll instance of this process watches ``fd`` (None where /proc can't tell)."""
+    import os
+
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    for name in fds:
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") != "anon_inode:[eventpoll]":
+                continue
+            with open(f"/proc/self/fdinfo/{name}") as f:
+                if any(line.startswith("tfd:") and int(line.split()[1]) == fd for line in f):
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+async def test_close_unregisters_the_reader():
+    async with Upstream(json_handler()) as up:
+        loop = asyncio.get_running_loop()
+        client = UpstreamClient()
+        fd = client._wakeup_fd
+        assert (await client.send("GET", up.url(), [], b"")).status == 200
+        assert epoll_watches(fd) in (True, None)
+        client.close()
+        client.close()  # idempotent
+        assert client.closed
+        assert epoll_watches(fd) in (False, None)
+        assert loop.remove_reader(fd) is False
+        with pytest.raises(RuntimeError, match="closed"):
+            client.send("GET", up.url(), [], b"")
+
+
+async def test_close_with_a_pending_call_and_a_live_stream():
+    chunks = openai_events(["x", "y"], usage=(2, 2))
+    async with Upstream(sse_handler(chunks, delay=0.05)) as up:
+        loop = asyncio.get_running_loop()
+        client = UpstreamClient()
+        done = Done()
+        s = await start_stream(client, up, on_done=done)
+        pending = client.send("GET", up.url(), [], b"")
+        client.close()
+        # the pending call still resolves, the stream still streams
+        r = await pending
+        assert r.status == 200
+        assert await collect(s) == b"".join(chunks)
+        assert (await done.wait()).status == "ok"
+        await asyncio.sleep(0)
+        assert epoll_watches(client._wakeup_fd) in (False, None)
+        assert loop.remove_reader(client._wakeup_fd) is False
+
+
+def test_one_client_two_loops():
+    async def use(client: UpstreamClient, up_url: str) -> int:
+        return (await client.send("GET", up_url, [], b"")).status
+
+    up = ThreadUpstream(response_head(200, length=2) + b"{}")
+    client = UpstreamClient()
+    a = asyncio.new_event_loop()
+    try:
+        assert a.run_until_complete(use(client, up.url())) == 200
+        with pytest.raises(RuntimeError, match="another event loop"):
+            asyncio.run(use(client, up.url()))
+    finally:
+        a.close()
+    # once its loop is closed, the client may serve a new one
+    up2 = ThreadUpstream(response_head(200, length=2) + b"{}")
+    assert asyncio.run(use(client, up2.url())) == 200
+    client.close()
+
+
+def test_hub_under_uvloop():
+    uvloop = pytest.importorskip("uvloop")
+
+    async def silent(req: Request, conn: Conn) -> bool:
+        await conn.wait_client_close(10)
+        return False
+
+    async def main():
+        chunks = openai_events([f"t{i}" for i in range(10)], usage=(3, 10))
+        async with Upstream(sse_handler(chunks, delay=0.005)) as up:
+            client = UpstreamClient()
+            rs = await asyncio.gather(*(client.send("GET", up.url(), [], b"") for _ in range(200)))
+            async with Upstream(silent) as never:
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(client.send("GET", never.url(), [], b""), 0.05)
+            done = Done()
+            s = await start_stream(client, up, on_done=done)
+            out = await collect(s)
+            o = await done.wait()
+            fd = client._wakeup_fd
+            watched = epoll_watches(fd)
+            client.close()
+            return [r.status for r in rs], out == b"".join(chunks), o.status, watched, epoll_watches(fd)
+
+    statuses, same, status, before, after = uvloop.run(main())
+    assert statuses == [200] * 200 and same and status == "ok"
+    assert before in (True, None) and after in (False, None)

@@ -226,13 +226,19 @@ class UpstreamStream:
     fails, or ``close()`` is called, or this object is dropped, it computes the
     usage (estimated from the streamed text when the upstream reported none),
     prices it, settles ``hold`` and calls ``on_done(outcome)`` exactly once (from a
-    runtime thread, holding the GIL). When ``status`` is not 2xx nothing is
-    settled and ``on_done`` is never called: read the error with ``read_all()``.
+    runtime thread, holding the GIL, even when the event loop is gone). When
+    ``status`` is not 2xx nothing is settled and ``on_done`` is never called: read
+    the error with ``read_all()``.
 
     ``on_done`` runs before the iteration ends: once ``async for`` is over (or
     ``read_all()`` returned), the outcome has been delivered. After ``close()``
     nothing more is returned (``__anext__`` raises StopAsyncIteration) and
     ``on_done`` follows shortly, from the runtime thread.
+
+    A stream keeps working after its client was closed. Only one ``__anext__()``
+    or ``read_all()`` may wait at a time (another call while one waits raises
+    RuntimeError); a cancelled wait loses nothing: its bytes stay buffered for the
+    next call.
     """
 
     status: int
@@ -260,6 +266,19 @@ class UpstreamClient:
     redirects are not followed, no compression is negotiated or decoded. ``headers`` are sent in
     order, repeated names kept; response header names are lowercase.
     Invalid methods, URLs or headers raise ValueError at call time.
+
+    Results reach Python without the runtime threads taking the GIL: finished
+    calls are queued in the client's completion hub, whose wake-up fd (an eventfd;
+    a pipe where there is none) is registered with ``loop.add_reader`` on the
+    asyncio loop the client is first used from, and the loop resolves their
+    futures in batches. A client therefore serves one event loop: using it from
+    another running loop raises RuntimeError while its first loop is still open
+    (create one client per loop; once that loop is closed, the client rebinds to
+    the next one). ``close()`` (or dropping the client) unregisters the reader.
+
+    Cancelling the awaitable of ``send``/``stream`` before the response headers
+    arrived aborts the request upstream. All clients share one runtime thread
+    (``TOLLWAY_CORE_THREADS`` in the environment sets another count).
     """
 
     def __init__(
@@ -306,4 +325,22 @@ class UpstreamClient:
 
         If this awaitable fails or is cancelled before the headers arrive, ``hold``
         is left untouched and ``on_done`` is never called: the caller releases it.
+        If it is cancelled after the headers arrived but before it returned the
+        stream, the stream is dropped: it closes and settles as "client_closed"
+        (``on_done`` is called).
         """
+    def close(self) -> None:
+        """Unregister from the event loop (at once, or once the calls still pending resolve).
+
+        Afterwards ``send``/``stream`` raise RuntimeError; streams already returned
+        keep working. Idempotent; dropping the client does the same.
+        """
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
+    @property
+    def _wakeup_fd(self) -> int:
+        """The completion hub's wake-up fd (for tests)."""
+    @property
+    def _pending(self) -> int:
+        """Calls and stream waits whose future is not resolved yet (for tests)."""

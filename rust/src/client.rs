@@ -4,21 +4,22 @@
 
 use std::collections::VecDeque;
 use std::error::Error as _;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pyo3::exceptions::{PyStopAsyncIteration, PyStopIteration, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use tokio::sync::Notify;
 
+use crate::hub::{bytes_value, empty_bytes, new_waiter, stop_async_iteration, Hub, HubInner, OpError, Outcome, WakeValue};
 use crate::ledger::Hold;
 use crate::pricing::{Pricing, Usage};
 use crate::scanner::Scanner;
 use crate::usage::Kind;
-use crate::{runtime, UpstreamConnectError, UpstreamError, UpstreamTimeout};
+use crate::runtime;
 
 fn duration(secs: f64) -> Option<Duration> {
     if secs.is_finite() && secs > 0.0 {
@@ -47,14 +48,14 @@ fn error_chain(e: &reqwest::Error) -> String {
 }
 
 /// Map an error that happened before the response headers.
-fn map_send_error(e: reqwest::Error) -> PyErr {
+fn map_send_error(e: reqwest::Error) -> OpError {
     let msg = error_chain(&e);
     if e.is_timeout() {
-        UpstreamTimeout::new_err(msg)
+        OpError::Timeout(msg)
     } else if e.is_builder() {
-        PyValueError::new_err(msg)
+        OpError::Value(msg)
     } else {
-        UpstreamConnectError::new_err(msg)
+        OpError::Connect(msg)
     }
 }
 
@@ -69,7 +70,7 @@ fn ms(d: Duration) -> u64 {
 }
 
 /// Concatenate byte chunks into one Python bytes object (one copy).
-fn concat_to_py<'py>(py: Python<'py>, chunks: &[Bytes]) -> PyResult<Bound<'py, PyBytes>> {
+pub(crate) fn concat_to_py<'py>(py: Python<'py>, chunks: &[Bytes]) -> PyResult<Bound<'py, PyBytes>> {
     match chunks {
         [] => Ok(PyBytes::new(py, b"")),
         [one] => Ok(PyBytes::new(py, one)),
@@ -84,18 +85,6 @@ fn concat_to_py<'py>(py: Python<'py>, chunks: &[Bytes]) -> PyResult<Bound<'py, P
                 Ok(())
             })
         }
-    }
-}
-
-/// A future's result that becomes one Python `bytes` (built with the GIL).
-struct PyBytesOut(Vec<Bytes>);
-
-impl<'py> IntoPyObject<'py> for PyBytesOut {
-    type Target = PyBytes;
-    type Output = Bound<'py, PyBytes>;
-    type Error = PyErr;
-    fn into_pyobject(self, py: Python<'py>) -> Result<Self::Output, Self::Error> {
-        concat_to_py(py, &self.0)
     }
 }
 
@@ -144,96 +133,146 @@ impl Ready {
 // ---------------------------------------------------------------------------
 // Shared state between a stream's reader task and its Python object
 
+/// A Python future waiting on a stream (``__anext__``, or ``read_all`` when `all`).
+pub struct Waiter {
+    pub id: u64,
+    pub hub: Arc<HubInner>,
+    pub all: bool,
+}
+
 #[derive(Default)]
 struct BufState {
     chunks: VecDeque<Bytes>,
+    done: bool,
+    closed: bool,
+    waiter: Option<Waiter>,
+}
+
+/// What a stream has for its consumer right now.
+enum Next {
+    Data(Vec<Bytes>),
+    End,
+    Empty,
 }
 
 #[derive(Default)]
-struct Shared {
+pub struct Shared {
     buf: Mutex<BufState>,
-    /// Wakes the consumer (data, end or close).
-    data_ready: Notify,
     /// Wakes the reader task on close.
     cancel: Notify,
     closed: AtomicBool,
-    done: AtomicBool,
 }
 
 impl Shared {
-    fn push(&self, b: Bytes) {
+    fn wake(self: &Arc<Self>, w: Option<Waiter>) {
+        if let Some(w) = w {
+            w.hub.complete(w.id, Outcome::Wake { shared: self.clone(), all: w.all });
+        }
+    }
+
+    fn push(self: &Arc<Self>, b: Bytes) {
         if b.is_empty() {
             return;
         }
-        self.buf.lock().unwrap().chunks.push_back(b);
-        self.data_ready.notify_one();
+        let w = {
+            let mut st = self.buf.lock().unwrap();
+            if st.closed {
+                return;
+            }
+            st.chunks.push_back(b);
+            if st.waiter.as_ref().is_some_and(|w| !w.all) {
+                st.waiter.take()
+            } else {
+                None
+            }
+        };
+        self.wake(w);
     }
 
-    fn take(&self) -> Vec<Bytes> {
-        let mut st = self.buf.lock().unwrap();
-        st.chunks.drain(..).collect()
+    fn finish(self: &Arc<Self>) {
+        let w = {
+            let mut st = self.buf.lock().unwrap();
+            st.done = true;
+            st.waiter.take()
+        };
+        self.wake(w);
     }
 
-    fn has_data(&self) -> bool {
-        !self.buf.lock().unwrap().chunks.is_empty()
-    }
-
-    fn finish(&self) {
-        self.done.store(true, Ordering::Release);
-        self.data_ready.notify_one();
-    }
-
-    fn close(&self) {
+    fn close(self: &Arc<Self>) {
         if !self.closed.swap(true, Ordering::AcqRel) {
             self.cancel.notify_one();
-            self.data_ready.notify_one();
-            self.buf.lock().unwrap().chunks.clear();
+            let w = {
+                let mut st = self.buf.lock().unwrap();
+                st.closed = true;
+                st.chunks.clear();
+                st.waiter.take()
+            };
+            self.wake(w);
         }
     }
 
     fn is_done(&self) -> bool {
-        self.done.load(Ordering::Acquire)
+        self.buf.lock().unwrap().done
     }
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Wait for data (Some) or the end (None).
-    async fn next(&self) -> Option<Vec<Bytes>> {
-        loop {
-            if self.is_closed() {
-                return None;
-            }
-            let chunks = self.take();
-            if !chunks.is_empty() {
-                return Some(chunks);
-            }
-            if self.is_done() {
-                // The task may have pushed its last bytes just before finishing.
-                let chunks = self.take();
-                return if chunks.is_empty() { None } else { Some(chunks) };
-            }
-            self.data_ready.notified().await;
+    fn has_data(&self) -> bool {
+        !self.buf.lock().unwrap().chunks.is_empty()
+    }
+
+    /// What ``__anext__`` (or, with `all`, ``read_all``) can return without waiting.
+    fn poll(st: &mut BufState, all: bool) -> Next {
+        if st.closed {
+            return Next::End;
+        }
+        if all {
+            return if st.done { Next::Data(st.chunks.drain(..).collect()) } else { Next::Empty };
+        }
+        if !st.chunks.is_empty() {
+            return Next::Data(st.chunks.drain(..).collect());
+        }
+        if st.done {
+            Next::End
+        } else {
+            Next::Empty
         }
     }
 
-    /// Wait for the end, then everything left.
-    async fn all(&self) -> Vec<Bytes> {
-        loop {
-            if self.is_closed() {
-                return Vec::new();
-            }
-            if self.is_done() {
-                return self.take();
-            }
-            self.data_ready.notified().await;
+    fn try_next(&self, all: bool) -> Next {
+        Shared::poll(&mut self.buf.lock().unwrap(), all)
+    }
+
+    /// Register `w` unless something can be returned at once.
+    fn arm(&self, w: Waiter) -> Next {
+        let mut st = self.buf.lock().unwrap();
+        let n = Shared::poll(&mut st, w.all);
+        if let Next::Empty = n {
+            st.waiter = Some(w);
         }
+        n
+    }
+
+    /// Called by the hub (GIL held) when this stream's waiter was woken.
+    pub fn wake_value<'py>(&self, py: Python<'py>, all: bool, id: u64, hub: &Arc<HubInner>) -> PyResult<WakeValue<'py>> {
+        let n = self.arm(Waiter { id, hub: hub.clone(), all });
+        Ok(next_value(py, n, all))
+    }
+}
+
+fn next_value<'py>(py: Python<'py>, n: Next, all: bool) -> WakeValue<'py> {
+    match n {
+        Next::Data(chunks) => Some(bytes_value(py, &chunks)),
+        Next::End if all => Some(Ok(empty_bytes(py))),
+        Next::End => Some(Err(stop_async_iteration())),
+        Next::Empty => None,
     }
 }
 
 /// Owner handle of a stream: dropping it closes the stream.
-struct StreamHandle(Arc<Shared>);
+pub struct StreamHandle(Arc<Shared>);
 
 impl Drop for StreamHandle {
     fn drop(&mut self) {
@@ -282,10 +321,10 @@ impl StreamOutcome {
 /// A whole (non-stream) upstream response.
 #[pyclass(module = "tollway._core", frozen, get_all)]
 pub struct UpstreamResponse {
-    status: u16,
-    headers: Py<PyList>,
-    body: Py<PyBytes>,
-    latency_ms: u64,
+    pub(crate) status: u16,
+    pub(crate) headers: Py<PyList>,
+    pub(crate) body: Py<PyBytes>,
+    pub(crate) latency_ms: u64,
 }
 
 #[pymethods]
@@ -295,22 +334,11 @@ impl UpstreamResponse {
     }
 }
 
-struct SendResult {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<Bytes>,
-    latency_ms: u64,
-}
-
-impl<'py> IntoPyObject<'py> for SendResult {
-    type Target = UpstreamResponse;
-    type Output = Bound<'py, UpstreamResponse>;
-    type Error = PyErr;
-    fn into_pyobject(self, py: Python<'py>) -> Result<Self::Output, Self::Error> {
-        let headers = PyList::new(py, self.headers)?.unbind();
-        let body = concat_to_py(py, &self.body)?.unbind();
-        Bound::new(py, UpstreamResponse { status: self.status, headers, body, latency_ms: self.latency_ms })
-    }
+pub struct SendResult {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<Bytes>,
+    pub(crate) latency_ms: u64,
 }
 
 /// A streamed upstream response: forward its chunks, it settles itself.
@@ -328,22 +356,54 @@ pub struct UpstreamStream {
     #[pyo3(get)]
     headers: Py<PyList>,
     handle: StreamHandle,
+    hub: Py<Hub>,
+    /// Op id of the last future handed out by ``__anext__`` / ``read_all`` (0: none).
+    waiter_id: AtomicU64,
 }
 
-struct StreamReady {
-    status: u16,
-    headers: Vec<(String, String)>,
-    handle: StreamHandle,
+pub struct StreamReady {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) handle: StreamHandle,
 }
 
-impl<'py> IntoPyObject<'py> for StreamReady {
-    type Target = UpstreamStream;
-    type Output = Bound<'py, UpstreamStream>;
-    type Error = PyErr;
-    fn into_pyobject(self, py: Python<'py>) -> Result<Self::Output, Self::Error> {
-        let StreamReady { status, headers, handle } = self;
-        let headers = PyList::new(py, headers)?.unbind();
-        Bound::new(py, UpstreamStream { status, headers, handle })
+impl UpstreamStream {
+    pub(crate) fn new(status: u16, headers: Py<PyList>, handle: StreamHandle, hub: Py<Hub>) -> Self {
+        UpstreamStream { status, headers, handle, hub, waiter_id: AtomicU64::new(0) }
+    }
+
+    /// The value now (an already-complete awaitable), or a future resolved by the hub.
+    fn next_awaitable<'py>(&self, py: Python<'py>, all: bool) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let sh = &self.handle.0;
+        let hub = self.hub.bind(py);
+        let prev = self.waiter_id.load(Ordering::Relaxed);
+        if prev != 0 {
+            if hub.get().is_waiting(py, prev) {
+                return Err(PyRuntimeError::new_err("another __anext__() or read_all() is already waiting on this stream"));
+            }
+            // Resolved, or cancelled by the caller (then its data stays buffered for this call).
+            hub.get().forget(prev);
+            self.waiter_id.store(0, Ordering::Relaxed);
+        }
+        match next_value(py, sh.try_next(all), all) {
+            Some(Ok(v)) => return ready(py, v).map(Some),
+            Some(Err(_)) => return Ok(None),
+            None => {}
+        }
+        let (id, fut) = Hub::begin(hub)?;
+        match next_value(py, sh.arm(new_waiter(hub, id, all)), all) {
+            None => {
+                self.waiter_id.store(id, Ordering::Relaxed);
+                Ok(Some(fut))
+            }
+            Some(v) => {
+                hub.get().forget(id);
+                match v {
+                    Ok(v) => ready(py, v).map(Some),
+                    Err(_) => Ok(None),
+                }
+            }
+        }
     }
 }
 
@@ -359,40 +419,15 @@ impl UpstreamStream {
 
     /// Everything buffered so far (coalesced), waiting only when nothing is buffered; StopAsyncIteration at the end.
     fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let sh = &self.handle.0;
-        if sh.is_closed() {
-            return Ok(None);
-        }
-        let done = sh.is_done();
-        let chunks = sh.take();
-        if !chunks.is_empty() {
-            return ready(py, concat_to_py(py, &chunks)?.into_any()).map(Some);
-        }
-        if done {
-            return Ok(None);
-        }
-        let sh = sh.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            match sh.next().await {
-                Some(chunks) => Ok(PyBytesOut(chunks)),
-                None => Err(PyStopAsyncIteration::new_err(())),
-            }
-        })
-        .map(Some)
+        self.next_awaitable(py, false)
     }
 
     /// The rest of the body in one piece (for non-2xx bodies).
     fn read_all<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let sh = &self.handle.0;
-        if sh.is_closed() {
-            return ready(py, PyBytes::new(py, b"").into_any());
+        match self.next_awaitable(py, true)? {
+            Some(a) => Ok(a),
+            None => ready(py, empty_bytes(py)),
         }
-        if sh.is_done() {
-            let chunks = sh.take();
-            return ready(py, concat_to_py(py, &chunks)?.into_any());
-        }
-        let sh = sh.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(PyBytesOut(sh.all().await)) })
     }
 
     /// The client went away: stop the upstream request now and settle for what was generated.
@@ -548,12 +583,86 @@ async fn pump(
 // ---------------------------------------------------------------------------
 // The client
 
+async fn do_send(client: reqwest::Client, req: reqwest::Request, fbt: Option<Duration>, rt: Option<Duration>) -> Result<SendResult, OpError> {
+    let start = Instant::now();
+    let mut resp = match maybe_timeout(fbt, client.execute(req)).await {
+        Err(()) => return Err(OpError::Timeout("no response headers within first_byte_timeout".into())),
+        Ok(Err(e)) => return Err(map_send_error(e)),
+        Ok(Ok(r)) => r,
+    };
+    let status = resp.status().as_u16();
+    let headers = headers_vec(resp.headers());
+    let mut body = Vec::new();
+    loop {
+        match maybe_timeout(rt, resp.chunk()).await {
+            Err(()) => return Err(OpError::Timeout("response body stalled past read_timeout".into())),
+            Ok(Err(e)) => return Err(OpError::Upstream(format!("error reading the response body: {}", error_chain(&e)))),
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(c))) => body.push(c),
+        }
+    }
+    Ok(SendResult { status, headers, body, latency_ms: ms(start.elapsed()) })
+}
+
+struct StreamArgs {
+    kind: Kind,
+    strip_usage_chunk: bool,
+    pricing: Pricing,
+    hold: Option<Py<Hold>>,
+    input_estimate: i64,
+    on_done: Py<PyAny>,
+}
+
+async fn do_stream(
+    client: reqwest::Client,
+    req: reqwest::Request,
+    fbt: Option<Duration>,
+    rt: Option<Duration>,
+    a: StreamArgs,
+) -> Result<StreamReady, OpError> {
+    let start = Instant::now();
+    let resp = match maybe_timeout(fbt, client.execute(req)).await {
+        Err(()) => return Err(OpError::Timeout("no response headers within first_byte_timeout".into())),
+        Ok(Err(e)) => return Err(map_send_error(e)),
+        Ok(Ok(r)) => r,
+    };
+    let headers_at = start.elapsed();
+    let status = resp.status().as_u16();
+    let headers = headers_vec(resp.headers());
+    let shared = Arc::new(Shared::default());
+    let settle = if resp.status().is_success() {
+        Some(Settlement {
+            scanner: Scanner::new(a.kind, a.strip_usage_chunk),
+            pricing: a.pricing,
+            hold: a.hold,
+            input_estimate: a.input_estimate,
+            on_done: a.on_done,
+        })
+    } else {
+        drop((a.hold, a.on_done));
+        None
+    };
+    tokio::spawn(pump(shared.clone(), resp, settle, rt, start, headers_at));
+    Ok(StreamReady { status, headers, handle: StreamHandle(shared) })
+}
+
 /// Pooled keep-alive HTTP/1.1 + HTTP/2 (ALPN) client with rustls, on a tokio runtime owned by the extension.
+///
+/// Results reach Python through the client's completion hub: the tokio threads
+/// never take the GIL for them. The client serves the one asyncio loop it was
+/// first used from.
 #[pyclass(module = "tollway._core", frozen)]
 pub struct UpstreamClient {
     client: reqwest::Client,
     first_byte_timeout: Option<Duration>,
     read_timeout: Option<Duration>,
+    hub: Py<Hub>,
+}
+
+impl Drop for UpstreamClient {
+    fn drop(&mut self) {
+        Python::attach(|py| self.hub.get().close(py));
+    }
 }
 
 impl UpstreamClient {
@@ -576,6 +685,22 @@ impl UpstreamClient {
         }
         Ok(req)
     }
+
+    /// Run `task` on the runtime; its result resolves the returned asyncio future
+    /// through the hub. Cancelling the future aborts the task.
+    fn start<'py, F>(&self, py: Python<'py>, task: impl FnOnce(u64, Arc<HubInner>) -> F) -> PyResult<Bound<'py, PyAny>>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let hub = self.hub.bind(py);
+        if hub.get().is_closed() {
+            return Err(PyRuntimeError::new_err("this UpstreamClient is closed"));
+        }
+        let (id, fut) = Hub::begin(hub)?;
+        let handle = runtime().spawn(task(id, hub.get().inner.clone()));
+        Hub::watch_cancel(hub, id, &fut, handle.abort_handle())?;
+        Ok(fut)
+    }
 }
 
 #[pymethods]
@@ -583,13 +708,13 @@ impl UpstreamClient {
     #[new]
     #[pyo3(signature = (*, connect_timeout=10.0, first_byte_timeout=600.0, read_timeout=300.0, pool_idle_timeout=90.0, pool_max_idle_per_host=1024))]
     fn py_new(
+        py: Python<'_>,
         connect_timeout: f64,
         first_byte_timeout: f64,
         read_timeout: f64,
         pool_idle_timeout: f64,
         pool_max_idle_per_host: usize,
     ) -> PyResult<Self> {
-        crate::init_runtime();
         let _guard = runtime().enter();
         let mut b = reqwest::Client::builder()
             .pool_idle_timeout(duration(pool_idle_timeout))
@@ -602,7 +727,12 @@ impl UpstreamClient {
             b = b.connect_timeout(d);
         }
         let client = b.build().map_err(|e| PyValueError::new_err(format!("cannot build the HTTP client: {}", error_chain(&e))))?;
-        Ok(UpstreamClient { client, first_byte_timeout: duration(first_byte_timeout), read_timeout: duration(read_timeout) })
+        Ok(UpstreamClient {
+            client,
+            first_byte_timeout: duration(first_byte_timeout),
+            read_timeout: duration(read_timeout),
+            hub: Hub::new(py)?,
+        })
     }
 
     /// Send and read the whole response. Raises UpstreamConnectError / UpstreamTimeout (also for a body stalled past read_timeout).
@@ -616,27 +746,10 @@ impl UpstreamClient {
     ) -> PyResult<Bound<'py, PyAny>> {
         let req = self.build_request(method, url, headers, body)?;
         let client = self.client.clone();
-        let fbt = self.first_byte_timeout;
-        let rt = self.read_timeout;
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let start = Instant::now();
-            let mut resp = match maybe_timeout(fbt, client.execute(req)).await {
-                Err(()) => return Err(UpstreamTimeout::new_err("no response headers within first_byte_timeout")),
-                Ok(Err(e)) => return Err(map_send_error(e)),
-                Ok(Ok(r)) => r,
-            };
-            let status = resp.status().as_u16();
-            let headers = headers_vec(resp.headers());
-            let mut body = Vec::new();
-            loop {
-                match maybe_timeout(rt, resp.chunk()).await {
-                    Err(()) => return Err(UpstreamTimeout::new_err("response body stalled past read_timeout")),
-                    Ok(Err(e)) => return Err(UpstreamError::new_err(format!("error reading the response body: {}", error_chain(&e)))),
-                    Ok(Ok(None)) => break,
-                    Ok(Ok(Some(c))) => body.push(c),
-                }
-            }
-            Ok(SendResult { status, headers, body, latency_ms: ms(start.elapsed()) })
+        let (fbt, rt) = (self.first_byte_timeout, self.read_timeout);
+        self.start(py, move |id, hub| async move {
+            let r = do_send(client, req, fbt, rt).await;
+            hub.complete(id, Outcome::Send(r));
         })
     }
 
@@ -664,28 +777,36 @@ impl UpstreamClient {
         let kind = Kind::parse(kind)?;
         let req = self.build_request(method, url, headers, body)?;
         let client = self.client.clone();
-        let fbt = self.first_byte_timeout;
-        let rt = self.read_timeout;
-        let pricing = *pricing;
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let start = Instant::now();
-            let resp = match maybe_timeout(fbt, client.execute(req)).await {
-                Err(()) => return Err(UpstreamTimeout::new_err("no response headers within first_byte_timeout")),
-                Ok(Err(e)) => return Err(map_send_error(e)),
-                Ok(Ok(r)) => r,
-            };
-            let headers_at = start.elapsed();
-            let status = resp.status().as_u16();
-            let headers = headers_vec(resp.headers());
-            let shared = Arc::new(Shared::default());
-            let settle = if resp.status().is_success() {
-                Some(Settlement { scanner: Scanner::new(kind, strip_usage_chunk), pricing, hold, input_estimate, on_done })
-            } else {
-                drop((hold, on_done));
-                None
-            };
-            tokio::spawn(pump(shared.clone(), resp, settle, rt, start, headers_at));
-            Ok(StreamReady { status, headers, handle: StreamHandle(shared) })
+        let (fbt, rt) = (self.first_byte_timeout, self.read_timeout);
+        let args = StreamArgs { kind, strip_usage_chunk, pricing: *pricing, hold, input_estimate, on_done };
+        self.start(py, move |id, hub| async move {
+            let r = do_stream(client, req, fbt, rt, args).await;
+            hub.complete(id, Outcome::Stream(r));
         })
+    }
+
+    /// Unregister from the event loop (at once, or when the last pending call
+    /// resolves). Further ``send``/``stream`` raise RuntimeError; streams already
+    /// returned keep working. Idempotent; dropping the client does the same.
+    fn close(&self, py: Python<'_>) {
+        self.hub.get().close(py);
+    }
+
+    /// True once ``close()`` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.hub.get().is_closed()
+    }
+
+    /// The wake-up fd registered with the event loop (for tests).
+    #[getter]
+    fn _wakeup_fd(&self) -> i32 {
+        self.hub.get().fd()
+    }
+
+    /// Number of calls whose future is not resolved yet (for tests).
+    #[getter]
+    fn _pending(&self) -> usize {
+        self.hub.get().pending_count()
     }
 }

@@ -5,12 +5,14 @@
 //! * [`scanner`]: the incremental SSE scanner that tees streams.
 //! * [`ledger`]: per-key spend counters with lock-free reservations.
 //! * [`client`]: the upstream HTTP client on a tokio runtime owned by the extension.
+//! * [`hub`]: how results reach the asyncio loop without the runtime threads taking the GIL.
 
 use std::sync::OnceLock;
 
 use pyo3::prelude::*;
 
 pub mod client;
+pub mod hub;
 pub mod ledger;
 pub mod pricing;
 pub mod scanner;
@@ -37,27 +39,24 @@ pyo3::create_exception!(
 
 static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
 
-/// The extension's tokio runtime (2 worker threads), created on first use and
-/// shared with pyo3-async-runtimes.
+/// The extension's tokio runtime, created on first use (never at import: a
+/// server that imports the module and then forks workers, as granian does, must
+/// not leave each worker a runtime whose threads stayed in the parent).
+///
+/// One worker thread by default (``TOLLWAY_CORE_THREADS`` sets another count):
+/// through the gateway on 2 cores, 1 was faster than 2. Its threads never take
+/// the GIL for results (see [`hub`]); only a stream's ``on_done`` runs on a
+/// blocking thread with the GIL.
 pub fn runtime() -> &'static tokio::runtime::Runtime {
     RUNTIME.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+        let threads = std::env::var("TOLLWAY_CORE_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1usize);
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
             .thread_name("tollway-core")
             .enable_all()
             .build()
-            .expect("cannot build the tokio runtime");
-        rt
+            .expect("cannot build the tokio runtime")
     })
-}
-
-/// Hand the runtime to pyo3-async-runtimes. Called when the first client is made,
-/// never at import: a server that imports the module and then forks workers
-/// (granian does) must not leave each worker a runtime whose threads stayed in the parent.
-pub fn init_runtime() {
-    let rt = runtime();
-    // Ignore the error: it only means pyo3-async-runtimes was already given it.
-    let _ = pyo3_async_runtimes::tokio::init_with_runtime(rt);
 }
 
 #[pymodule]
