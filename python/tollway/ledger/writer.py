@@ -24,6 +24,12 @@ from tollway.store import Database, usage_events
 
 log = logging.getLogger("tollway.usage")
 
+USAGE_COLUMNS = (
+    "request_id", "account_id", "key_id", "model", "provider", "http_status", "outcome", "stream",
+    "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "estimated",
+    "cost_micros", "latency_ms", "created_at",
+)  # fmt: skip
+
 
 class UsageWriter:
     def __init__(self, db: Database, spill_dir: Path, interval_s: float = 0.05) -> None:
@@ -37,6 +43,7 @@ class UsageWriter:
         self._passes = 0  # completed write passes
         self._stop = False
         self._give_up = False
+        self._compiled: Optional[tuple[str, Optional[tuple[str, ...]]]] = None
         self._thread = threading.Thread(target=self._run, name="tollway-usage-writer", daemon=True)
 
     def start(self) -> None:
@@ -98,12 +105,24 @@ class UsageWriter:
             if stopping and not self._buffer:
                 return
 
+    def _statement(self) -> tuple[str, Optional[tuple[str, ...]]]:
+        """The INSERT compiled once for this database, and the parameter order if positional."""
+        if self._compiled is None:
+            compiled = insert(usage_events).compile(dialect=self.db.engine.dialect, column_keys=USAGE_COLUMNS)
+            order = tuple(compiled.positiontup) if compiled.positional else None
+            self._compiled = (compiled.string, order)
+        return self._compiled
+
     def _write_pending(self) -> bool:
+        """One transaction, one driver-level executemany (no per-row SQLAlchemy processing)."""
+        sql, order = self._statement()
         delay = 0.2
         while not self._give_up:
             try:
+                rows = self._pending
+                params = [tuple(row[k] for k in order) for row in rows] if order else rows
                 with self.db.engine.begin() as conn:
-                    conn.execute(insert(usage_events), self._pending)
+                    conn.exec_driver_sql(sql, params)
             except Exception:
                 log.exception("writing %d usage events failed; retrying in %.1fs", len(self._pending), delay)
                 time.sleep(delay)
