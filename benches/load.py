@@ -596,6 +596,7 @@ async def hold_test(ep: Endpoint, n: int, rate: float, words: int, chunk_delay_m
     req = build_request(ep, _body(f"hello there #words={words} #chunk_delay_ms={chunk_delay_ms}", 16, True),
                         close=True)
     ttfbs: list[float] = []
+    durations: list[float] = []  # open to last byte, completed streams only
     errors: collections.Counter[str] = collections.Counter()
     state = {"completed": 0, "open": 0, "peak": 0}
 
@@ -614,6 +615,7 @@ async def hold_test(ep: Endpoint, n: int, rate: float, words: int, chunk_delay_m
             await read_body(reader, chunked, length, w.feed)
             if status == 200 and w.done:
                 state["completed"] += 1
+                durations.append(time.perf_counter() - t0)
             else:
                 errors[f"HTTP {status}" if status != 200 else "incomplete stream"] += 1
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
@@ -648,6 +650,9 @@ async def hold_test(ep: Endpoint, n: int, rate: float, words: int, chunk_delay_m
         "ttfb_p50_ms": pct(ttfbs, 50) * 1000 if ttfbs else None,
         "ttfb_p99_ms": pct(ttfbs, 99) * 1000 if ttfbs else None,
         "ttfb_max_ms": max(ttfbs) * 1000 if ttfbs else None,
+        "stream_s": stream_s,
+        "duration_p50_s": pct(durations, 50) if durations else None,
+        "duration_p99_s": pct(durations, 99) if durations else None,
         "errors": sum(errors.values()),
         "error_kinds": dict(errors),
         "elapsed_s": time.perf_counter() - t_start,
@@ -807,7 +812,7 @@ def measure_target(target: Target, ctx: Context, st: Settings, runner: asyncio.R
                 f"{st.hold_words} chunks {st.hold_delay_ms} ms apart")
             row["hold"] = step("hold", lambda: run_no_gc(runner,
                 hold_test(ep, st.hold_streams, st.hold_rate, st.hold_words, st.hold_delay_ms)))
-            log(f"[{target.key}]   {_brief(row['hold'], ('completed', 'peak_open', 'open_rate', 'ttfb_p50_ms', 'ttfb_p99_ms', 'errors'))}")
+            log(f"[{target.key}]   {_brief(row['hold'], ('completed', 'peak_open', 'open_rate', 'ttfb_p50_ms', 'ttfb_p99_ms', 'duration_p50_s', 'duration_p99_s', 'errors'))}")
             if row["hold"] and row["hold"]["error_kinds"]:
                 log(f"[{target.key}]   hold errors: {row['hold']['error_kinds']}")
     except Exception as exc:
@@ -958,12 +963,16 @@ def noisy_phases(rows: list[dict]) -> list[str]:
             for name, pct in (r.get("foreign_cpu") or {}).items() if pct > NOISY_PCT and name != "warmup"]
 
 
+def _s(seconds: float | None) -> str:
+    return "–" if seconds is None else f"{seconds:.1f} s"
+
+
 def details_table(rows: list[dict]) -> str:
     lines = [
         "| target | wrk p90 | wrk non-2xx | 1-client req/s | 1-client p50 / p99 | paired fake 1-client p50 "
         "| streams done | events/stream | stream errors | hold TTFB p50 / p99 / max | hold peak open "
-        "| hold open rate | hold errors | CPU used by others (worst phase) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "| hold stream duration p50 / p99 (nominal) | hold open rate | hold errors | CPU used by others (worst phase) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         if "skipped" in r:
@@ -977,7 +986,8 @@ def details_table(rows: list[dict]) -> str:
             f"| {_g(r, 'streams', 'streams') or '–'} | {(_g(r, 'streams', 'events_per_stream') or 0):.1f} "
             f"| {_g(r, 'streams', 'error_kinds') or 0} "
             f"| {_ms(h.get('ttfb_p50_ms'))} / {_ms(h.get('ttfb_p99_ms'))} / {_ms(h.get('ttfb_max_ms'))} "
-            f"| {h.get('peak_open', '–')} | {rate} | {h.get('error_kinds') or 0} | {_worst(r)} |"
+            f"| {h.get('peak_open', '–')} | {_s(h.get('duration_p50_s'))} / {_s(h.get('duration_p99_s'))} ({_s(h.get('stream_s'))}) "
+            f"| {rate} | {h.get('error_kinds') or 0} | {_worst(r)} |"
         )
     return "\n".join(lines)
 

@@ -212,6 +212,8 @@ class Proxy:
                 input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
                 cache_read, cache_write = usage.cache_read_tokens, usage.cache_write_tokens
             cost = route.pricing.cost_micros(input_tokens, output_tokens, cache_read, cache_write)
+            if usage is None:  # our own estimate never bills past what the request could spend
+                cost = min(cost, hold.micros)
             hold.settle(cost)
             gw.writer.submit(
                 usage_row(
