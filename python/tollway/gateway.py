@@ -25,7 +25,7 @@ GC_GEN0_THRESHOLD = 20_000
 
 
 class OpenCounter:
-    """In-flight work, counted from the event loop and from the Rust runtime's threads."""
+    """Streams in flight: counted up on the event loop, down from the Rust runtime's threads."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -45,7 +45,8 @@ class Gateway:
         self.auth = Authenticator(self.store, self.ledger)
         self.writer = UsageWriter(self.db, settings.data_dir)
         self.client: Optional[UpstreamClient] = None
-        self.in_flight = OpenCounter()
+        self.requests_open = 0  # non-stream requests in flight (event loop thread only)
+        self.streams_open = OpenCounter()
         self.started_at = now_ms()
         self.app = App(settings.max_body_bytes)
         self.app.on_startup.append(self.startup)
@@ -57,6 +58,9 @@ class Gateway:
         key_routes.register(self.app, self)
         usage_routes.register(self.app, self)
         proxy_routes.register(self.app, self)
+
+    def in_flight(self) -> int:
+        return self.requests_open + self.streams_open.value
 
     def is_routable(self, route: ModelRoute) -> bool:
         """A model is listed when its provider has a key or an explicitly chosen base URL."""
@@ -86,10 +90,10 @@ class Gateway:
     async def shutdown(self) -> None:
         """Drain: wait (bounded) for requests and streams in flight, then flush usage."""
         deadline = time.monotonic() + self.settings.drain_timeout
-        while self.in_flight.value > 0 and time.monotonic() < deadline:
+        while self.in_flight() > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        if self.in_flight.value > 0:
-            log.warning("shutting down with %d requests still in flight", self.in_flight.value)
+        if self.in_flight() > 0:
+            log.warning("shutting down with %d requests still in flight", self.in_flight())
         await asyncio.to_thread(self.writer.close, self.settings.drain_timeout)
         self.db.dispose()
 

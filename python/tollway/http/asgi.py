@@ -77,9 +77,8 @@ class ASGIAdapter:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers: dict[str, str] = {}
-        for k, v in scope["headers"]:
-            headers[k.decode("latin-1").lower()] = v.decode("latin-1")
+        # ASGI servers send header names lower-cased.
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         path = scope["path"]
         try:
             declared = int(headers.get("content-length") or 0)

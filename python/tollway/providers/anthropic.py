@@ -7,9 +7,10 @@ from typing import Any, Optional
 import orjson
 
 from tollway.config import Provider
-from tollway.providers.base import PreparedRequest, dedupe, forwarded_headers
+from tollway.providers.base import PreparedRequest, upstream_headers
 
 DEFAULT_VERSION = "2023-06-01"
+_DEFAULTS = {"anthropic-version": DEFAULT_VERSION}  # the client's own version wins
 
 
 class AnthropicAdapter:
@@ -37,12 +38,10 @@ class AnthropicAdapter:
         return PreparedRequest(orjson.dumps(payload) if changed else raw, False)
 
     def headers(self, provider: Provider, client_headers: dict[str, str]) -> list[tuple[str, str]]:
-        out = [("anthropic-version", DEFAULT_VERSION)]
-        out.extend(forwarded_headers(client_headers))
-        out.append(("content-type", "application/json"))
+        ours = {"content-type": "application/json"}
         if provider.api_key:
-            out.append(("x-api-key", provider.api_key))
-        return dedupe(out)
+            ours["x-api-key"] = provider.api_key
+        return upstream_headers(client_headers, ours, _DEFAULTS)
 
 
 ADAPTER = AnthropicAdapter()

@@ -42,20 +42,18 @@ class ProviderAdapter(Protocol):
     def headers(self, provider: Provider, client_headers: dict[str, str]) -> list[tuple[str, str]]: ...
 
 
-def forwarded_headers(client_headers: dict[str, str]) -> list[tuple[str, str]]:
-    out = [("accept-encoding", "identity")]
+def upstream_headers(
+    client_headers: dict[str, str], ours: dict[str, str], defaults: Optional[dict[str, str]] = None
+) -> list[tuple[str, str]]:
+    """Headers for the provider: ``defaults``, overridden by the client's forwardable
+    headers, overridden by ``ours`` (the provider key, the content type)."""
+    out = dict(defaults) if defaults else {}
+    out["accept-encoding"] = "identity"  # we read the body: no compression
     for name, value in client_headers.items():
         if name in _FORWARDED or name.startswith(_FORWARDED_PREFIXES):
-            out.append((name, value))
-    return out
-
-
-def dedupe(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """One value per header name; the last one wins (ours are appended after the client's)."""
-    seen: dict[str, str] = {}
-    for name, value in headers:
-        seen[name] = value
-    return list(seen.items())
+            out[name] = value
+    out.update(ours)
+    return list(out.items())
 
 
 def _image_bytes(part: dict[str, Any]) -> int:

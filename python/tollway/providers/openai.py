@@ -7,7 +7,7 @@ from typing import Any, Optional
 import orjson
 
 from tollway.config import Provider
-from tollway.providers.base import PreparedRequest, dedupe, forwarded_headers
+from tollway.providers.base import PreparedRequest, upstream_headers
 
 
 class OpenAIAdapter:
@@ -49,11 +49,10 @@ class OpenAIAdapter:
         return PreparedRequest(orjson.dumps(payload) if changed else raw, strip)
 
     def headers(self, provider: Provider, client_headers: dict[str, str]) -> list[tuple[str, str]]:
-        out = forwarded_headers(client_headers)
-        out.append(("content-type", "application/json"))
+        ours = {"content-type": "application/json"}
         if provider.api_key:
-            out.append(("authorization", f"Bearer {provider.api_key}"))
-        return dedupe(out)
+            ours["authorization"] = f"Bearer {provider.api_key}"
+        return upstream_headers(client_headers, ours)
 
 
 ADAPTER = OpenAIAdapter()

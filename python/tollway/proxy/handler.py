@@ -105,7 +105,7 @@ class StreamRecorder:
                 latency_ms=int((time.perf_counter() - self.started) * 1000),
             )
         )
-        self.gw.in_flight.add(-1)
+        self.gw.streams_open.add(-1)
 
 
 class Proxy:
@@ -188,7 +188,7 @@ class Proxy:
 
     async def _once(self, route, headers, body, hold: Hold, input_estimate, base, started, extra_headers) -> Response:
         gw = self.gw
-        gw.in_flight.add(1)
+        gw.requests_open += 1  # only ever touched on the event loop's thread
         try:
             try:
                 response = await self._send_with_retries(
@@ -232,7 +232,7 @@ class Proxy:
             )
             return Response(response.status, response.body, out_headers)
         finally:
-            gw.in_flight.add(-1)
+            gw.requests_open -= 1
 
     async def _stream(self, route, headers, body, strip, hold: Hold, input_estimate, base, started, extra_headers) -> AnyResponse:
         gw = self.gw
@@ -263,7 +263,7 @@ class Proxy:
             hold.release()
             self._record_failure(base, upstream.status, "upstream_error", True, started)
             return Response(upstream.status, error, out_headers)
-        gw.in_flight.add(1)  # given back by the recorder when the stream settles
+        gw.streams_open.add(1)  # given back by the recorder when the stream settles
         return StreamResponse(upstream.status, out_headers, upstream, upstream.close)
 
     def _record_failure(self, base: dict[str, Any], status: int, outcome: str, stream: bool, started: float) -> None:
