@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence
 
 from tollway.config import ConfigError, Settings, load_settings
 
+if TYPE_CHECKING:
+    from tollway.keys import KeyStore
 
-def _prepare(settings: Settings, *, announce_existing: bool) -> int:
-    """Migrate the database and make sure an admin key exists (printing a new secret once)."""
+
+@contextlib.contextmanager
+def _key_store(settings: Settings) -> Iterator["KeyStore"]:
+    """The key store on a migrated database, closed afterwards."""
     from tollway.keys import KeyStore
     from tollway.store import Database
 
     db = Database(settings.database_url)
     try:
         db.migrate()
-        store = KeyStore(db)
+        yield KeyStore(db)
+    finally:
+        db.dispose()
+
+
+def _prepare(settings: Settings, *, announce_existing: bool) -> int:
+    """Migrate the database and make sure an admin key exists (printing a new secret once)."""
+    with _key_store(settings) as store:
         try:
             key, secret = store.ensure_admin(settings.admin_key)
         except ValueError as exc:
@@ -32,22 +44,13 @@ def _prepare(settings: Settings, *, announce_existing: bool) -> int:
             )
         elif key is None and announce_existing:
             print("An admin key already exists; nothing to do. (`tollway init --new-account NAME` adds a tenant.)")
-    finally:
-        db.dispose()
     return 0
 
 
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
     if args.new_account:
-        from tollway.keys import KeyStore
-        from tollway.store import Database
-
-        db = Database(settings.database_url)
-        try:
-            db.migrate()
-            key, secret = KeyStore(db).new_account(args.new_account)
-        finally:
-            db.dispose()
+        with _key_store(settings) as store:
+            key, secret = store.new_account(args.new_account)
         print(f"Created account {key.account_id} ({args.new_account}). Admin secret, shown once:\n\n    {secret}\n")
         return 0
     return _prepare(settings, announce_existing=True)

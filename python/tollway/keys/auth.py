@@ -26,8 +26,7 @@ class Authenticator:
         """Load every active key and rebuild the spend counters from the usage events."""
         spent = self.store.spent()
         for key, digest in self.store.all_active():
-            self.ledger.load(key.id, spent.get(key.id, 0), key.max_spend_micros)
-            self.remember(key, digest)
+            self.remember(key, digest, spent_micros=spent.get(key.id, 0))
 
     async def authenticate(self, headers: dict[str, str]) -> ApiKey:
         secret = secret_from_headers(headers)
@@ -47,23 +46,24 @@ class Authenticator:
         key = self.store.by_hash(digest)
         if key is None:
             return None
-        if key.revoked_at is None and key.id not in self._hash_of:
+        spent = None
+        if key.revoked_at is None and key.id not in self._hash_of:  # created by another process
             spent = self.store.spent([key.id]).get(key.id, 0)
-            self.ledger.load(key.id, spent, key.max_spend_micros)
-        self.remember(key, digest)
+        self.remember(key, digest, spent_micros=spent)
         return key
 
-    def remember(self, key: ApiKey, digest: Optional[str] = None) -> None:
-        """Put a new or changed key in the cache (and its cap in the ledger)."""
+    def remember(self, key: ApiKey, digest: Optional[str] = None, spent_micros: Optional[int] = None) -> None:
+        """Put a new or changed key in the cache and keep the ledger in step: with
+        ``spent_micros`` (a key this process has not counted yet) its counters are
+        (re)built, otherwise only its cap changes."""
         digest = digest or self._hash_of.get(key.id)
         if digest is None:
             return
         self._by_hash[digest] = key
         self._hash_of[key.id] = digest
-        if key.revoked_at is None:
+        if key.revoked_at is not None:
+            return
+        if spent_micros is not None:
+            self.ledger.load(key.id, spent_micros, key.max_spend_micros)
+        else:
             self.ledger.set_cap(key.id, key.max_spend_micros)
-
-    def forget(self, key_id: str) -> None:
-        digest = self._hash_of.pop(key_id, None)
-        if digest is not None:
-            self._by_hash.pop(digest, None)

@@ -98,8 +98,7 @@ def register(app: App, gw: "Gateway") -> None:
         key, secret = await asyncio.to_thread(
             gw.store.mint, caller.account_id, name, scope, cap, end_user_id, metadata
         )
-        gw.ledger.load(key.id, 0, cap)
-        gw.auth.remember(key, hash_secret(secret))
+        gw.auth.remember(key, hash_secret(secret), spent_micros=0)
         return json_response(201, {**public(key), "secret": secret})
 
     @app.route("GET", "/v1/keys")
