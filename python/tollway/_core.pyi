@@ -146,6 +146,20 @@ class StreamScanner:
     def model(self) -> Optional[str]:
         """The model named by the stream, if any (extra: not in the original contract)."""
 
+class SseDecoder:
+    """Incremental SSE decoder, for streams the gateway rewrites (translated formats).
+
+    Lines may end in CRLF, LF or CR and be split anywhere across chunks; ``:``
+    comments are skipped, ``data:`` lines join with ``\\n``, and an event without
+    data is not returned.
+    """
+
+    def __init__(self) -> None: ...
+    def feed(self, chunk: bytes) -> list[tuple[Optional[str], str]]:
+        """The events completed by ``chunk``: ``(event name or None, data)``."""
+    def finish(self) -> list[tuple[Optional[str], str]]:
+        """End of input: the last event even without its blank line."""
+
 class Hold:
     """Money reserved on one key for one in-flight request.
 

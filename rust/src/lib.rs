@@ -3,6 +3,7 @@
 //! * [`pricing`]: exact integer pricing and the `Usage` record.
 //! * [`usage`]: usage extraction from whole (non-stream) response bodies.
 //! * [`scanner`]: the incremental SSE scanner that tees streams.
+//! * [`sse`]: a plain SSE decoder for streams the gateway rewrites (translated formats).
 //! * [`ledger`]: per-key spend counters with lock-free reservations.
 //! * [`client`]: the upstream HTTP client on a tokio runtime owned by the extension.
 //! * [`hub`]: how results reach the asyncio loop without the runtime threads taking the GIL.
@@ -16,6 +17,7 @@ pub mod hub;
 pub mod ledger;
 pub mod pricing;
 pub mod scanner;
+pub mod sse;
 pub mod usage;
 
 pyo3::create_exception!(
@@ -69,6 +71,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<pricing::Usage>()?;
     m.add_function(wrap_pyfunction!(usage::extract_usage, m)?)?;
     m.add_class::<scanner::StreamScanner>()?;
+    m.add_class::<sse::SseDecoder>()?;
     m.add_class::<ledger::Hold>()?;
     m.add_class::<ledger::Ledger>()?;
     m.add_class::<client::StreamOutcome>()?;
