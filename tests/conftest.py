@@ -140,6 +140,15 @@ input_usd_per_mtok = 0
 output_usd_per_mtok = 10.0
 max_output_tokens = 1000
 
+# A tiny context window, for history truncation.
+[[models]]
+name = "tiny-claude"
+provider = "fake-anthropic"
+input_usd_per_mtok = 1.0
+output_usd_per_mtok = 1.0
+max_output_tokens = 100
+context_window = 400
+
 [[models]]
 name = "unpriced-gpt"
 provider = "fake-openai"
@@ -216,6 +225,7 @@ def gateway_env(fake: FakeServer, data_dir: Path, database_url: str, markup: str
         TOLLWAY_FIRST_BYTE_TIMEOUT="3",
         TOLLWAY_READ_TIMEOUT="3",
         TOLLWAY_DRAIN_TIMEOUT="15",
+        TOLLWAY_THREAD_BUSY_WAIT="1",
         FAKE_OPENAI_KEY=FAKE_OPENAI_KEY,
         FAKE_ANTHROPIC_KEY=FAKE_ANTHROPIC_KEY,
         OPENAI_API_KEY=FAKE_OPENAI_KEY,

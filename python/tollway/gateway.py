@@ -7,7 +7,8 @@ import gc
 import logging
 import threading
 import time
-from typing import Optional
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Optional
 
 from tollway._core import UpstreamClient
 from tollway.config import ModelRoute, Settings, load_settings
@@ -18,6 +19,7 @@ from tollway.keys.auth import Authenticator
 from tollway.ledger import Ledger, LocalLedger
 from tollway.ledger.writer import UsageWriter
 from tollway.store import Database, now_ms
+from tollway.threads import ThreadStore
 
 log = logging.getLogger("tollway")
 
@@ -36,6 +38,32 @@ class OpenCounter:
             self.value += n
 
 
+class BackgroundWork:
+    """Blocking work handed off from any thread (a stream's settlement), counted for the drain."""
+
+    def __init__(self, workers: int = 4) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tollway-bg")
+        self.pending = OpenCounter()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        self.pending.add(1)
+        try:
+            self._pool.submit(self._run, fn, args)
+        except RuntimeError:  # the pool is shut down: run it here
+            self._run(fn, args)
+
+    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("background work failed")
+        finally:
+            self.pending.add(-1)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
 class Gateway:
     def __init__(self, settings: Settings, ledger: Optional[Ledger] = None) -> None:
         self.settings = settings
@@ -44,6 +72,8 @@ class Gateway:
         self.ledger: Ledger = ledger if ledger is not None else LocalLedger()
         self.auth = Authenticator(self.store, self.ledger)
         self.writer = UsageWriter(self.db, settings.data_dir)
+        self.threads = ThreadStore(self.db)
+        self.background = BackgroundWork()
         self.client: Optional[UpstreamClient] = None
         self.requests_open = 0  # non-stream requests in flight (event loop thread only)
         self.streams_open = OpenCounter()
@@ -54,13 +84,15 @@ class Gateway:
         from tollway.keys import routes as key_routes
         from tollway.ledger import routes as usage_routes
         from tollway.proxy import routes as proxy_routes
+        from tollway.threads import routes as thread_routes
 
         key_routes.register(self.app, self)
         usage_routes.register(self.app, self)
-        proxy_routes.register(self.app, self)
+        proxy = proxy_routes.register(self.app, self)
+        thread_routes.register(self.app, self, proxy)
 
     def in_flight(self) -> int:
-        return self.requests_open + self.streams_open.value
+        return self.requests_open + self.streams_open.value + self.background.pending.value
 
     def is_routable(self, route: ModelRoute) -> bool:
         """A model is listed when its provider has a key or an explicitly chosen base URL."""
@@ -94,6 +126,7 @@ class Gateway:
             await asyncio.sleep(0.05)
         if self.in_flight() > 0:
             log.warning("shutting down with %d requests still in flight", self.in_flight())
+        await asyncio.to_thread(self.background.close)
         await asyncio.to_thread(self.writer.close, self.settings.drain_timeout)
         self.db.dispose()
 

@@ -47,6 +47,7 @@ class Settings:
     max_retries: int = 2
     max_retry_wait: float = 20.0
     drain_timeout: float = 30.0
+    thread_busy_wait: float = 10.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -201,6 +202,7 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
         first_byte_timeout=float(env.get("TOLLWAY_FIRST_BYTE_TIMEOUT", 600)),
         read_timeout=float(env.get("TOLLWAY_READ_TIMEOUT", 300)),
         drain_timeout=float(env.get("TOLLWAY_DRAIN_TIMEOUT", 30)),
+        thread_busy_wait=float(env.get("TOLLWAY_THREAD_BUSY_WAIT", 10)),
     )
 
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import TYPE_CHECKING, Any, Optional, Union
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+
+import orjson
 
 from tollway._core import (
     Hold,
@@ -25,38 +28,16 @@ from tollway.config import ModelRoute
 from tollway.http.core import AnyResponse, HTTPError, Request, Response, StreamResponse
 from tollway.keys import ApiKey
 from tollway.ledger.writer import usage_row
-from tollway.proxy.caps import CapDecision, decide_hold
+from tollway.proxy import translated
+from tollway.proxy.caps import decide_hold
+from tollway.proxy.headers import response_headers
 from tollway.providers import ADAPTERS
 from tollway.providers.base import estimate_input_tokens
 
 if TYPE_CHECKING:
     from tollway.gateway import Gateway
 
-_HOP_BY_HOP = {
-    "connection",
-    "keep-alive",
-    "transfer-encoding",
-    "content-length",
-    "content-encoding",
-    "proxy-connection",
-    "upgrade",
-    "te",
-    "trailer",
-    "date",
-    "server",
-}
 CLAMP_HEADER = "x-tollway-max-tokens-clamped"
-
-
-def response_headers(upstream: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    out = []
-    for name, value in upstream:
-        if name in _HOP_BY_HOP:
-            continue
-        if name == "x-request-id":  # ours takes that name; keep the provider's too
-            name = "x-upstream-request-id"
-        out.append((name, value))
-    return out
 
 
 def retry_after_seconds(headers: list[tuple[str, str]]) -> Optional[float]:
@@ -81,12 +62,15 @@ def _retryable(status: int) -> bool:
 class StreamRecorder:
     """Turns the Rust stream's outcome into a usage event (called once, from any thread)."""
 
-    __slots__ = ("gw", "base", "started")
+    __slots__ = ("gw", "base", "started", "then")
 
-    def __init__(self, gw: "Gateway", base: dict[str, Any], started: float) -> None:
+    def __init__(
+        self, gw: "Gateway", base: dict[str, Any], started: float, then: Optional[Callable[[StreamOutcome], None]] = None
+    ) -> None:
         self.gw = gw
         self.base = base
         self.started = started
+        self.then = then
 
     def __call__(self, outcome: StreamOutcome) -> None:
         usage = outcome.usage
@@ -105,61 +89,128 @@ class StreamRecorder:
                 latency_ms=int((time.perf_counter() - self.started) * 1000),
             )
         )
-        self.gw.streams_open.add(-1)
+        try:
+            if self.then is not None:
+                self.then(outcome)
+        finally:
+            self.gw.streams_open.add(-1)
+
+
+@dataclass(slots=True)
+class Call:
+    """One model call, ready to send: the money is held, the upstream body built."""
+
+    route: ModelRoute
+    headers: list[tuple[str, str]]
+    body: bytes
+    strip_usage_chunk: bool
+    hold: Hold
+    clamp_to: Optional[int]
+    input_estimate: int
+    base: dict[str, Any]  # the usage event's identity: request, account, key, model, provider
+    started: float
+
+    @property
+    def extra_headers(self) -> list[tuple[str, str]]:
+        return [(CLAMP_HEADER, str(self.clamp_to))] if self.clamp_to is not None else []
+
+
+@dataclass(slots=True)
+class Completed:
+    """A whole upstream response, billed (2xx) or passed on (any other status)."""
+
+    status: int
+    headers: list[tuple[str, str]]  # for the client: hop-by-hop removed, ours added
+    body: bytes
+    cost_micros: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
 
 
 class Proxy:
+    """Forwards model calls for the native routes, the translated ones and threads."""
+
     def __init__(self, gw: "Gateway") -> None:
         self.gw = gw
 
     async def handle(self, request: Request, shape: str) -> AnyResponse:
         started = time.perf_counter()
-        gw = self.gw
-        key = await gw.auth.authenticate(request.headers)
+        key = await self.gw.auth.authenticate(request.headers)
         payload = request.json()
         if not isinstance(payload, dict):
             raise HTTPError(400, "the request body must be a JSON object")
-        route = self._route(payload, shape)
-        adapter = ADAPTERS[route.provider.kind]
+        route = self.route(payload.get("model"))
+        if route.provider.kind != shape:
+            return await translated.handle(self, request, shape, key, route, payload, started)
         stream = payload.get("stream") is True
-        requested = adapter.requested_max_tokens(payload)
-        if requested is not None and (isinstance(requested, bool) or not isinstance(requested, int) or requested < 1):
-            raise HTTPError(400, "'max_tokens' must be a positive integer", param="max_tokens")
-
-        input_estimate = estimate_input_tokens(payload, len(request.body))
-        decision = decide_hold(gw.ledger, key.id, route, input_estimate, requested)
-        prepared = adapter.prepare(payload, request.body, route.upstream_model, decision.clamp_to, stream)
-        headers = adapter.headers(route.provider, request.headers)
-        base = {
-            "request_id": request.request_id,
-            "account_id": key.account_id,
-            "key_id": key.id,
-            "model": route.name,
-            "provider": route.provider.name,
-        }
-        extra_headers = [(CLAMP_HEADER, str(decision.clamp_to))] if decision.clamp_to is not None else []
-        hold = decision.hold
+        call = self.prepare(key, route, payload, request.body, request.headers, request.request_id, stream, started)
         try:
             if stream:
-                return await self._stream(route, headers, prepared.body, prepared.strip_usage_chunk, hold, input_estimate, base, started, extra_headers)
-            return await self._once(route, headers, prepared.body, hold, input_estimate, base, started, extra_headers)
+                upstream = await self.open_stream(call)
+                if isinstance(upstream, Completed):
+                    return Response(upstream.status, upstream.body, upstream.headers)
+                return StreamResponse(upstream.status, response_headers(upstream.headers) + call.extra_headers, upstream, upstream.close)
+            done = await self.complete(call)
+            return Response(done.status, done.body, done.headers)
         except BaseException:
-            hold.release()  # no-op once the hold was settled
+            call.hold.release()  # no-op once the hold was settled
             raise
 
-    def _route(self, payload: dict[str, Any], shape: str) -> ModelRoute:
-        name = payload.get("model")
+    def route(self, name: Any) -> ModelRoute:
         if not isinstance(name, str) or not name:
             raise HTTPError(400, "'model' is required", param="model")
         route = self.gw.settings.models.get(name)
         if route is None:
             raise HTTPError(404, f"the model {name!r} does not exist or is not routable here", code="model_not_found", param="model")
-        if route.provider.kind != shape:
-            other = "/v1/messages" if route.provider.kind == "anthropic" else "/v1/chat/completions"
-            raise HTTPError(400, f"the model {name!r} is served by an {route.provider.kind} provider; call {other}", param="model")
         if route.pricing is None:
             raise HTTPError(400, f"the model {name!r} has no price configured; add input_usd_per_mtok and output_usd_per_mtok", param="model")
         return route
+
+    def prepare(
+        self,
+        key: ApiKey,
+        route: ModelRoute,
+        payload: dict[str, Any],
+        raw: Optional[bytes],
+        client_headers: dict[str, str],
+        request_id: str,
+        stream: bool,
+        started: float,
+    ) -> Call:
+        """Hold money for a request in the provider's own shape (or 402), and build its upstream body.
+
+        ``raw`` is the client's body when ``payload`` is exactly what it sent (it is
+        then forwarded unchanged unless the model is renamed or max_tokens clamped).
+        """
+        adapter = ADAPTERS[route.provider.kind]
+        requested = adapter.requested_max_tokens(payload)
+        if requested is not None and (isinstance(requested, bool) or not isinstance(requested, int) or requested < 1):
+            raise HTTPError(400, "'max_tokens' must be a positive integer", param="max_tokens")
+        if raw is None:
+            raw = orjson.dumps(payload)
+        input_estimate = estimate_input_tokens(payload, len(raw))
+        decision = decide_hold(self.gw.ledger, key.id, route, input_estimate, requested)
+        prepared = adapter.prepare(payload, raw, route.upstream_model, decision.clamp_to, stream)
+        base = {
+            "request_id": request_id,
+            "account_id": key.account_id,
+            "key_id": key.id,
+            "model": route.name,
+            "provider": route.provider.name,
+        }
+        return Call(
+            route,
+            adapter.headers(route.provider, client_headers),
+            prepared.body,
+            prepared.strip_usage_chunk,
+            decision.hold,
+            decision.clamp_to,
+            input_estimate,
+            base,
+            started,
+        )
 
     async def _send_with_retries(self, route: ModelRoute, make_call) -> Union[UpstreamResponse, UpstreamStream]:
         settings = self.gw.settings
@@ -186,27 +237,29 @@ class Proxy:
                     continue
             return result
 
-    async def _once(self, route, headers, body, hold: Hold, input_estimate, base, started, extra_headers) -> Response:
+    async def complete(self, call: Call) -> Completed:
+        """Send a non-stream call; settle the hold to the actual cost and record the usage event."""
         gw = self.gw
+        route, hold, base = call.route, call.hold, call.base
         gw.requests_open += 1  # only ever touched on the event loop's thread
         try:
             try:
                 response = await self._send_with_retries(
-                    route, lambda: gw.client.send("POST", route.provider.endpoint, headers, body)
+                    route, lambda: gw.client.send("POST", route.provider.endpoint, call.headers, call.body)
                 )
             except HTTPError as exc:
-                self._record_failure(base, exc.status, "timeout" if exc.status == 504 else "error", False, started)
+                self._record_failure(base, exc.status, "timeout" if exc.status == 504 else "error", False, call.started)
                 raise
             assert isinstance(response, UpstreamResponse)
-            out_headers = response_headers(response.headers) + extra_headers
+            out_headers = response_headers(response.headers) + call.extra_headers
             if not 200 <= response.status < 300:
                 hold.release()
-                self._record_failure(base, response.status, "upstream_error", False, started)
-                return Response(response.status, response.body, out_headers)
+                self._record_failure(base, response.status, "upstream_error", False, call.started)
+                return Completed(response.status, out_headers, response.body)
             usage = extract_usage(route.provider.kind, response.body)
             if usage is None:
                 estimated = True
-                input_tokens, output_tokens, cache_read, cache_write = input_estimate, -(-len(response.body) // 4), 0, 0
+                input_tokens, output_tokens, cache_read, cache_write = call.input_estimate, -(-len(response.body) // 4), 0, 0
             else:
                 estimated = usage.estimated
                 input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
@@ -227,44 +280,49 @@ class Proxy:
                     cache_write_tokens=cache_write,
                     estimated=estimated,
                     cost_micros=cost,
-                    latency_ms=int((time.perf_counter() - started) * 1000),
+                    latency_ms=int((time.perf_counter() - call.started) * 1000),
                 )
             )
-            return Response(response.status, response.body, out_headers)
+            return Completed(response.status, out_headers, response.body, cost)
         finally:
             gw.requests_open -= 1
 
-    async def _stream(self, route, headers, body, strip, hold: Hold, input_estimate, base, started, extra_headers) -> AnyResponse:
+    async def open_stream(
+        self, call: Call, then: Optional[Callable[[StreamOutcome], None]] = None
+    ) -> Union[UpstreamStream, Completed]:
+        """Open a stream call. A 2xx stream settles itself: its usage event is recorded,
+        then ``then(outcome)`` runs (from any thread). Any other status comes back
+        as a ``Completed`` with the error body, the hold released."""
         gw = self.gw
-        recorder = StreamRecorder(gw, base, started)
+        route = call.route
+        recorder = StreamRecorder(gw, call.base, call.started, then)
         try:
             upstream = await self._send_with_retries(
                 route,
                 lambda: gw.client.stream(
                     "POST",
                     route.provider.endpoint,
-                    headers,
-                    body,
+                    call.headers,
+                    call.body,
                     kind=route.provider.kind,
-                    strip_usage_chunk=strip,
+                    strip_usage_chunk=call.strip_usage_chunk,
                     pricing=route.pricing,
-                    hold=hold,
-                    input_estimate=input_estimate,
+                    hold=call.hold,
+                    input_estimate=call.input_estimate,
                     on_done=recorder,
                 ),
             )
         except HTTPError as exc:
-            self._record_failure(base, exc.status, "timeout" if exc.status == 504 else "error", True, started)
+            self._record_failure(call.base, exc.status, "timeout" if exc.status == 504 else "error", True, call.started)
             raise
         assert isinstance(upstream, UpstreamStream)
-        out_headers = response_headers(upstream.headers) + extra_headers
         if not 200 <= upstream.status < 300:
             error = await upstream.read_all()
-            hold.release()
-            self._record_failure(base, upstream.status, "upstream_error", True, started)
-            return Response(upstream.status, error, out_headers)
+            call.hold.release()
+            self._record_failure(call.base, upstream.status, "upstream_error", True, call.started)
+            return Completed(upstream.status, response_headers(upstream.headers) + call.extra_headers, error)
         gw.streams_open.add(1)  # given back by the recorder when the stream settles
-        return StreamResponse(upstream.status, out_headers, upstream, upstream.close)
+        return upstream
 
     def _record_failure(self, base: dict[str, Any], status: int, outcome: str, stream: bool, started: float) -> None:
         self.gw.writer.submit(

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from tollway.gateway import Gateway
 
 
-def register(app: App, gw: "Gateway") -> None:
+def register(app: App, gw: "Gateway") -> Proxy:
     proxy = Proxy(gw)
 
     @app.route("POST", "/v1/chat/completions")
@@ -52,3 +52,4 @@ def register(app: App, gw: "Gateway") -> None:
                 ],
             },
         )
+    return proxy

@@ -21,6 +21,10 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA foreign_keys=ON")
+    # Deleted rows are overwritten with zeros (in the page, its overflow pages and
+    # freed pages), not just unlinked: erasing a thread must leave no readable copy.
+    # Together with a WAL checkpoint(TRUNCATE) after the delete (ThreadStore.delete_thread).
+    cur.execute("PRAGMA secure_delete=ON")
     cur.close()
 
 

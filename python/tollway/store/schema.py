@@ -11,6 +11,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
 )
 
 metadata = MetaData()
@@ -63,4 +64,47 @@ usage_events = Table(
     Column("created_at", BigInteger, nullable=False),
     Index("ix_usage_account_time", "account_id", "created_at"),
     Index("ix_usage_key_time", "key_id", "created_at"),
+)
+
+
+# Threads: one end user's conversation, held server-side. Erasing a thread
+# (tollway.threads.store.ThreadStore.delete_thread) removes both tables' rows.
+threads = Table(
+    "threads",
+    metadata,
+    # Insertion order: the cursor for listing (newest first) without OFFSET.
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("end_user_id", String(200), nullable=True),
+    # The key that created the thread.
+    Column("key_id", String(40), nullable=False),
+    Column("metadata", JSON, nullable=False),
+    Column("system", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    # One writer at a time (a running turn), across processes: see ThreadStore.acquire_lease.
+    Column("lease_token", String(64), nullable=True),
+    Column("lease_until", BigInteger, nullable=True),
+    Index("ix_threads_account_seq", "account_id", "seq"),
+    Index("ix_threads_account_end_user_seq", "account_id", "end_user_id", "seq"),
+)
+
+thread_messages = Table(
+    "thread_messages",
+    metadata,
+    # Chronological order within a thread: every cursor query is on (thread_id, seq).
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("thread_id", String(40), ForeignKey("threads.id", ondelete="CASCADE"), nullable=False),
+    # user | assistant
+    Column("role", String(20), nullable=False),
+    # A list of Anthropic-style content blocks (text, image, tool_use, tool_result).
+    Column("content", JSON, nullable=False),
+    Column("model", String(200), nullable=True),
+    Column("usage", JSON, nullable=True),
+    Column("stop_reason", String(40), nullable=True),
+    Column("metadata", JSON, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_thread_messages_thread_seq", "thread_id", "seq"),
 )

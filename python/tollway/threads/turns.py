@@ -1,0 +1,292 @@
+"""One turn of a thread: load the history that fits, call the model, persist both sides.
+
+History is stored as Anthropic-style content blocks (the canonical format) and
+translated to the provider of whichever model the turn names. A turn is capped
+and billed exactly like a direct call (it goes through the same ``Proxy``).
+Streams reach the client as Anthropic SSE events; what the model produced is
+taken from the stream itself (teed in Rust, never re-requested) and persisted
+when the stream settles, also when the client went away midway.
+
+Turns on one thread are serialised by a lease in the database (so also across
+processes): a second turn waits for the running one to be persisted, up to
+``TOLLWAY_THREAD_BUSY_WAIT`` seconds, and then gets 409 ``thread_busy``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Optional
+
+import orjson
+
+from tollway._core import StreamOutcome, UpstreamStream
+from tollway.config import ModelRoute
+from tollway.http.core import AnyResponse, HTTPError, Request, StreamResponse, json_response
+from tollway.keys import ApiKey
+from tollway.keys.secrets import new_id
+from tollway.proxy.translated import translate_stream
+from tollway.threads.history import REQUEST_OVERHEAD_TOKENS, fit, tokens_of
+from tollway.threads.store import NewMessage, Thread
+from tollway.translate import (
+    OpenAIToAnthropicStream,
+    TranslationError,
+    anthropic_request_to_openai,
+    openai_response_to_anthropic,
+)
+from tollway.translate.stop_reasons import stop_reason as anthropic_stop_reason
+
+if TYPE_CHECKING:
+    from tollway.gateway import Gateway
+    from tollway.proxy.handler import Call, Proxy
+
+log = logging.getLogger("tollway.threads")
+
+LEASE_MS = 15 * 60 * 1000
+DEFAULT_CONTEXT_WINDOW = 128_000
+HISTORY_PAGE = 200
+BUSY_POLL_S = 0.02
+_PASSED = ("temperature", "top_p", "top_k", "stop_sequences", "tools", "tool_choice", "thinking")
+TURN_FIELDS = {"model", "max_tokens", "content", "system", "stream", "metadata", *_PASSED}
+_USER_BLOCKS = {"text", "image", "document", "tool_result"}
+_SSE = [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache")]
+
+
+def user_content(value: Any) -> list[dict[str, Any]]:
+    """The new turn's content as content blocks (a string is one text block)."""
+    if isinstance(value, str):
+        if not value:
+            raise HTTPError(400, "'content' must not be empty", param="content")
+        return [{"type": "text", "text": value}]
+    if not isinstance(value, list) or not value:
+        raise HTTPError(400, "'content' must be a string or a non-empty list of content blocks", param="content")
+    for i, block in enumerate(value):
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind not in _USER_BLOCKS:
+            raise HTTPError(400, f"content[{i}] must be a block of type {', '.join(sorted(_USER_BLOCKS))}", param="content")
+        if kind == "text" and not isinstance(block.get("text"), str):
+            raise HTTPError(400, f"content[{i}].text must be a string", param="content")
+        if kind in ("image", "document") and not isinstance(block.get("source"), dict):
+            raise HTTPError(400, f"content[{i}].source must be an object", param="content")
+        if kind == "tool_result" and not isinstance(block.get("tool_use_id"), str):
+            raise HTTPError(400, f"content[{i}].tool_use_id must be a string", param="content")
+    return value
+
+
+def assistant_content(text: str, tool_calls_json: str) -> list[dict[str, Any]]:
+    """What a stream produced, as content blocks: the text, then the tool calls."""
+    blocks: list[dict[str, Any]] = []
+    if text:
+        blocks.append({"type": "text", "text": text})
+    for call in orjson.loads(tool_calls_json or "[]"):
+        try:
+            arguments = orjson.loads(call.get("arguments") or "{}")
+        except orjson.JSONDecodeError:  # cut mid-arguments
+            arguments = {}
+        blocks.append({"type": "tool_use", "id": call.get("id") or new_id("toolu_"), "name": call.get("name", ""), "input": arguments})
+    return blocks
+
+
+def upstream_error(status: int, body: bytes) -> HTTPError:
+    """An upstream failure as our error, keeping the provider's status and message."""
+    message = body.decode("utf-8", "replace")[:2000]
+    try:
+        data = orjson.loads(body)
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            message = error["message"]
+    except orjson.JSONDecodeError:
+        pass
+    return HTTPError(status, f"the upstream provider answered {status}: {message}", code="upstream_error")
+
+
+class Turn:
+    """The state of one turn between its request and its persistence."""
+
+    def __init__(self, turns: "ThreadTurns", thread: Thread, route: ModelRoute, user: NewMessage, lease: str) -> None:
+        self.turns = turns
+        self.thread = thread
+        self.route = route
+        self.user = user
+        self.lease = lease
+        self.context: dict[str, Any] = {}
+
+    def finish_stream(self, outcome: StreamOutcome) -> None:
+        """From the stream's settlement (any thread): persist on a worker thread."""
+        self.turns.gw.background.submit(self._persist_stream, outcome)
+
+    def _persist_stream(self, outcome: StreamOutcome) -> None:
+        usage = outcome.usage
+        stop = outcome.finish_reason
+        if self.route.provider.kind == "openai":
+            stop = anthropic_stop_reason(stop)
+        metadata = {"context": self.context, "outcome": outcome.status}
+        if usage.estimated:
+            metadata["usage_estimated"] = True
+        assistant = NewMessage(
+            "assistant",
+            assistant_content(outcome.text, outcome.tool_calls_json),
+            model=self.route.name,
+            usage={
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "cache_read_input_tokens": usage.cache_read_tokens,
+                "cache_creation_input_tokens": usage.cache_write_tokens,
+                "cost_micros": outcome.cost_micros,
+            },
+            stop_reason=stop if outcome.status == "ok" else None,
+            metadata=metadata,
+        )
+        self.persist(assistant)
+
+    def persist(self, assistant: Optional[NewMessage]) -> list[Any]:
+        """Store the user's message and (when anything was produced) the reply, then free the thread."""
+        store = self.turns.store
+        try:
+            messages = [self.user] + ([assistant] if assistant is not None and assistant.content else [])
+            return store.append_messages(self.thread.id, messages)
+        except Exception:
+            log.exception("could not persist a turn of thread %s", self.thread.id)
+            raise
+        finally:
+            store.release_lease(self.thread.id, self.lease)
+
+
+class ThreadTurns:
+    def __init__(self, gw: "Gateway", proxy: "Proxy") -> None:
+        self.gw = gw
+        self.proxy = proxy
+        self.store = gw.threads
+
+    async def run(self, request: Request, key: ApiKey, thread: Thread, body: dict[str, Any]) -> AnyResponse:
+        started = time.perf_counter()
+        unknown = sorted(set(body) - TURN_FIELDS)
+        if unknown:
+            raise HTTPError(400, f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(TURN_FIELDS))}", param=unknown[0])
+        route = self.proxy.route(body.get("model"))
+        content = user_content(body.get("content"))
+        max_tokens = body.get("max_tokens", route.max_output_tokens)
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise HTTPError(400, "'max_tokens' must be a positive integer", param="max_tokens")
+        system = body.get("system", thread.system)
+        if system is not None and not isinstance(system, (str, list)):
+            raise HTTPError(400, "'system' must be a string or a list of text blocks", param="system")
+        stream = body.get("stream") is True
+        metadata = body.get("metadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise HTTPError(400, "'metadata' must be an object", param="metadata")
+
+        lease = await self._acquire(thread.id)
+        turn = Turn(self, thread, route, NewMessage("user", content, metadata=metadata), lease)
+        handed_over = False
+        try:
+            payload = {k: body[k] for k in _PASSED if k in body}
+            payload.update(model=route.name, max_tokens=max_tokens, stream=stream)
+            if system:
+                payload["system"] = system
+            budget = (route.context_window or DEFAULT_CONTEXT_WINDOW) - max_tokens - REQUEST_OVERHEAD_TOKENS
+            budget -= tokens_of(system) + tokens_of(payload.get("tools"))
+            history, total = await asyncio.to_thread(self._history, thread.id, budget)
+            fitted = fit(history, {"role": "user", "content": content}, budget)
+            if fitted is None:
+                raise HTTPError(
+                    400,
+                    f"the new message, the system prompt and max_tokens ({max_tokens}) do not fit the context window of {route.name!r}",
+                    code="context_length_exceeded",
+                    param="max_tokens",
+                )
+            turn.context = {
+                "messages_in_thread": total,
+                "messages_sent": fitted.kept,
+                "messages_dropped": total - fitted.kept,
+                "truncated": fitted.kept < total,
+            }
+            payload["messages"] = fitted.messages
+            if route.provider.kind == "openai":
+                try:
+                    payload = anthropic_request_to_openai(payload, route.upstream_model)
+                except TranslationError as exc:
+                    raise HTTPError(400, exc.message, param=exc.param) from None
+            call = self.proxy.prepare(key, route, payload, None, {}, request.request_id, stream, started)
+            try:
+                if stream:
+                    response = await self._stream(turn, call)
+                else:
+                    response = await self._complete(turn, call)
+            except BaseException:
+                call.hold.release()
+                raise
+            handed_over = True
+            return response
+        finally:
+            if not handed_over:
+                await asyncio.to_thread(self.store.release_lease, thread.id, lease)
+
+    async def _acquire(self, thread_id: str) -> str:
+        """Wait (bounded) for the turn running on this thread to finish, then hold the thread."""
+        lease = new_id("lease_")
+        deadline = time.monotonic() + self.gw.settings.thread_busy_wait
+        while not await asyncio.to_thread(self.store.acquire_lease, thread_id, lease, LEASE_MS):
+            if time.monotonic() >= deadline:
+                raise HTTPError(
+                    409,
+                    "another turn of this thread is still in progress; send this one when it has finished",
+                    code="thread_busy",
+                )
+            await asyncio.sleep(BUSY_POLL_S)
+        return lease
+
+    def _history(self, thread_id: str, budget: int) -> tuple[list[dict[str, Any]], int]:
+        """The newest stored messages, page by page, until they surely exceed ``budget``."""
+        total = self.store.count_messages(thread_id)
+        loaded: list[dict[str, Any]] = []
+        used, before = 0, None
+        while used <= budget:
+            page, more = self.store.list_messages(thread_id, order="desc", limit=HISTORY_PAGE, before=before)
+            for message in page:
+                item = {"role": message.role, "content": message.content}
+                loaded.append(item)
+                used += tokens_of(item)
+            if not more or not page:
+                break
+            before = page[-1].id
+        loaded.reverse()
+        return loaded, total
+
+    def _headers(self, turn: Turn) -> list[tuple[str, str]]:
+        context = turn.context
+        return [
+            ("x-tollway-thread-id", turn.thread.id),
+            ("x-tollway-context-messages", str(context["messages_sent"])),
+            ("x-tollway-context-truncated", "true" if context["truncated"] else "false"),
+        ]
+
+    async def _complete(self, turn: Turn, call: "Call") -> AnyResponse:
+        done = await self.proxy.complete(call)
+        if not done.ok:
+            raise upstream_error(done.status, done.body)
+        message = orjson.loads(done.body)
+        if turn.route.provider.kind == "openai":
+            message = openai_response_to_anthropic(message, turn.route.name)
+        usage = dict(message.get("usage") or {})
+        usage["cost_micros"] = done.cost_micros
+        assistant = NewMessage(
+            "assistant",
+            [b for b in message.get("content") or [] if isinstance(b, dict)],
+            model=turn.route.name,
+            usage=usage,
+            stop_reason=message.get("stop_reason"),
+            metadata={"context": turn.context, "upstream_id": message.get("id")},
+        )
+        stored = await asyncio.to_thread(turn.persist, assistant)
+        reply = stored[-1].public() if len(stored) > 1 else {**stored[0].public(), "role": "assistant", "content": []}
+        reply["context"] = turn.context
+        return json_response(200, reply, self._headers(turn) + call.extra_headers)
+
+    async def _stream(self, turn: Turn, call: "Call") -> AnyResponse:
+        upstream = await self.proxy.open_stream(call, then=turn.finish_stream)
+        if not isinstance(upstream, UpstreamStream):
+            raise upstream_error(upstream.status, upstream.body)
+        chunks = upstream if turn.route.provider.kind == "anthropic" else translate_stream(upstream, OpenAIToAnthropicStream(turn.route.name))
+        return StreamResponse(200, _SSE + self._headers(turn) + call.extra_headers, chunks, upstream.close)

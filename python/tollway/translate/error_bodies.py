@@ -1,0 +1,119 @@
+"""Error bodies: OpenAI ``{"error": {...}}`` <-> Anthropic ``{"type": "error", "error": {...}}``.
+
+The HTTP status is kept by the caller; both SDKs pick the exception class from it,
+so the ``type`` written here is informational and follows each provider's usage.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import orjson
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "insufficient_quota",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
+# Error types named in OpenAI stream error chunks (which have no status) -> Anthropic's.
+_ANTHROPIC_TYPE_OF_OPENAI_TYPE = {
+    "invalid_request_error": "invalid_request_error",
+    "authentication_error": "authentication_error",
+    "permission_error": "permission_error",
+    "not_found_error": "not_found_error",
+    "rate_limit_error": "rate_limit_error",
+    "rate_limit_exceeded": "rate_limit_error",
+    "requests": "rate_limit_error",
+    "tokens": "rate_limit_error",
+    "insufficient_quota": "billing_error",
+    "server_error": "api_error",
+}
+_OPENAI_TYPE_OF_ANTHROPIC_TYPE = {
+    "invalid_request_error": "invalid_request_error",
+    "request_too_large": "invalid_request_error",
+    "authentication_error": "authentication_error",
+    "permission_error": "permission_error",
+    "not_found_error": "not_found_error",
+    "rate_limit_error": "rate_limit_error",
+    "billing_error": "insufficient_quota",
+}
+
+
+def anthropic_error_type(status: int) -> str:
+    """The Anthropic error type for an HTTP status."""
+    return _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+
+
+def openai_error_type(status: int) -> str:
+    """The OpenAI error type for an HTTP status."""
+    return _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+
+
+def _upstream_error(body: bytes) -> tuple[Optional[dict[str, Any]], str]:
+    """The ``error`` object of a body of either shape, and its message (or the raw text)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = None
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return error, error["message"]
+    return None, body.decode("utf-8", "replace").strip()
+
+
+def anthropic_error_object(error_type: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": error_type, "message": message}}
+
+
+def openai_error_object(
+    error_type: str, message: str, code: Optional[str] = None, param: Optional[str] = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def openai_error_to_anthropic(status: int, body: bytes) -> bytes:
+    """An OpenAI error body as an Anthropic one, typed from the status."""
+    _, message = _upstream_error(body)
+    return orjson.dumps(anthropic_error_object(anthropic_error_type(status), message or f"upstream HTTP {status}"))
+
+
+def anthropic_error_to_openai(status: int, body: bytes) -> bytes:
+    """An Anthropic error body as an OpenAI one, typed from the status; ``code`` keeps
+    Anthropic's own type (``overloaded_error``...)."""
+    error, message = _upstream_error(body)
+    code = error.get("type") if error is not None and isinstance(error.get("type"), str) else None
+    error_type = openai_error_type(status)
+    if status == 429 and code == "billing_error":
+        error_type = "insufficient_quota"
+    return orjson.dumps(openai_error_object(error_type, message or f"upstream HTTP {status}", code))
+
+
+def anthropic_type_of_openai_error(error: dict[str, Any]) -> str:
+    """The Anthropic type for an OpenAI stream error object (no status known)."""
+    for key in ("type", "code"):
+        value = error.get(key)
+        if isinstance(value, str) and value in _ANTHROPIC_TYPE_OF_OPENAI_TYPE:
+            return _ANTHROPIC_TYPE_OF_OPENAI_TYPE[value]
+    return "api_error"
+
+
+def openai_type_of_anthropic_error(error_type: Any) -> str:
+    """The OpenAI type for an Anthropic stream error type (no status known)."""
+    if not isinstance(error_type, str):
+        return "server_error"
+    return _OPENAI_TYPE_OF_ANTHROPIC_TYPE.get(error_type, "server_error")

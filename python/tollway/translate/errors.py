@@ -1,0 +1,32 @@
+"""The error raised for a request that cannot be expressed in the other wire format."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import orjson
+
+
+class TranslationError(Exception):
+    """A request (or upstream body) we cannot translate; the caller answers HTTP 400.
+
+    ``param`` names the offending field (``messages[2].content[0]``) when known.
+    """
+
+    def __init__(self, message: str, param: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def __str__(self) -> str:
+        return f"{self.param}: {self.message}" if self.param else self.message
+
+    def openai_body(self) -> bytes:
+        """This error as an OpenAI 400 body."""
+        return orjson.dumps(
+            {"error": {"message": str(self), "type": "invalid_request_error", "param": self.param, "code": None}}
+        )
+
+    def anthropic_body(self) -> bytes:
+        """This error as an Anthropic 400 body."""
+        return orjson.dumps({"type": "error", "error": {"type": "invalid_request_error", "message": str(self)}})
