@@ -182,8 +182,8 @@ def test_anthropic_errors_map_to_sdk_exceptions(claude: anthropic.Anthropic, gat
     with pytest.raises(anthropic.NotFoundError):
         claude.messages.create(model="no-such-model", max_tokens=5, messages=[{"role": "user", "content": "x"}])
     with pytest.raises(anthropic.BadRequestError) as exc:
-        claude.messages.create(model="test-gpt", max_tokens=5, messages=[{"role": "user", "content": "x"}])
-    assert "/v1/chat/completions" in str(exc.value)
+        claude.messages.create(model="unpriced-gpt", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    assert "has no price configured" in str(exc.value)
     with pytest.raises(anthropic.RateLimitError):
         claude.messages.create(model="test-claude", max_tokens=5, messages=[{"role": "user", "content": "x #status=429 #retry_after=60"}])
     with pytest.raises(anthropic.InternalServerError):
