@@ -9,6 +9,7 @@ import anthropic
 import httpx
 import httpx2
 import openai
+import orjson
 import pytest
 
 from tests.fakes import upstream
@@ -96,12 +97,44 @@ def test_directives_and_counting_rules():
             "max_tokens": 5,
             "system": [{"type": "text", "text": "abcd"}],
             "messages": [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]},
                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "abcdefghi"}]},
             ],
         }
     )
-    assert turn.input_tokens == 1 + 3 + 3
+    assert turn.input_tokens == 1 + (3 + 1) + 3 + (3 + 3)
     assert upstream.make_reply(turn).text == words(5)
+
+
+def test_tool_pairing_is_enforced_like_the_real_apis() -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    with pytest.raises(upstream.BadRequest, match="did not have response messages: c1"):
+        upstream.OpenAI.parse({"model": "m", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "tool_calls": [call]}, {"role": "user", "content": "x"}]})
+    with pytest.raises(upstream.BadRequest, match="must be a response to a preceeding message"):
+        upstream.OpenAI.parse({"model": "m", "messages": [{"role": "user", "content": "q"}, {"role": "tool", "tool_call_id": "c9", "content": "x"}]})
+    use = {"type": "tool_use", "id": "t1", "name": "f", "input": {}}
+    with pytest.raises(upstream.BadRequest, match="without `tool_result` blocks immediately after: t1"):
+        upstream.Anthropic.parse({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": [use]}, {"role": "user", "content": "x"}]})
+    with pytest.raises(upstream.BadRequest, match="unexpected `tool_use_id`"):
+        upstream.Anthropic.parse({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "x"}]}]})
+
+
+def test_tool_rounds_and_parallel_calls() -> None:
+    tools = [{"name": n, "input_schema": {"type": "object"}} for n in ("a", "b")]
+    prompt = {"role": "user", "content": "acme #tool=a,b #tool_turns=2"}
+    turn = upstream.Anthropic.parse({"model": "m", "max_tokens": 5, "tools": tools, "messages": [prompt]})
+    assert turn.tools == ("a", "b")
+    body = orjson.loads(upstream.Anthropic.render(turn, upstream.make_reply(turn)))
+    assert [b["name"] for b in body["content"]] == ["a", "b"] and body["content"][0]["input"] == {"query": "acme"}
+    round_one = [
+        prompt,
+        {"role": "assistant", "content": body["content"]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": b["id"], "content": "ok"} for b in body["content"]]},
+    ]
+    assert upstream.Anthropic.parse({"model": "m", "max_tokens": 5, "tools": tools, "messages": round_one}).tools == ("a", "b")
+    round_two = round_one + round_one[1:]
+    assert upstream.Anthropic.parse({"model": "m", "max_tokens": 5, "tools": tools, "messages": round_two}).tools == ()
 
 
 # --- OpenAI ---------------------------------------------------------------------

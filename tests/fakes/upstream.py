@@ -26,7 +26,7 @@ MAX_RECORDS = 500
 HANG_SECONDS = 600.0
 
 _INT_DIRECTIVES = frozenset(
-    ("words", "status", "fail", "delay_ms", "chunk_delay_ms", "cut_after", "cache_read", "cache_write")
+    ("words", "status", "fail", "delay_ms", "chunk_delay_ms", "cut_after", "cache_read", "cache_write", "tool_turns")
 )
 _STR_DIRECTIVES = frozenset(("id", "tool"))
 _FLAG_DIRECTIVES = frozenset(("hang", "no_usage"))
@@ -63,8 +63,8 @@ class Turn:
     model: str
     input_tokens: int
     directives: dict
-    tool: str | None  # declared tool that #tool asks to call
-    query: str  # tool calls only: first non-directive word of the last user message
+    tools: tuple  # declared tools that #tool=a,b asks to call in this turn (empty: a text reply)
+    query: str  # tool calls only: first non-directive word of the prompt
     max_tokens: int | None
     stream: bool
     include_usage: bool = False
@@ -72,9 +72,10 @@ class Turn:
 
 @dataclass(slots=True)
 class Reply:
-    tokens: tuple  # text tokens ("w0", " w1", ...) or tool-argument JSON fragments
+    tokens: tuple  # text tokens ("w0", " w1", ...) or tool-argument JSON fragments (all calls)
     finish: str  # "stop" | "length" | "tool"
     tool_args: str = ""
+    fragments: tuple = ()  # one call's argument fragments
 
     @property
     def text(self) -> str:
@@ -119,14 +120,24 @@ def reply_tokens(n: int) -> tuple:
 
 
 def make_reply(turn: Turn) -> Reply:
-    if turn.tool is not None:
+    if turn.tools:
         args = orjson.dumps({"query": turn.query}).decode()
         fragments = tuple(args[i : i + 4] for i in range(0, len(args), 4))
-        return Reply(fragments, "tool", args)
+        return Reply(fragments * len(turn.tools), "tool", args, fragments)
     wanted = turn.directives.get("words", DEFAULT_REPLY_LEN)
     if turn.max_tokens is not None and turn.max_tokens < wanted:
         return Reply(reply_tokens(max(turn.max_tokens, 0)), "length")
     return Reply(reply_tokens(max(wanted, 0)), "stop")
+
+
+def tools_to_call(directives: dict, declared: set, messages: list, prompt_index: int, is_tool_round) -> tuple:
+    """The tools ``#tool=a,b`` asks for, while fewer than ``#tool_turns`` (default 1) tool
+    rounds followed the prompt; () when any of them is not declared."""
+    names = tuple(n for n in str(directives.get("tool", "")).split(",") if n)
+    if not names or not set(names) <= declared:
+        return ()
+    rounds = sum(1 for m in messages[prompt_index + 1 :] if is_tool_round(m))
+    return names if rounds < directives.get("tool_turns", 1) else ()
 
 
 def user_text(message: dict | None) -> str:
@@ -142,6 +153,48 @@ def user_text(message: dict | None) -> str:
 def _expect(cond: bool, message: str) -> None:
     if not cond:
         raise BadRequest(message)
+
+
+def _openai_tool_pairing(messages: list) -> None:
+    """As the real API: tool calls answered right after, and no tool message without its call."""
+    pending: list = []
+    for msg in messages:
+        role = msg.get("role")
+        if role == "tool":
+            _expect(
+                msg.get("tool_call_id") in pending,
+                "Invalid parameter: messages with role 'tool' must be a response to a preceeding message with 'tool_calls'.",
+            )
+            pending.remove(msg.get("tool_call_id"))
+            continue
+        _expect(
+            not pending,
+            "An assistant message with 'tool_calls' must be followed by tool messages responding to each "
+            f"'tool_call_id'. The following tool_call_ids did not have response messages: {', '.join(pending)}",
+        )
+        if role == "assistant":
+            pending = [c.get("id") for c in msg.get("tool_calls") or () if isinstance(c, dict)]
+    _expect(not pending, f"The following tool_call_ids did not have response messages: {', '.join(pending)}")
+
+
+def _anthropic_tool_pairing(messages: list) -> None:
+    """As the real API: every tool_use answered in the next message, every tool_result with its tool_use."""
+    previous_calls: set = set()
+    for i, msg in enumerate(messages):
+        blocks = [b for b in msg.get("content") or () if isinstance(b, dict)] if isinstance(msg.get("content"), list) else []
+        results = {b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"}
+        if msg.get("role") == "user":
+            _expect(
+                results <= previous_calls,
+                f"messages.{i}.content: unexpected `tool_use_id` found in `tool_result` blocks. Each `tool_result` "
+                "block must have a corresponding `tool_use` block in the previous message.",
+            )
+        missing = previous_calls - results
+        _expect(
+            not missing,
+            f"messages.{i - 1}: `tool_use` ids were found without `tool_result` blocks immediately after: {', '.join(sorted(missing))}",
+        )
+        previous_calls = {b.get("id") for b in blocks if b.get("type") == "tool_use"} if msg.get("role") == "assistant" else set()
 
 
 # --- OpenAI Chat Completions ----------------------------------------------------
@@ -182,9 +235,10 @@ class OpenAI:
         model, messages = req.get("model"), req.get("messages")
         _expect(isinstance(model, str), "you must provide a model parameter")
         _expect(isinstance(messages, list) and messages, "Missing required parameter: 'messages'.")
-        tokens, last_user = 0, None
-        for msg in messages:
-            _expect(isinstance(msg, dict), "Invalid type for 'messages': expected an object.")
+        tokens, last_user, prompt_index = 0, None, -1
+        _expect(all(isinstance(m, dict) for m in messages), "Invalid type for 'messages': expected an object.")
+        _openai_tool_pairing(messages)
+        for index, msg in enumerate(messages):
             tokens += TOKENS_PER_MESSAGE
             content = msg.get("content")
             if isinstance(content, str):
@@ -197,12 +251,12 @@ class OpenAI:
                     elif kind == "image_url":
                         tokens += TOKENS_PER_IMAGE
             if msg.get("role") == "user":
-                last_user = msg
+                last_user, prompt_index = msg, index
         text = user_text(last_user)
         directives = parse_directives(text)
-        tool = directives.get("tool")
-        if tool is not None and (messages[-1] is not last_user or tool not in _openai_tool_names(req)):
-            tool = None
+        tools = tools_to_call(
+            directives, _openai_tool_names(req), messages, prompt_index, lambda m: m.get("role") == "assistant" and m.get("tool_calls")
+        )
         limit = req.get("max_completion_tokens")
         if limit is None:
             limit = req.get("max_tokens")
@@ -212,8 +266,8 @@ class OpenAI:
             model=model,
             input_tokens=tokens,
             directives=directives,
-            tool=tool,
-            query=first_word(text) if tool else "",
+            tools=tools,
+            query=first_word(text) if tools else "",
             max_tokens=limit,
             stream=req.get("stream") is True,
             include_usage=isinstance(options, dict) and options.get("include_usage") is True,
@@ -246,8 +300,9 @@ class OpenAI:
                 {
                     "id": _new_id("call_"),
                     "type": "function",
-                    "function": {"name": turn.tool, "arguments": reply.tool_args},
+                    "function": {"name": name, "arguments": reply.tool_args},
                 }
+                for name in turn.tools
             ]
         return orjson.dumps(
             {
@@ -289,17 +344,17 @@ class OpenAI:
 
         dumps = orjson.dumps
         if reply.finish == "tool":
-            call = {
-                "index": 0,
-                "id": _new_id("call_"),
-                "type": "function",
-                "function": {"name": turn.tool, "arguments": ""},
-            }
-            head = [chunk(dumps({"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}))]
-            deltas = [
-                chunk(b'{"tool_calls":[{"index":0,"function":{"arguments":' + dumps(f) + b"}}]}")
-                for f in reply.tokens
-            ]
+            head, deltas = [], []
+            for i, name in enumerate(turn.tools):
+                call = {"index": i, "id": _new_id("call_"), "type": "function", "function": {"name": name, "arguments": ""}}
+                if i == 0:
+                    head.append(chunk(dumps({"role": "assistant", "content": None, "tool_calls": [call], "refusal": None})))
+                else:
+                    deltas.append(chunk(dumps({"tool_calls": [call]})))
+                deltas += [
+                    chunk(b'{"tool_calls":[{"index":' + str(i).encode() + b',"function":{"arguments":' + dumps(f) + b"}}]}")
+                    for f in reply.fragments
+                ]
         else:
             head = [chunk(b'{"role":"assistant","content":"","refusal":null}')]
             deltas = [chunk(b'{"content":' + dumps(t) + b"}") for t in reply.tokens]
@@ -381,23 +436,30 @@ class Anthropic:
         _expect(isinstance(model, str), "model: Field required")
         _expect(isinstance(messages, list) and messages, "messages: Field required")
         _expect(isinstance(limit, int), "max_tokens: Field required")
-        tokens, last_user = _anthropic_tokens(req.get("system")), None
-        for msg in messages:
-            _expect(isinstance(msg, dict), "messages: Input should be a valid dictionary")
+        tokens, last_user, prompt_index = _anthropic_tokens(req.get("system")), None, -1
+        _expect(all(isinstance(m, dict) for m in messages), "messages: Input should be a valid dictionary")
+        _anthropic_tool_pairing(messages)
+        for index, msg in enumerate(messages):
             tokens += TOKENS_PER_MESSAGE + _anthropic_tokens(msg.get("content"))
-            if msg.get("role") == "user":
-                last_user = msg
+            if msg.get("role") == "user" and (last_user is None or user_text(msg)):
+                last_user, prompt_index = msg, index  # the prompt: the last user message with text
         text = user_text(last_user)
         directives = parse_directives(text)
-        tool = directives.get("tool")
-        if tool is not None and (messages[-1] is not last_user or tool not in _anthropic_tool_names(req)):
-            tool = None
+        tools = tools_to_call(
+            directives,
+            _anthropic_tool_names(req),
+            messages,
+            prompt_index,
+            lambda m: m.get("role") == "assistant"
+            and isinstance(m.get("content"), list)
+            and any(isinstance(b, dict) and b.get("type") == "tool_use" for b in m["content"]),
+        )
         return Turn(
             model=model,
             input_tokens=tokens,
             directives=directives,
-            tool=tool,
-            query=first_word(text) if tool else "",
+            tools=tools,
+            query=first_word(text) if tools else "",
             max_tokens=limit,
             stream=req.get("stream") is True,
         )
@@ -417,21 +479,19 @@ class Anthropic:
     @classmethod
     def render(cls, turn: Turn, reply: Reply) -> bytes:
         if reply.finish == "tool":
-            block = {
-                "type": "tool_use",
-                "id": _new_id("toolu_"),
-                "name": turn.tool,
-                "input": {"query": turn.query},
-            }
+            blocks = [
+                {"type": "tool_use", "id": _new_id("toolu_"), "name": name, "input": {"query": turn.query}}
+                for name in turn.tools
+            ]
         else:
-            block = {"type": "text", "text": reply.text}
+            blocks = [{"type": "text", "text": reply.text}]
         return orjson.dumps(
             {
                 "id": _new_id("msg_"),
                 "type": "message",
                 "role": "assistant",
                 "model": turn.model,
-                "content": [block],
+                "content": blocks,
                 "stop_reason": cls._STOP[reply.finish],
                 "stop_sequence": None,
                 "usage": cls.usage(turn, len(reply.tokens)),
@@ -452,22 +512,34 @@ class Anthropic:
             "stop_sequence": None,
             "usage": cls.usage(turn, 1),
         }
+        def start(i: int, block: dict) -> bytes:
+            return _event(b"content_block_start", dumps({"type": "content_block_start", "index": i, "content_block": block}))
+
+        def stop_block(i: int) -> bytes:
+            return _event(b"content_block_stop", b'{"type":"content_block_stop","index":' + str(i).encode() + b"}")
+
         if reply.finish == "tool":
-            block = {"type": "tool_use", "id": _new_id("toolu_"), "name": turn.tool, "input": {}}
+            blocks = [{"type": "tool_use", "id": _new_id("toolu_"), "name": name, "input": {}} for name in turn.tools]
             delta_head = b'{"type":"input_json_delta","partial_json":'
+            pieces = [reply.fragments] * len(blocks)
         else:
-            block = {"type": "text", "text": ""}
+            blocks = [{"type": "text", "text": ""}]
             delta_head = b'{"type":"text_delta","text":'
+            pieces = [reply.tokens]
         head = [
             _event(b"message_start", dumps({"type": "message_start", "message": message})),
-            _event(b"content_block_start", dumps({"type": "content_block_start", "index": 0, "content_block": block})),
+            start(0, blocks[0]),
             _event(b"ping", b'{"type":"ping"}'),
         ]
-        delta_head = b'{"type":"content_block_delta","index":0,"delta":' + delta_head
-        deltas = [_event(b"content_block_delta", delta_head + dumps(t) + b"}}") for t in reply.tokens]
+        deltas = []
+        for i, block in enumerate(blocks):
+            if i:
+                deltas += [stop_block(i - 1), start(i, block)]
+            prefix = b'{"type":"content_block_delta","index":' + str(i).encode() + b',"delta":' + delta_head
+            deltas += [_event(b"content_block_delta", prefix + dumps(t) + b"}}") for t in pieces[i]]
         stop = {"stop_reason": cls._STOP[reply.finish], "stop_sequence": None}
         tail = [
-            _event(b"content_block_stop", b'{"type":"content_block_stop","index":0}'),
+            stop_block(len(blocks) - 1),
             _event(
                 b"message_delta",
                 dumps({"type": "message_delta", "delta": stop, "usage": {"output_tokens": len(reply.tokens)}}),
