@@ -538,7 +538,8 @@ def test_migration_0002_up_from_0001_and_down(kind: str) -> None:
             assert "threads" not in inspect(db.engine).get_table_names()
             acct = KeyStore(db).create_account("before threads")
 
-            db.migrate()  # 0001 -> head
+            with db.engine.begin() as conn:
+                command.upgrade(alembic_config(conn), "0002_threads")
             insp = inspect(db.engine)
             assert {"threads", "thread_messages", "accounts"} <= set(insp.get_table_names())
             assert {"ix_threads_account_seq", "ix_threads_account_end_user_seq"} <= {i["name"] for i in insp.get_indexes("threads")}

@@ -20,6 +20,8 @@ from tollway.ledger import Ledger, LocalLedger
 from tollway.ledger.writer import UsageWriter
 from tollway.store import Database, now_ms
 from tollway.threads import ThreadStore
+from tollway.tools.dispatch import Dispatcher
+from tollway.tools import ToolStore
 
 log = logging.getLogger("tollway")
 
@@ -73,6 +75,8 @@ class Gateway:
         self.auth = Authenticator(self.store, self.ledger)
         self.writer = UsageWriter(self.db, settings.data_dir)
         self.threads = ThreadStore(self.db)
+        self.tools = ToolStore(self.db)
+        self.dispatcher = Dispatcher()
         self.background = BackgroundWork()
         self.client: Optional[UpstreamClient] = None
         self.requests_open = 0  # non-stream requests in flight (event loop thread only)
@@ -85,11 +89,13 @@ class Gateway:
         from tollway.ledger import routes as usage_routes
         from tollway.proxy import routes as proxy_routes
         from tollway.threads import routes as thread_routes
+        from tollway.tools import routes as tool_routes
 
         key_routes.register(self.app, self)
         usage_routes.register(self.app, self)
         proxy = proxy_routes.register(self.app, self)
         thread_routes.register(self.app, self, proxy)
+        tool_routes.register(self.app, self)
 
     def in_flight(self) -> int:
         return self.requests_open + self.streams_open.value + self.background.pending.value
@@ -126,6 +132,7 @@ class Gateway:
             await asyncio.sleep(0.05)
         if self.in_flight() > 0:
             log.warning("shutting down with %d requests still in flight", self.in_flight())
+        await self.dispatcher.aclose()
         await asyncio.to_thread(self.background.close)
         await asyncio.to_thread(self.writer.close, self.settings.drain_timeout)
         self.db.dispose()

@@ -130,10 +130,13 @@ def make_reply(turn: Turn) -> Reply:
     return Reply(reply_tokens(max(wanted, 0)), "stop")
 
 
-def tools_to_call(directives: dict, declared: set, messages: list, prompt_index: int, is_tool_round) -> tuple:
+def tools_to_call(req: dict, directives: dict, declared: set, messages: list, prompt_index: int, is_tool_round) -> tuple:
     """The tools ``#tool=a,b`` asks for, while fewer than ``#tool_turns`` (default 1) tool
-    rounds followed the prompt; () when any of them is not declared."""
+    rounds followed the prompt; () when any of them is not declared, or tool_choice is none."""
     names = tuple(n for n in str(directives.get("tool", "")).split(",") if n)
+    choice = req.get("tool_choice")
+    if choice == "none" or (isinstance(choice, dict) and choice.get("type") == "none"):
+        return ()
     if not names or not set(names) <= declared:
         return ()
     rounds = sum(1 for m in messages[prompt_index + 1 :] if is_tool_round(m))
@@ -255,7 +258,7 @@ class OpenAI:
         text = user_text(last_user)
         directives = parse_directives(text)
         tools = tools_to_call(
-            directives, _openai_tool_names(req), messages, prompt_index, lambda m: m.get("role") == "assistant" and m.get("tool_calls")
+            req, directives, _openai_tool_names(req), messages, prompt_index, lambda m: m.get("role") == "assistant" and m.get("tool_calls")
         )
         limit = req.get("max_completion_tokens")
         if limit is None:
@@ -446,6 +449,7 @@ class Anthropic:
         text = user_text(last_user)
         directives = parse_directives(text)
         tools = tools_to_call(
+            req,
             directives,
             _anthropic_tool_names(req),
             messages,

@@ -28,7 +28,7 @@ from tollway.config import ModelRoute
 from tollway.http.core import AnyResponse, HTTPError, Request, Response, StreamResponse
 from tollway.keys import ApiKey
 from tollway.ledger.writer import usage_row
-from tollway.proxy import translated
+from tollway.proxy import looped, translated
 from tollway.proxy.caps import decide_hold
 from tollway.proxy.headers import response_headers
 from tollway.providers import ADAPTERS
@@ -142,6 +142,8 @@ class Proxy:
         if not isinstance(payload, dict):
             raise HTTPError(400, "the request body must be a JSON object")
         route = self.route(payload.get("model"))
+        if "tool_ids" in payload:
+            return await looped.handle(self, request, shape, key, route, payload, started)
         if route.provider.kind != shape:
             return await translated.handle(self, request, shape, key, route, payload, started)
         stream = payload.get("stream") is True

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from tollway.proxy.handler import Proxy
 
 # The other provider's request headers mean nothing upstream (anthropic-version to OpenAI...).
-_FOREIGN_PREFIX = {"openai": "anthropic-", "anthropic": "openai-"}
+FOREIGN_PREFIX = {"openai": "anthropic-", "anthropic": "openai-"}
 _JSON = [("content-type", "application/json")]
 _SSE = [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache")]
 # Provider headers that describe the provider's body, not ours.
@@ -101,7 +101,7 @@ async def handle(
     model = payload["model"]
     provider_payload = to_provider(shape, route, payload)
     stream = provider_payload.get("stream") is True
-    foreign = _FOREIGN_PREFIX[route.provider.kind]
+    foreign = FOREIGN_PREFIX[route.provider.kind]
     client_headers = {n: v for n, v in request.headers.items() if not n.startswith(foreign)}
     call = proxy.prepare(key, route, provider_payload, None, client_headers, request.request_id, stream, started)
     try:

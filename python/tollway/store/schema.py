@@ -12,6 +12,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -107,4 +108,30 @@ thread_messages = Table(
     Column("metadata", JSON, nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Index("ix_thread_messages_thread_seq", "thread_id", "seq"),
+)
+
+
+# Webhook tools: an app registers a tool once; when a model calls it, the gateway
+# POSTs the call to ``webhook_url``, signed with ``signing_secret`` (tollway.webhooks).
+tools = Table(
+    "tools",
+    metadata,
+    # Insertion order: the cursor for listing (oldest first) without OFFSET.
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    # ^[a-zA-Z0-9_-]{1,64}$, unique per account.
+    Column("name", String(64), nullable=False),
+    Column("description", Text, nullable=False),
+    # A JSON Schema object ({"type": "object", ...}).
+    Column("input_schema", JSON, nullable=False),
+    Column("webhook_url", Text, nullable=False),
+    Column("timeout_ms", Integer, nullable=False),
+    # The HMAC key for the webhook signatures, kept in clear: the gateway signs with it.
+    # Not an API key (it grants nothing here); never logged, shown only on create/rotate.
+    Column("signing_secret", String(100), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    UniqueConstraint("account_id", "name", name="uq_tools_account_name"),
+    Index("ix_tools_account_seq", "account_id", "seq"),
 )

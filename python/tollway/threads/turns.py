@@ -26,9 +26,12 @@ from tollway.config import ModelRoute
 from tollway.http.core import AnyResponse, HTTPError, Request, StreamResponse, json_response
 from tollway.keys import ApiKey
 from tollway.keys.secrets import new_id
+from tollway.proxy.handler import CLAMP_HEADER
 from tollway.proxy.translated import translate_stream
 from tollway.threads.history import REQUEST_OVERHEAD_TOKENS, fit, tokens_of
 from tollway.threads.store import NewMessage, Thread
+from tollway.tools.calls import result_blocks
+from tollway.tools.loop import ToolLoop, max_turns_from, resolve_tools
 from tollway.translate import (
     OpenAIToAnthropicStream,
     TranslationError,
@@ -39,7 +42,7 @@ from tollway.translate.stop_reasons import stop_reason as anthropic_stop_reason
 
 if TYPE_CHECKING:
     from tollway.gateway import Gateway
-    from tollway.proxy.handler import Call, Proxy
+    from tollway.proxy.handler import Call, Completed, Proxy
 
 log = logging.getLogger("tollway.threads")
 
@@ -48,7 +51,7 @@ DEFAULT_CONTEXT_WINDOW = 128_000
 HISTORY_PAGE = 200
 BUSY_POLL_S = 0.02
 _PASSED = ("temperature", "top_p", "top_k", "stop_sequences", "tools", "tool_choice", "thinking")
-TURN_FIELDS = {"model", "max_tokens", "content", "system", "stream", "metadata", *_PASSED}
+TURN_FIELDS = {"model", "max_tokens", "content", "system", "stream", "metadata", "tool_ids", "max_tool_turns", *_PASSED}
 _USER_BLOCKS = {"text", "image", "document", "tool_result"}
 _SSE = [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache")]
 
@@ -111,12 +114,17 @@ class Turn:
         self.user = user
         self.lease = lease
         self.context: dict[str, Any] = {}
+        self.user_stored = False
 
     def finish_stream(self, outcome: StreamOutcome) -> None:
         """From the stream's settlement (any thread): persist on a worker thread."""
         self.turns.gw.background.submit(self._persist_stream, outcome)
 
-    def _persist_stream(self, outcome: StreamOutcome) -> None:
+    def _persist_stream(self, outcome: StreamOutcome, left_out: frozenset = frozenset()) -> None:
+        self.persist(self.from_outcome(outcome, left_out))
+
+    def from_outcome(self, outcome: StreamOutcome, left_out: frozenset = frozenset()) -> NewMessage:
+        """The reply a stream produced (the calls in ``left_out`` were not run: not stored)."""
         usage = outcome.usage
         stop = outcome.finish_reason
         if self.route.provider.kind == "openai":
@@ -124,9 +132,12 @@ class Turn:
         metadata = {"context": self.context, "outcome": outcome.status}
         if usage.estimated:
             metadata["usage_estimated"] = True
-        assistant = NewMessage(
+        content = [b for b in assistant_content(outcome.text, outcome.tool_calls_json) if b.get("id") not in left_out]
+        if stop == "tool_use" and not any(b["type"] == "tool_use" for b in content):
+            stop = "end_turn"
+        return NewMessage(
             "assistant",
-            assistant_content(outcome.text, outcome.tool_calls_json),
+            content,
             model=self.route.name,
             usage={
                 "input_tokens": usage.input_tokens,
@@ -138,19 +149,67 @@ class Turn:
             stop_reason=stop if outcome.status == "ok" else None,
             metadata=metadata,
         )
-        self.persist(assistant)
 
     def persist(self, assistant: Optional[NewMessage]) -> list[Any]:
         """Store the user's message and (when anything was produced) the reply, then free the thread."""
         store = self.turns.store
         try:
-            messages = [self.user] + ([assistant] if assistant is not None and assistant.content else [])
-            return store.append_messages(self.thread.id, messages)
+            messages = [] if self.user_stored else [self.user]
+            messages += [assistant] if assistant is not None and assistant.content else []
+            stored = store.append_messages(self.thread.id, messages) if messages else []
+            self.user_stored = True
+            return stored
         except Exception:
             log.exception("could not persist a turn of thread %s", self.thread.id)
             raise
         finally:
             store.release_lease(self.thread.id, self.lease)
+
+
+class LoopSteps:
+    """Stores each step of a tool loop in order: the user's message with the first step,
+    then the assistant's tool calls and their results; the end frees the thread."""
+
+    def __init__(self, turn: Turn) -> None:
+        self.turn = turn
+
+    async def step(self, assistant: dict[str, Any], results: list[Any]) -> None:
+        turn = self.turn
+        messages = [] if turn.user_stored else [turn.user]
+        messages += [
+            NewMessage("assistant", canonical_blocks(turn.route.provider.kind, assistant), model=turn.route.name,
+                       stop_reason="tool_use", metadata={"context": turn.context}),
+            NewMessage("user", result_blocks(results), metadata={"tool_results": [_result_meta(r) for r in results]}),
+        ]
+        await asyncio.to_thread(turn.turns.store.append_messages, turn.thread.id, messages)
+        turn.user_stored = True
+
+    async def finish(self, outcome: Optional[StreamOutcome], left_out: set[str]) -> None:
+        turn = self.turn
+        assistant = turn.from_outcome(outcome, frozenset(left_out)) if outcome is not None else None
+        await asyncio.to_thread(turn.persist, assistant)
+
+
+def _result_meta(result: Any) -> dict[str, Any]:
+    return {"call_id": result.call_id, "tool_id": result.tool_id, "is_error": result.is_error,
+            "duration_ms": result.duration_ms, "attempts": result.attempts}
+
+
+def canonical_blocks(kind: str, assistant: dict[str, Any]) -> list[dict[str, Any]]:
+    """A provider-shape assistant message as canonical content blocks."""
+    if kind == "anthropic":
+        return [b for b in assistant.get("content") or [] if isinstance(b, dict)]
+    blocks: list[dict[str, Any]] = []
+    if isinstance(assistant.get("content"), str) and assistant["content"]:
+        blocks.append({"type": "text", "text": assistant["content"]})
+    for call in assistant.get("tool_calls") or ():
+        fn = call.get("function") or {}
+        try:
+            arguments = orjson.loads(fn.get("arguments") or "{}")
+        except orjson.JSONDecodeError:
+            arguments = {"_raw_arguments": fn.get("arguments")}
+        blocks.append({"type": "tool_use", "id": call.get("id"), "name": fn.get("name"), "input": arguments})
+    return blocks
 
 
 class ThreadTurns:
@@ -185,8 +244,10 @@ class ThreadTurns:
             payload.update(model=route.name, max_tokens=max_tokens, stream=stream)
             if system:
                 payload["system"] = system
+            tools = await resolve_tools(self.gw, key, body["tool_ids"]) if "tool_ids" in body else []
+            max_turns = max_turns_from({k: body[k] for k in ("max_tool_turns",) if k in body})
             budget = (route.context_window or DEFAULT_CONTEXT_WINDOW) - max_tokens - REQUEST_OVERHEAD_TOKENS
-            budget -= tokens_of(system) + tokens_of(payload.get("tools"))
+            budget -= tokens_of(system) + tokens_of(payload.get("tools")) + tokens_of([t.anthropic_definition() for t in tools] or None)
             history, total = await asyncio.to_thread(self._history, thread.id, budget)
             fitted = fit(history, {"role": "user", "content": content}, budget)
             if fitted is None:
@@ -208,6 +269,12 @@ class ThreadTurns:
                     payload = anthropic_request_to_openai(payload, route.upstream_model)
                 except TranslationError as exc:
                     raise HTTPError(400, exc.message, param=exc.param) from None
+            if tools:
+                loop = ToolLoop(self.proxy, key, route, payload, tools, request.request_id, {}, started, max_turns,
+                                thread_id=thread.id, steps=LoopSteps(turn))
+                response = await (self._loop_stream(turn, loop) if stream else self._loop_complete(turn, loop))
+                handed_over = True
+                return response
             call = self.proxy.prepare(key, route, payload, None, {}, request.request_id, stream, started)
             try:
                 if stream:
@@ -264,9 +331,24 @@ class ThreadTurns:
 
     async def _complete(self, turn: Turn, call: "Call") -> AnyResponse:
         done = await self.proxy.complete(call)
+        return await self._reply(turn, done, None, call.extra_headers)
+
+    async def _loop_complete(self, turn: Turn, loop: ToolLoop) -> AnyResponse:
+        done, changed = await loop.complete()
+        return await self._reply(turn, done, changed, [h for h in done.headers if h[0] == CLAMP_HEADER] + [("x-tollway-tool-turns", str(loop.turns))])
+
+    async def _loop_stream(self, turn: Turn, loop: ToolLoop) -> AnyResponse:
+        factory = (lambda: OpenAIToAnthropicStream(turn.route.name)) if turn.route.provider.kind == "openai" else None
+        opened = await loop.open("anthropic", turn.route.name, False, factory)
+        if not isinstance(opened, StreamResponse):
+            raise upstream_error(opened.status, opened.body)
+        opened.headers += self._headers(turn)
+        return opened
+
+    async def _reply(self, turn: Turn, done: "Completed", changed: Optional[dict[str, Any]], extra_headers: list[tuple[str, str]]) -> AnyResponse:
         if not done.ok:
             raise upstream_error(done.status, done.body)
-        message = orjson.loads(done.body)
+        message = changed if changed is not None else orjson.loads(done.body)
         if turn.route.provider.kind == "openai":
             message = openai_response_to_anthropic(message, turn.route.name)
         usage = dict(message.get("usage") or {})
@@ -280,9 +362,14 @@ class ThreadTurns:
             metadata={"context": turn.context, "upstream_id": message.get("id")},
         )
         stored = await asyncio.to_thread(turn.persist, assistant)
-        reply = stored[-1].public() if len(stored) > 1 else {**stored[0].public(), "role": "assistant", "content": []}
+        if stored and stored[-1].role == "assistant":
+            reply = stored[-1].public()
+        else:  # the model produced nothing to store
+            reply = {"id": None, "object": "thread.message", "thread_id": turn.thread.id, "role": "assistant", "content": [],
+                     "model": turn.route.name, "usage": usage, "stop_reason": message.get("stop_reason"), "metadata": None,
+                     "created_at": None}
         reply["context"] = turn.context
-        return json_response(200, reply, self._headers(turn) + call.extra_headers)
+        return json_response(200, reply, self._headers(turn) + extra_headers)
 
     async def _stream(self, turn: Turn, call: "Call") -> AnyResponse:
         upstream = await self.proxy.open_stream(call, then=turn.finish_stream)

@@ -1,0 +1,55 @@
+"""Plain-route calls that carry ``tool_ids``: the gateway runs the tool loop.
+
+The request may also carry its own ``tools``; those stay the client's to run and
+come back to it as usual. Works on both routes, with a model of either provider.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from tollway.config import ModelRoute
+from tollway.http.core import AnyResponse, Request, Response, StreamResponse
+from tollway.keys import ApiKey
+from tollway.proxy import translated
+from tollway.tools.loop import ToolLoop, max_turns_from, resolve_tools
+
+if TYPE_CHECKING:
+    from tollway.proxy.handler import Proxy
+
+
+async def handle(
+    proxy: "Proxy", request: Request, shape: str, key: ApiKey, route: ModelRoute, payload: dict[str, Any], started: float
+) -> AnyResponse:
+    tools = await resolve_tools(proxy.gw, key, payload.pop("tool_ids"))
+    max_turns = max_turns_from(payload)
+    model = payload["model"]
+    cross = route.provider.kind != shape
+    if cross:
+        provider_payload = translated.to_provider(shape, route, payload)
+        foreign = translated.FOREIGN_PREFIX[route.provider.kind]
+        client_headers = {n: v for n, v in request.headers.items() if not n.startswith(foreign)}
+    else:
+        provider_payload, client_headers = payload, request.headers
+    loop = ToolLoop(proxy, key, route, provider_payload, tools, request.request_id, client_headers, started, max_turns)
+
+    if provider_payload.get("stream") is True:
+        options = payload.get("stream_options")
+        include_usage = shape == "openai" and isinstance(options, dict) and options.get("include_usage") is True
+        factory = (lambda: translated.stream_translator(shape, model, payload)) if cross else None
+        opened = await loop.open(shape, model, include_usage, factory)
+        if isinstance(opened, StreamResponse):
+            return opened
+        body = translated.error_to_client(shape, opened.status, opened.body) if cross else opened.body
+        return Response(opened.status, body, opened.headers)
+
+    done, changed = await loop.complete()
+    if not done.ok:
+        body = translated.error_to_client(shape, done.status, done.body) if cross else done.body
+        return Response(done.status, body, done.headers)
+    body = orjson.dumps(changed) if changed is not None else done.body
+    if cross:
+        body = translated.response_to_client(shape, body, model)
+    return Response(done.status, body, [(n, v) for n, v in done.headers if n != "content-type"] + [("content-type", "application/json")])

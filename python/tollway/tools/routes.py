@@ -1,0 +1,231 @@
+"""/v1/tools: register, list, read, change and delete webhook tools.
+
+Tools belong to an account. Admin keys manage them; standard keys may list and
+read them (an app needs the ids to use them) but get 403 on POST/PATCH/DELETE.
+Another account's tool answers 404, as if it did not exist. The signing secret is
+in the response to POST and to PATCH with ``"rotate_secret": true`` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import TYPE_CHECKING, Any, Optional
+from urllib.parse import urlsplit
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from tollway.http.core import App, HTTPError, Request, Response, json_response
+from tollway.keys import ApiKey
+from tollway.tools.store import MAX_TIMEOUT_MS, MIN_TIMEOUT_MS, DEFAULT_TIMEOUT_MS, DuplicateToolName, Tool
+
+if TYPE_CHECKING:
+    from tollway.gateway import Gateway
+
+_CREATE_FIELDS = {"name", "description", "input_schema", "webhook_url", "timeout_ms"}
+_PATCH_FIELDS = {"name", "description", "input_schema", "webhook_url", "timeout_ms", "rotate_secret"}
+NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+MAX_DESCRIPTION = 10_000
+MAX_URL = 2048
+MAX_LIMIT = 100
+
+
+def _object(request: Request) -> dict[str, Any]:
+    body = request.json()
+    if not isinstance(body, dict):
+        raise HTTPError(400, "the request body must be a JSON object")
+    return body
+
+
+def _check_fields(body: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise HTTPError(400, f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}", param=unknown[0])
+
+
+def _required(body: dict[str, Any], field: str) -> Any:
+    if body.get(field) is None:
+        raise HTTPError(400, f"'{field}' is required", param=field)
+    return body[field]
+
+
+def validate_name(value: Any) -> str:
+    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+        raise HTTPError(
+            400, "'name' must be 1 to 64 characters from a-z, A-Z, 0-9, '_' and '-'", param="name"
+        )
+    return value
+
+
+def validate_description(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_DESCRIPTION:
+        raise HTTPError(
+            400, f"'description' must be a non-empty string of at most {MAX_DESCRIPTION} characters", param="description"
+        )
+    return value
+
+
+def validate_input_schema(value: Any) -> dict[str, Any]:
+    """A JSON Schema (draft 2020-12) for an object: what both providers accept as tool input."""
+    if not isinstance(value, dict):
+        raise HTTPError(400, "'input_schema' must be a JSON Schema object", param="input_schema")
+    if value.get("type") != "object":
+        raise HTTPError(400, "'input_schema' must have \"type\": \"object\" (tool input is a JSON object)", param="input_schema")
+    try:
+        Draft202012Validator.check_schema(value)
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path)
+        detail = f"{exc.message} (at {where})" if where else exc.message
+        raise HTTPError(400, f"'input_schema' is not a valid JSON Schema: {detail}", param="input_schema") from None
+    return value
+
+
+def validate_webhook_url(value: Any) -> str:
+    message = "'webhook_url' must be an absolute http:// or https:// URL"
+    if not isinstance(value, str) or len(value) > MAX_URL or any(c.isspace() or ord(c) < 32 for c in value):
+        raise HTTPError(400, f"{message} of at most {MAX_URL} characters", param="webhook_url")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 -- raises ValueError on a bad port
+    except ValueError:
+        raise HTTPError(400, message, param="webhook_url") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise HTTPError(400, message, param="webhook_url")
+    if parts.fragment:
+        raise HTTPError(400, "'webhook_url' must not have a #fragment", param="webhook_url")
+    return value
+
+
+def validate_timeout_ms(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_TIMEOUT_MS <= value <= MAX_TIMEOUT_MS:
+        raise HTTPError(
+            400, f"'timeout_ms' must be an integer from {MIN_TIMEOUT_MS} to {MAX_TIMEOUT_MS}", param="timeout_ms"
+        )
+    return value
+
+
+def _limit(query: dict[str, str]) -> int:
+    try:
+        limit = int(query.get("limit", "20"))
+    except ValueError:
+        raise HTTPError(400, f"'limit' must be an integer from 1 to {MAX_LIMIT}", param="limit") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise HTTPError(400, f"'limit' must be an integer from 1 to {MAX_LIMIT}", param="limit")
+    return limit
+
+
+def _duplicate(exc: DuplicateToolName) -> HTTPError:
+    return HTTPError(409, str(exc), code="tool_name_taken", param="name")
+
+
+def register(app: App, gw: "Gateway") -> None:
+    store = gw.tools
+
+    async def admin(request: Request) -> ApiKey:
+        key = await gw.auth.authenticate(request.headers)
+        if not key.is_admin:
+            raise HTTPError(403, "managing tools needs an admin key", code="admin_key_required")
+        return key
+
+    async def find(key: ApiKey, tool_id: str) -> Tool:
+        tool = await asyncio.to_thread(store.get, key.account_id, tool_id)
+        if tool is None:
+            raise HTTPError(404, f"no tool {tool_id!r}", code="tool_not_found")
+        return tool
+
+    @app.route("POST", "/v1/tools")
+    async def create_tool(request: Request) -> Response:
+        key = await admin(request)
+        body = _object(request)
+        _check_fields(body, _CREATE_FIELDS)
+        name = validate_name(_required(body, "name"))
+        description = validate_description(_required(body, "description"))
+        input_schema = validate_input_schema(_required(body, "input_schema"))
+        webhook_url = validate_webhook_url(_required(body, "webhook_url"))
+        timeout_ms = body.get("timeout_ms")
+        timeout_ms = DEFAULT_TIMEOUT_MS if timeout_ms is None else validate_timeout_ms(timeout_ms)
+        try:
+            tool, secret = await asyncio.to_thread(
+                store.create, key.account_id, name, description, input_schema, webhook_url, timeout_ms
+            )
+        except DuplicateToolName as exc:
+            raise _duplicate(exc) from None
+        return json_response(201, {**tool.public(), "signing_secret": secret})
+
+    @app.route("GET", "/v1/tools")
+    async def list_tools(request: Request) -> Response:
+        key = await gw.auth.authenticate(request.headers)
+        query = request.query()
+        limit = _limit(query)
+        try:
+            items, has_more = await asyncio.to_thread(store.list, key.account_id, limit, query.get("after") or None)
+        except ValueError as exc:
+            raise HTTPError(400, str(exc), param="after") from None
+        data = [tool.public() for tool in items]
+        return json_response(
+            200,
+            {
+                "object": "list",
+                "data": data,
+                "has_more": has_more,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+            },
+        )
+
+    @app.route("GET", "/v1/tools/{tool_id}")
+    async def get_tool(request: Request, tool_id: str) -> Response:
+        key = await gw.auth.authenticate(request.headers)
+        return json_response(200, (await find(key, tool_id)).public())
+
+    @app.route("PATCH", "/v1/tools/{tool_id}")
+    async def update_tool(request: Request, tool_id: str) -> Response:
+        key = await admin(request)
+        body = _object(request)
+        _check_fields(body, _PATCH_FIELDS)
+        changes: dict[str, Any] = {}
+        if "name" in body:
+            changes["name"] = validate_name(body["name"])
+        if "description" in body:
+            changes["description"] = validate_description(body["description"])
+        if "input_schema" in body:
+            changes["input_schema"] = validate_input_schema(body["input_schema"])
+        if "webhook_url" in body:
+            changes["webhook_url"] = validate_webhook_url(body["webhook_url"])
+        if "timeout_ms" in body:
+            changes["timeout_ms"] = validate_timeout_ms(body["timeout_ms"])
+        rotate = body.get("rotate_secret", False)
+        if not isinstance(rotate, bool):
+            raise HTTPError(400, "'rotate_secret' must be true or false", param="rotate_secret")
+        await find(key, tool_id)
+        try:
+            found = await asyncio.to_thread(
+                lambda: store.update(key.account_id, tool_id, rotate_secret=rotate, **changes)
+            )
+        except DuplicateToolName as exc:
+            raise _duplicate(exc) from None
+        if found is None:
+            raise HTTPError(404, f"no tool {tool_id!r}", code="tool_not_found")
+        tool, secret = found
+        out: dict[str, Any] = tool.public()
+        if secret is not None:
+            out["signing_secret"] = secret
+        return json_response(200, out)
+
+    @app.route("DELETE", "/v1/tools/{tool_id}")
+    async def delete_tool(request: Request, tool_id: str) -> Response:
+        key = await admin(request)
+        if not await asyncio.to_thread(store.delete, key.account_id, tool_id):
+            raise HTTPError(404, f"no tool {tool_id!r}", code="tool_not_found")
+        return json_response(200, {"id": tool_id, "object": "tool.deleted", "deleted": True})
+
+
+__all__ = [
+    "register",
+    "validate_description",
+    "validate_input_schema",
+    "validate_name",
+    "validate_timeout_ms",
+    "validate_webhook_url",
+]
