@@ -601,6 +601,36 @@ async def test_cancelled_send_does_not_break_later_calls():
         assert client._pending == 0
 
 
+async def test_sends_cancelled_at_once_are_aborted_or_never_sent():
+    """Calls reach the runtime through a queue: a call cancelled while queued is never
+    sent, one cancelled after it was spawned is aborted; either way the upstream is left."""
+
+    slow: list[Conn] = []
+
+    async def maybe_silent(req: Request, conn: Conn) -> bool:
+        if req.path == "/slow":
+            slow.append(conn)
+            await conn.wait_client_close(10)
+            return False
+        return await json_handler()(req, conn)
+
+    async with Upstream(maybe_silent) as up:
+        client = UpstreamClient()
+        futs = [client.send("POST", up.url("/slow"), [], b"{}") for _ in range(20)]
+        for f in futs:
+            f.cancel()
+        r = await client.send("POST", up.url(), [], b"{}")
+        assert r.status == 200
+        await asyncio.sleep(0.1)
+        deadline = time.monotonic() + 2.0
+        while not all(c.closed_at is not None for c in slow):
+            assert time.monotonic() < deadline, "cancelled requests were not aborted"
+            await asyncio.sleep(0.01)
+        assert all(f.cancelled() for f in futs)
+        assert client._pending == 0
+        assert (await client.send("POST", up.url(), [], b"{}")).status == 200
+
+
 async def test_many_concurrent_sends():
     async def echo(req: Request, conn: Conn) -> bool:
         await conn.write(response_head(200, length=len(req.body)) + req.body)

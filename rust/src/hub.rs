@@ -21,7 +21,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList};
 use pyo3::intern;
 
-use crate::client::{concat_to_py, SendResult, Shared, StreamReady, UpstreamResponse, UpstreamStream, Waiter};
+use crate::client::{concat_to_py, CallSlot, SendResult, Shared, StreamReady, UpstreamResponse, UpstreamStream, Waiter};
 use crate::{UpstreamConnectError, UpstreamError, UpstreamTimeout};
 
 // ---------------------------------------------------------------------------
@@ -184,7 +184,7 @@ struct Pending {
     fut: Py<PyAny>,
     /// The done-callback that propagates a cancellation (send / stream only).
     cancel_cb: Option<Py<PyAny>>,
-    abort: Option<tokio::task::AbortHandle>,
+    abort: Option<Arc<CallSlot>>,
 }
 
 #[derive(Default)]
@@ -323,7 +323,7 @@ impl Hub {
     }
 
     /// Make a send/stream future cancellable: its cancellation aborts the tokio task.
-    pub fn watch_cancel(slf: &Bound<'_, Hub>, id: u64, fut: &Bound<'_, PyAny>, abort: tokio::task::AbortHandle) -> PyResult<()> {
+    pub fn watch_cancel(slf: &Bound<'_, Hub>, id: u64, fut: &Bound<'_, PyAny>, abort: Arc<CallSlot>) -> PyResult<()> {
         let py = slf.py();
         let cb = Bound::new(py, CancelCallback { hub: slf.clone().unbind(), id })?.into_any();
         fut.call_method1(intern!(py, "add_done_callback"), (&cb,))?;

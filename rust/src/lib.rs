@@ -39,25 +39,30 @@ pyo3::create_exception!(
     "Connect timeout or no response headers within ``first_byte_timeout``."
 );
 
-static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+static RUNTIME: OnceLock<tokio::runtime::Handle> = OnceLock::new();
 
 /// The extension's tokio runtime, created on first use (never at import: a
 /// server that imports the module and then forks workers, as granian does, must
 /// not leave each worker a runtime whose threads stayed in the parent).
 ///
-/// One worker thread by default (``TOLLWAY_CORE_THREADS`` sets another count):
-/// through the gateway on 2 cores, 1 was faster than 2. Its threads never take
-/// the GIL for results (see [`hub`]); only a stream's ``on_done`` runs on a
-/// blocking thread with the GIL.
-pub fn runtime() -> &'static tokio::runtime::Runtime {
+/// One thread by default (``TOLLWAY_CORE_THREADS`` sets another count):
+/// through the gateway on 2 cores, 1 was faster than 2. With one thread it is a
+/// current-thread runtime driven by its own thread (see
+/// [`client::single_thread_runtime`]). Its threads never take the GIL for
+/// results (see [`hub`]).
+pub fn runtime() -> &'static tokio::runtime::Handle {
     RUNTIME.get_or_init(|| {
         let threads = std::env::var("TOLLWAY_CORE_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1usize);
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads.max(1))
+        if threads <= 1 {
+            return client::single_thread_runtime();
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
             .thread_name("tollway-core")
             .enable_all()
             .build()
-            .expect("cannot build the tokio runtime")
+            .expect("cannot build the tokio runtime");
+        Box::leak(Box::new(rt)).handle().clone()
     })
 }
 

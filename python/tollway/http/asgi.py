@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Optional
 
 from tollway.http.core import App, Request, Response, StreamResponse
 
@@ -32,11 +32,47 @@ class ASGIAdapter:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The HTTP path is written out in this one coroutine (no helper coroutines on
+        # the common path: each await of one is a frame and a generator per request).
         kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "lifespan":
-            await self._lifespan(receive, send)
+        if kind != "http":
+            if kind == "lifespan":
+                await self._lifespan(receive, send)
+            return
+        # ASGI servers send header names lower-cased.
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        path = scope["path"]
+        message = await receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            body = message.get("body", b"")  # the whole body in one message (the usual case)
+            if len(body) > self.app.max_body_bytes:
+                await self._send_plain(send, self.app.too_large(path))
+                return
+        else:
+            try:
+                declared = int(headers.get("content-length") or 0)
+            except ValueError:
+                declared = 0
+            try:
+                body = await self._read_body(receive, declared, message)
+            except BodyTooLarge:
+                await self._send_plain(send, self.app.too_large(path))  # type: ignore[arg-type]
+                return
+            except ClientGone:
+                return
+        request = Request(
+            method=scope["method"],
+            path=path,
+            query_string=scope.get("query_string", b"").decode("latin-1"),
+            headers=headers,
+            body=body,
+        )
+        response = await self.app.handle(request)
+        if isinstance(response, StreamResponse):
+            await self._send_stream(receive, send, response)
+        else:
+            await send({"type": "http.response.start", "status": response.status, "headers": _encode_headers(response.headers)})
+            await send({"type": "http.response.body", "body": response.body})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -56,14 +92,16 @@ class ASGIAdapter:
                     await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _read_body(self, receive: Receive, declared: int) -> bytes:
+    async def _read_body(self, receive: Receive, declared: int, message: Optional[dict[str, Any]] = None) -> bytes:
+        """The body, starting with ``message`` (the first one, already received) if given."""
         limit = self.app.max_body_bytes
         if declared > limit:
             raise BodyTooLarge
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await receive()
+            if message is None:
+                message = await receive()
             if message["type"] == "http.disconnect":
                 raise ClientGone
             chunk = message.get("body", b"")
@@ -74,35 +112,8 @@ class ASGIAdapter:
                 chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+            message = None
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # ASGI servers send header names lower-cased.
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        path = scope["path"]
-        try:
-            declared = int(headers.get("content-length") or 0)
-        except ValueError:
-            declared = 0
-        try:
-            body = await self._read_body(receive, declared)
-        except BodyTooLarge:
-            await self._send_plain(send, self.app.too_large(path))  # type: ignore[arg-type]
-            return
-        except ClientGone:
-            return
-        request = Request(
-            method=scope["method"],
-            path=path,
-            query_string=scope.get("query_string", b"").decode("latin-1"),
-            headers=headers,
-            body=body,
-        )
-        response = await self.app.handle(request)
-        if isinstance(response, StreamResponse):
-            await self._send_stream(receive, send, response)
-        else:
-            await self._send_plain(send, response)
 
     @staticmethod
     async def _send_plain(send: Send, response: Response) -> None:
