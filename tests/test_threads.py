@@ -11,7 +11,6 @@ from typing import Any
 
 import anthropic
 import httpx
-import pytest
 
 from tests.conftest import Gateway, fake_requests
 from tests.test_keys import _new_account

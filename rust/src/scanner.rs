@@ -7,13 +7,14 @@
 
 use std::borrow::Cow;
 
-use memchr::{memchr, memchr2, memmem};
+use memchr::{memchr2, memmem};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::pricing::Usage;
+use crate::sse::split_field;
 use crate::usage::{Kind, RawUsage};
 
 #[derive(Serialize, Default, Clone, Debug, PartialEq, Eq)]
@@ -452,13 +453,7 @@ impl Scanner {
         if line[0] == b':' {
             return;
         }
-        let (field, value) = match memchr(b':', line) {
-            Some(c) => {
-                let v = &line[c + 1..];
-                (&line[..c], if v.first() == Some(&b' ') { &v[1..] } else { v })
-            }
-            None => (line, &line[line.len()..]),
-        };
+        let (field, value) = split_field(line);
         match field {
             b"data" => {
                 if self.has_data {

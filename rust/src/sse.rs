@@ -12,6 +12,17 @@ use memchr::{memchr, memchr2};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+/// One SSE line split into its field name and value (one space after the colon dropped).
+pub fn split_field(line: &[u8]) -> (&[u8], &[u8]) {
+    match memchr(b':', line) {
+        Some(c) => {
+            let v = &line[c + 1..];
+            (&line[..c], if v.first() == Some(&b' ') { &v[1..] } else { v })
+        }
+        None => (line, &line[line.len()..]),
+    }
+}
+
 #[derive(Default)]
 pub struct Decoder {
     line: Vec<u8>,
@@ -73,13 +84,7 @@ impl Decoder {
         if line[0] == b':' {
             return;
         }
-        let (field, value) = match memchr(b':', line) {
-            Some(c) => {
-                let v = &line[c + 1..];
-                (&line[..c], if v.first() == Some(&b' ') { &v[1..] } else { v })
-            }
-            None => (line, &line[line.len()..]),
-        };
+        let (field, value) = split_field(line);
         match field {
             b"data" => {
                 if self.has_data {

@@ -213,7 +213,8 @@ class App:
 
     def too_large(self, path: str) -> Response:
         limit_mb = self.max_body_bytes / (1024 * 1024)
-        exc = HTTPError(413, f"the request body is larger than the limit of {limit_mb:g} MB")
+        # The rest of the body stays unread, so the connection cannot be reused: say so.
+        exc = HTTPError(413, f"the request body is larger than the limit of {limit_mb:g} MB", headers=[("connection", "close")])
         return self._finish(error_response(shape_for(path), exc), new_request_id())
 
     async def handle(self, request: Request) -> AnyResponse:

@@ -7,6 +7,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Optional
 
 from tollway.http.core import App, HTTPError, Request, Response, json_response
+from tollway.http.params import check_fields, json_object, metadata_object
 from tollway.keys.secrets import hash_secret
 from tollway.keys.store import SCOPES, ApiKey
 from tollway.ledger.report import key_events
@@ -33,17 +34,8 @@ def usd_to_micros(value: Any, field: str = "max_spend_usd") -> Optional[int]:
     return int((amount * 1_000_000).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
-def _object(request: Request) -> dict[str, Any]:
-    body = request.json()
-    if not isinstance(body, dict):
-        raise HTTPError(400, "the request body must be a JSON object")
-    return body
 
 
-def _check_fields(body: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise HTTPError(400, f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}", param=unknown[0])
 
 
 def _string(body: dict[str, Any], field: str, *, required: bool = False, limit: int = 200) -> Optional[str]:
@@ -57,13 +49,6 @@ def _string(body: dict[str, Any], field: str, *, required: bool = False, limit: 
     return value
 
 
-def _metadata(body: dict[str, Any]) -> dict[str, Any]:
-    value = body.get("metadata", {})
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise HTTPError(400, "'metadata' must be a JSON object", param="metadata")
-    return value
 
 
 def register(app: App, gw: "Gateway") -> None:
@@ -86,15 +71,15 @@ def register(app: App, gw: "Gateway") -> None:
     @app.route("POST", "/v1/keys")
     async def mint(request: Request) -> Response:
         caller = await admin(request)
-        body = _object(request)
-        _check_fields(body, _MINT_FIELDS)
+        body = json_object(request)
+        check_fields(body, _MINT_FIELDS)
         name = _string(body, "name", required=True)
         scope = body.get("scope", "standard")
         if scope not in SCOPES:
             raise HTTPError(400, f"'scope' must be one of {', '.join(SCOPES)}", param="scope")
         cap = usd_to_micros(body.get("max_spend_usd"))
         end_user_id = _string(body, "end_user_id")
-        metadata = _metadata(body)
+        metadata = metadata_object(body)
         key, secret = await asyncio.to_thread(
             gw.store.mint, caller.account_id, name, scope, cap, end_user_id, metadata
         )
@@ -126,8 +111,8 @@ def register(app: App, gw: "Gateway") -> None:
     @app.route("PATCH", "/v1/keys/{key_id}")
     async def patch_key(request: Request, key_id: str) -> Response:
         caller = await admin(request)
-        body = _object(request)
-        _check_fields(body, _PATCH_FIELDS)
+        body = json_object(request)
+        check_fields(body, _PATCH_FIELDS)
         await find(caller, key_id)
         values: dict[str, Any] = {}
         if "name" in body:
@@ -135,7 +120,7 @@ def register(app: App, gw: "Gateway") -> None:
         if "max_spend_usd" in body:
             values["max_spend_micros"] = usd_to_micros(body["max_spend_usd"])
         if "metadata" in body:
-            values["metadata"] = _metadata(body)
+            values["metadata"] = metadata_object(body)
         key = await asyncio.to_thread(gw.store.update, caller.account_id, key_id, values)
         if key is None:
             raise HTTPError(404, f"no API key with id {key_id!r}", code="not_found")

@@ -12,6 +12,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any, Optional
 
 from tollway.http.core import App, HTTPError, Request, Response, json_response
+from tollway.http.params import check_fields, json_object, metadata_object, page, page_limit
 from tollway.keys import ApiKey
 from tollway.threads.store import UNSET, Thread
 from tollway.threads.turns import ThreadTurns
@@ -22,29 +23,12 @@ if TYPE_CHECKING:
 
 _CREATE_FIELDS = {"end_user_id", "metadata", "system"}
 _PATCH_FIELDS = {"metadata", "system"}
-MAX_LIMIT = 100
 
 
-def _object(request: Request) -> dict[str, Any]:
-    body = request.json()
-    if not isinstance(body, dict):
-        raise HTTPError(400, "the request body must be a JSON object")
-    return body
 
 
-def _check_fields(body: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise HTTPError(400, f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}", param=unknown[0])
 
 
-def _metadata(body: dict[str, Any]) -> dict[str, Any]:
-    value = body.get("metadata", {})
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise HTTPError(400, "'metadata' must be an object", param="metadata")
-    return value
 
 
 def _system(body: dict[str, Any]) -> Optional[str]:
@@ -54,26 +38,8 @@ def _system(body: dict[str, Any]) -> Optional[str]:
     return value
 
 
-def _limit(query: dict[str, str], default: int) -> int:
-    raw = query.get("limit", str(default))
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise HTTPError(400, f"'limit' must be an integer from 1 to {MAX_LIMIT}", param="limit") from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise HTTPError(400, f"'limit' must be an integer from 1 to {MAX_LIMIT}", param="limit")
-    return limit
 
 
-def _page(items: list[Any], has_more: bool) -> dict[str, Any]:
-    data = [item.public() for item in items]
-    return {
-        "object": "list",
-        "data": data,
-        "has_more": has_more,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-    }
 
 
 def _owner_filter(key: ApiKey) -> dict[str, Optional[str]]:
@@ -101,8 +67,8 @@ def register(app: App, gw: "Gateway", proxy: "Proxy") -> None:
     @app.route("POST", "/v1/threads")
     async def create_thread(request: Request) -> Response:
         key = await gw.auth.authenticate(request.headers)
-        body = _object(request) if request.body else {}
-        _check_fields(body, _CREATE_FIELDS)
+        body = json_object(request) if request.body else {}
+        check_fields(body, _CREATE_FIELDS)
         end_user_id = body.get("end_user_id")
         if end_user_id is not None and (not isinstance(end_user_id, str) or not end_user_id or len(end_user_id) > 200):
             raise HTTPError(400, "'end_user_id' must be a non-empty string of at most 200 characters", param="end_user_id")
@@ -111,7 +77,7 @@ def register(app: App, gw: "Gateway", proxy: "Proxy") -> None:
                 raise HTTPError(403, "this key belongs to an end user; its threads are that end user's", code="end_user_mismatch", param="end_user_id")
             end_user_id = key.end_user_id
         thread = await asyncio.to_thread(
-            store.create_thread, key.account_id, key.id, end_user_id, _metadata(body), _system(body)
+            store.create_thread, key.account_id, key.id, end_user_id, metadata_object(body), _system(body)
         )
         return json_response(201, thread.public())
 
@@ -124,11 +90,11 @@ def register(app: App, gw: "Gateway", proxy: "Proxy") -> None:
             filters["end_user_id"] = query["end_user_id"]
         try:
             items, more = await asyncio.to_thread(
-                store.list_threads, key.account_id, limit=_limit(query, 20), after=query.get("after") or None, **filters
+                store.list_threads, key.account_id, limit=page_limit(query, 20), after=query.get("after") or None, **filters
             )
         except ValueError as exc:
             raise HTTPError(400, str(exc), param="after") from None
-        return json_response(200, _page(items, more))
+        return json_response(200, page(items, more))
 
     @app.route("GET", "/v1/threads/{thread_id}")
     async def get_thread(request: Request, thread_id: str) -> Response:
@@ -138,12 +104,12 @@ def register(app: App, gw: "Gateway", proxy: "Proxy") -> None:
     @app.route("PATCH", "/v1/threads/{thread_id}")
     async def update_thread(request: Request, thread_id: str) -> Response:
         key = await gw.auth.authenticate(request.headers)
-        body = _object(request)
-        _check_fields(body, _PATCH_FIELDS)
+        body = json_object(request)
+        check_fields(body, _PATCH_FIELDS)
         await visible_thread(key, thread_id)
-        metadata = _metadata(body) if "metadata" in body else None
+        new_metadata = metadata_object(body) if "metadata" in body else None
         system = _system(body) if "system" in body else UNSET
-        thread = await asyncio.to_thread(store.update_thread, key.account_id, thread_id, metadata=metadata, system=system)
+        thread = await asyncio.to_thread(store.update_thread, key.account_id, thread_id, metadata=new_metadata, system=system)
         if thread is None:
             raise HTTPError(404, f"no thread {thread_id!r}", code="thread_not_found")
         return json_response(200, thread.public())
@@ -158,7 +124,7 @@ def register(app: App, gw: "Gateway", proxy: "Proxy") -> None:
     @app.route("POST", "/v1/threads/{thread_id}/messages")
     async def add_message(request: Request, thread_id: str):
         key = await gw.auth.authenticate(request.headers)
-        body = _object(request)
+        body = json_object(request)
         thread = await visible_thread(key, thread_id)
         return await turns.run(request, key, thread, body)
 
@@ -175,13 +141,13 @@ def register(app: App, gw: "Gateway", proxy: "Proxy") -> None:
                 store.list_messages,
                 thread_id,
                 order=order,
-                limit=_limit(query, 30),
+                limit=page_limit(query, 30),
                 before=query.get("before") or None,
                 after=query.get("after") or None,
             )
         except ValueError as exc:
             raise HTTPError(400, str(exc), param="before" if query.get("before") else "after") from None
-        return json_response(200, _page(items, more))
+        return json_response(200, page(items, more))
 
     @app.route("GET", "/v1/threads/{thread_id}/export")
     async def export_thread(request: Request, thread_id: str) -> Response:

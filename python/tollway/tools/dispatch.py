@@ -113,7 +113,7 @@ def _interpret(status: int, body: bytes) -> _Outcome:
             what = "an empty body" if not body else "a body that is not JSON"
             return _Outcome(False, f'the webhook answered HTTP {status} with {what} (expected a JSON object with "output" or "error")', status=status)
         if not isinstance(data, dict):
-            return _Outcome(False, f'the webhook answered with JSON that is not an object (expected {{"output": ...}} or {{"error": "..."}})', status=status)
+            return _Outcome(False, 'the webhook answered with JSON that is not an object (expected {"output": ...} or {"error": "..."})', status=status)
         message = _error_from(data)
         if message is not None:
             return _Outcome(False, message, status=status)

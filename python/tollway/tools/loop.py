@@ -260,11 +260,11 @@ class ToolLoop:
                 return
             try:
                 call = self._prepare(True)
-            except HTTPError as exc:
+                nxt = await self._open_turn(call)
+            except HTTPError as exc:  # 402 before the next turn, or the upstream unreachable
                 kind = _CAP_TYPES[client_shape] if exc.status == 402 else "api_error"
                 yield writer.error(exc.status, kind, exc.message)
                 return
-            nxt = await self._open_turn(call)
             if not isinstance(nxt, tuple):
                 yield writer.error(nxt.status, "api_error", f"the upstream provider answered {nxt.status}: {nxt.body[:500].decode('utf-8', 'replace')}")
                 return

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from tollway.http.core import App, HTTPError, Request, Response, json_response
+from tollway.http.params import check_fields, json_object, page, page_limit
 from tollway.keys import ApiKey
 from tollway.tools.store import MAX_TIMEOUT_MS, MIN_TIMEOUT_MS, DEFAULT_TIMEOUT_MS, DuplicateToolName, Tool
 
@@ -31,17 +32,8 @@ MAX_URL = 2048
 MAX_LIMIT = 100
 
 
-def _object(request: Request) -> dict[str, Any]:
-    body = request.json()
-    if not isinstance(body, dict):
-        raise HTTPError(400, "the request body must be a JSON object")
-    return body
 
 
-def _check_fields(body: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise HTTPError(400, f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}", param=unknown[0])
 
 
 def _required(body: dict[str, Any], field: str) -> Any:
@@ -105,14 +97,6 @@ def validate_timeout_ms(value: Any) -> int:
     return value
 
 
-def _limit(query: dict[str, str]) -> int:
-    try:
-        limit = int(query.get("limit", "20"))
-    except ValueError:
-        raise HTTPError(400, f"'limit' must be an integer from 1 to {MAX_LIMIT}", param="limit") from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise HTTPError(400, f"'limit' must be an integer from 1 to {MAX_LIMIT}", param="limit")
-    return limit
 
 
 def _duplicate(exc: DuplicateToolName) -> HTTPError:
@@ -137,8 +121,8 @@ def register(app: App, gw: "Gateway") -> None:
     @app.route("POST", "/v1/tools")
     async def create_tool(request: Request) -> Response:
         key = await admin(request)
-        body = _object(request)
-        _check_fields(body, _CREATE_FIELDS)
+        body = json_object(request)
+        check_fields(body, _CREATE_FIELDS)
         name = validate_name(_required(body, "name"))
         description = validate_description(_required(body, "description"))
         input_schema = validate_input_schema(_required(body, "input_schema"))
@@ -157,22 +141,12 @@ def register(app: App, gw: "Gateway") -> None:
     async def list_tools(request: Request) -> Response:
         key = await gw.auth.authenticate(request.headers)
         query = request.query()
-        limit = _limit(query)
+        limit = page_limit(query, 20, MAX_LIMIT)
         try:
             items, has_more = await asyncio.to_thread(store.list, key.account_id, limit, query.get("after") or None)
         except ValueError as exc:
             raise HTTPError(400, str(exc), param="after") from None
-        data = [tool.public() for tool in items]
-        return json_response(
-            200,
-            {
-                "object": "list",
-                "data": data,
-                "has_more": has_more,
-                "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None,
-            },
-        )
+        return json_response(200, page(items, has_more))
 
     @app.route("GET", "/v1/tools/{tool_id}")
     async def get_tool(request: Request, tool_id: str) -> Response:
@@ -182,8 +156,8 @@ def register(app: App, gw: "Gateway") -> None:
     @app.route("PATCH", "/v1/tools/{tool_id}")
     async def update_tool(request: Request, tool_id: str) -> Response:
         key = await admin(request)
-        body = _object(request)
-        _check_fields(body, _PATCH_FIELDS)
+        body = json_object(request)
+        check_fields(body, _PATCH_FIELDS)
         changes: dict[str, Any] = {}
         if "name" in body:
             changes["name"] = validate_name(body["name"])

@@ -1,0 +1,53 @@
+"""Checks shared by the management routes (/v1/keys, /v1/threads, /v1/tools): bodies and list pages."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from tollway.http.core import HTTPError, Request
+
+
+def json_object(request: Request) -> dict[str, Any]:
+    body = request.json()
+    if not isinstance(body, dict):
+        raise HTTPError(400, "the request body must be a JSON object")
+    return body
+
+
+def check_fields(body: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise HTTPError(400, f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}", param=unknown[0])
+
+
+def metadata_object(body: dict[str, Any]) -> dict[str, Any]:
+    """The body's ``metadata`` object ({} when absent or null)."""
+    value = body.get("metadata", {})
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise HTTPError(400, "'metadata' must be a JSON object", param="metadata")
+    return value
+
+
+def page_limit(query: dict[str, str], default: int, maximum: int = 100) -> int:
+    message = f"'limit' must be an integer from 1 to {maximum}"
+    try:
+        limit = int(query.get("limit", default))
+    except ValueError:
+        raise HTTPError(400, message, param="limit") from None
+    if not 1 <= limit <= maximum:
+        raise HTTPError(400, message, param="limit")
+    return limit
+
+
+def page(items: Iterable[Any], has_more: bool) -> dict[str, Any]:
+    """One page of a list: ``data`` (each item's ``public()``), ``has_more`` and the edge ids for cursors."""
+    data = [item.public() for item in items]
+    return {
+        "object": "list",
+        "data": data,
+        "has_more": has_more,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }
