@@ -422,3 +422,20 @@ def test_a_turn_is_capped_like_a_direct_call(gateway: Gateway) -> None:
     r = turn(gateway, key, t["id"], model="out-gpt", max_tokens=1000, content="more")
     assert r.status_code == 402 and r.json()["error"]["message"].startswith("this API key has reached its spending cap")
     assert gateway.key(key_id)["spent_micros"] == 25_000
+
+
+def test_tollway_compact_rewrites_the_thread_tables(gateway: Gateway) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    _, key = gateway.mint(max_spend_usd=10)
+    gone, kept = new_thread(gateway, key), new_thread(gateway, key)
+    for t in (gone, kept):
+        assert turn(gateway, key, t["id"], model="test-claude", content="words #words=2").status_code == 200
+    assert gateway.request("DELETE", f"/v1/threads/{gone['id']}", key).status_code == 200
+    out = subprocess.run([sys.executable, "-m", "tollway", "compact"], env=gateway.env, cwd=str(REPO), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "Compacted the thread tables" in out.stdout
+    assert len(messages(gateway, key, kept["id"])["data"]) == 2

@@ -1,4 +1,4 @@
-"""``tollway serve`` and ``tollway init``."""
+"""``tollway serve``, ``tollway init`` and ``tollway compact``."""
 
 from __future__ import annotations
 
@@ -56,6 +56,16 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
     return _prepare(settings, announce_existing=True)
 
 
+def cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
+    """Rewrite the thread tables so that erased threads leave no bytes behind (see ThreadStore.compact)."""
+    from tollway.threads import ThreadStore
+
+    with _key_store(settings) as store:
+        ThreadStore(store.db).compact()
+    print("Compacted the thread tables: no deleted thread's text remains in their files.")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     code = _prepare(settings, announce_existing=False)
     if code:
@@ -111,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init", help="create the account and print its admin secret (once)")
     init.add_argument("--new-account", metavar="NAME", help="create another account (tenant) with its own admin key")
     init.set_defaults(func=cmd_init)
+
+    compact = sub.add_parser(
+        "compact",
+        help="rewrite the thread tables so deleted threads leave no bytes in the files (PostgreSQL: VACUUM FULL, locks them)",
+    )
+    compact.set_defaults(func=cmd_compact)
     return parser
 
 
