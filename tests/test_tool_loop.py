@@ -327,3 +327,35 @@ def test_thread_cap_mid_loop_keeps_what_was_produced(gateway: Gateway, tool) -> 
     assert data[2]["content"][0]["type"] == "tool_result"
     # The thread is free again.
     assert gateway.request("POST", f"/v1/threads/{t['id']}/messages", key, json={"model": "out-claude", "max_tokens": 1, "content": "x"}).status_code == 402
+
+
+def test_thread_loop_survives_a_client_that_leaves_mid_tool_call(gateway: Gateway, tool, hooks: WebhookServer) -> None:
+    """The loop runs in its own task: what was produced is stored and billed, the thread is freed."""
+    import socket
+
+    hooks.program(tool["path"], default={"delay_ms": 800, "echo": True}, secret=tool["signing_secret"])
+    key_id, key = gateway.mint(max_spend_usd=10)
+    t = gateway.request("POST", "/v1/threads", key, json={}).json()
+    body = json.dumps({"model": "test-claude", "max_tokens": 50, "stream": True, "tool_ids": [tool["id"]],
+                       "content": "acme #tool=lookup_account #words=3"}).encode()
+    host, port = gateway.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(
+        f"POST /v1/threads/{t['id']}/messages HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body
+    )
+    got = b""
+    while b"tool_call.started" not in got:
+        got += sock.recv(65536)
+    sock.close()  # gone while the webhook is still working
+    for _ in range(200):
+        data = gateway.request("GET", f"/v1/threads/{t['id']}/messages", key).json()["data"]
+        if len(data) >= 3 and gateway.key(key_id)["reserved_micros"] == 0:
+            break
+        time.sleep(0.05)
+    kinds = [(m["role"], m["content"][0]["type"]) for m in data]
+    assert kinds[:3] == [("user", "text"), ("assistant", "tool_use"), ("user", "tool_result")]
+    assert gateway.key(key_id)["reserved_micros"] == 0 and gateway.key(key_id)["spent_micros"] > 0
+    # The thread is free for the next turn.
+    r = gateway.request("POST", f"/v1/threads/{t['id']}/messages", key, json={"model": "test-claude", "max_tokens": 20, "content": "again #words=1"})
+    assert r.status_code == 200, r.text
