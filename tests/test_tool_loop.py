@@ -359,3 +359,40 @@ def test_thread_loop_survives_a_client_that_leaves_mid_tool_call(gateway: Gatewa
     # The thread is free for the next turn.
     r = gateway.request("POST", f"/v1/threads/{t['id']}/messages", key, json={"model": "test-claude", "max_tokens": 20, "content": "again #words=1"})
     assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_thread_turn_mixing_client_and_registered_tools(gateway: Gateway, tool, hooks: WebhookServer, fake, stream: bool) -> None:
+    """In a thread, registered calls made next to the client's own run, and their results wait
+    for the client's: the next turn sends the model every result of that assistant message."""
+    _, key = gateway.mint(max_spend_usd=10)
+    t = gateway.request("POST", "/v1/threads", key, json={}).json()
+    marker = "mix" + uuid.uuid4().hex[:6]
+    before = len(hooks.requests(tool["path"]))
+    r = gateway.request("POST", f"/v1/threads/{t['id']}/messages", key, json={
+        "model": "test-gpt", "max_tokens": 50, "tools": [CLIENT_TOOL_ANTHROPIC], "tool_ids": [tool["id"]], "stream": stream,
+        "content": f"{marker} #tool=lookup_account,client_fn"})
+    assert r.status_code == 200, r.text
+    if stream:
+        assert "event: tool_call.completed" in r.text and '"name":"client_fn"' in r.text
+        assert '"name":"lookup_account"' not in r.text.split("tool_call.started")[0]  # the client sees only its call
+    else:
+        assert r.json()["stop_reason"] == "tool_use"
+    assert len(hooks.requests(tool["path"])) == before + 1  # the registered call ran
+    for _ in range(100):
+        data = gateway.request("GET", f"/v1/threads/{t['id']}/messages", key).json()["data"]
+        if len(data) >= 3:
+            break
+        time.sleep(0.05)
+    assert [m["role"] for m in data] == ["user", "assistant", "user"]
+    calls = {b["name"]: b["id"] for b in data[1]["content"] if b["type"] == "tool_use"}
+    assert set(calls) == {"lookup_account", "client_fn"}
+    assert [b["tool_use_id"] for b in data[2]["content"]] == [calls["lookup_account"]]
+    # The client answers its own call, on the other provider: both results reach the model.
+    r = gateway.request("POST", f"/v1/threads/{t['id']}/messages", key, json={
+        "model": "test-claude", "max_tokens": 50, "tools": [CLIENT_TOOL_ANTHROPIC], "tool_ids": [tool["id"]],
+        "content": [{"type": "tool_result", "tool_use_id": calls["client_fn"], "content": "done in the app"}]})
+    assert r.status_code == 200, r.text
+    sent = upstream_calls(fake, marker)[-1]["body"]["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+    assert {b["tool_use_id"] for b in sent[2]["content"]} == set(calls.values())

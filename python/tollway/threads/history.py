@@ -39,15 +39,17 @@ def _blocks(message: dict[str, Any], kind: str) -> list[dict[str, Any]]:
 
 
 def _units(messages: list[dict[str, Any]]) -> list[list[int]]:
-    """Indexes grouped so a tool-calling assistant message stays with the results that follow it."""
+    """Indexes grouped so a tool-calling assistant message stays with the results that follow
+    it (in one user message, or in several in a row: the gateway's, then the client's)."""
     units: list[list[int]] = []
     for i, message in enumerate(messages):
         if (
             units
             and message.get("role") == "user"
             and _blocks(message, "tool_result")
-            and messages[units[-1][-1]].get("role") == "assistant"
-            and _blocks(messages[units[-1][-1]], "tool_use")
+            and messages[units[-1][0]].get("role") == "assistant"
+            and _blocks(messages[units[-1][0]], "tool_use")
+            and all(messages[j].get("role") == "user" and _blocks(messages[j], "tool_result") for j in units[-1][1:])
         ):
             units[-1].append(i)
         else:
@@ -95,33 +97,40 @@ def _starts_badly(message: dict[str, Any]) -> bool:
 
 
 def sanitize(messages: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Drop unanswered tool calls and orphan results, then merge consecutive same-role messages."""
-    messages = list(messages)
+    """Merge consecutive same-role messages (tool results first in a user message), then drop
+    tool calls that the next message does not answer and results without their call."""
+    merged = _merge(messages)
     answered: set[str] = set()
-    called: set[str] = set()
-    for prev, message in zip([None, *messages], messages):
-        if message.get("role") == "user" and prev is not None and prev.get("role") == "assistant":
+    for prev, message in zip([None, *merged], merged):
+        if message["role"] == "user" and prev is not None and prev["role"] == "assistant":
             calls = {b.get("id") for b in _blocks(prev, "tool_use")}
-            for block in _blocks(message, "tool_result"):
-                if block.get("tool_use_id") in calls:
-                    answered.add(block["tool_use_id"])
-                    called.add(block["tool_use_id"])
-    out: list[dict[str, Any]] = []
-    for message in messages:
-        content = message.get("content")
+            answered |= {b.get("tool_use_id") for b in _blocks(message, "tool_result")} & calls
+    kept = []
+    for message in merged:
+        content = message["content"]
         if isinstance(content, list):
             content = [
                 b
                 for b in content
                 if not (isinstance(b, dict) and b.get("type") == "tool_use" and b.get("id") not in answered)
-                and not (isinstance(b, dict) and b.get("type") == "tool_result" and b.get("tool_use_id") not in called)
+                and not (isinstance(b, dict) and b.get("type") == "tool_result" and b.get("tool_use_id") not in answered)
             ]
             if not content:
                 continue
+        kept.append({"role": message["role"], "content": content})
+    return _merge(kept)
+
+
+def _merge(messages: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for message in messages:
         if out and out[-1]["role"] == message["role"]:
-            out[-1] = {"role": message["role"], "content": _as_list(out[-1]["content"]) + _as_list(content)}
+            content = _as_list(out[-1]["content"]) + _as_list(message["content"])
+            if message["role"] == "user":  # the providers want the tool results first
+                content.sort(key=lambda b: not (isinstance(b, dict) and b.get("type") == "tool_result"))
+            out[-1] = {"role": message["role"], "content": content}
         else:
-            out.append({"role": message["role"], "content": content})
+            out.append({"role": message["role"], "content": message.get("content")})
     return out
 
 

@@ -150,12 +150,15 @@ class Turn:
             metadata=metadata,
         )
 
-    def persist(self, assistant: Optional[NewMessage]) -> list[Any]:
-        """Store the user's message and (when anything was produced) the reply, then free the thread."""
+    def persist(self, assistant: Optional[NewMessage], trailing: Optional[list[Any]] = None) -> list[Any]:
+        """Store the user's message and (when anything was produced) the reply, with the results
+        of registered tools it called next to the client's own (``trailing``), then free the thread."""
         store = self.turns.store
         try:
             messages = [] if self.user_stored else [self.user]
             messages += [assistant] if assistant is not None and assistant.content else []
+            if trailing and messages and messages[-1] is assistant:
+                messages.append(NewMessage("user", result_blocks(trailing), metadata={"tool_results": [_result_meta(r) for r in trailing]}))
             stored = store.append_messages(self.thread.id, messages) if messages else []
             self.user_stored = True
             return stored
@@ -184,10 +187,10 @@ class LoopSteps:
         await asyncio.to_thread(turn.turns.store.append_messages, turn.thread.id, messages)
         turn.user_stored = True
 
-    async def finish(self, outcome: Optional[StreamOutcome], left_out: set[str]) -> None:
+    async def finish(self, outcome: Optional[StreamOutcome], left_out: set[str], trailing: list[Any]) -> None:
         turn = self.turn
         assistant = turn.from_outcome(outcome, frozenset(left_out)) if outcome is not None else None
-        await asyncio.to_thread(turn.persist, assistant)
+        await asyncio.to_thread(turn.persist, assistant, trailing)
 
 
 def _result_meta(result: Any) -> dict[str, Any]:
@@ -271,7 +274,7 @@ class ThreadTurns:
                     raise HTTPError(400, exc.message, param=exc.param) from None
             if tools:
                 loop = ToolLoop(self.proxy, key, route, payload, tools, request.request_id, {}, started, max_turns,
-                                thread_id=thread.id, steps=LoopSteps(turn))
+                                thread_id=thread.id, steps=LoopSteps(turn), run_mixed=True)
                 response = await (self._loop_stream(turn, loop) if stream else self._loop_complete(turn, loop))
                 handed_over = True
                 return response
@@ -335,7 +338,8 @@ class ThreadTurns:
 
     async def _loop_complete(self, turn: Turn, loop: ToolLoop) -> AnyResponse:
         done, changed = await loop.complete()
-        return await self._reply(turn, done, changed, [h for h in done.headers if h[0] == CLAMP_HEADER] + [("x-tollway-tool-turns", str(loop.turns))])
+        extra = [h for h in done.headers if h[0] == CLAMP_HEADER] + [("x-tollway-tool-turns", str(loop.turns))]
+        return await self._reply(turn, done, changed, extra, loop.trailing)
 
     async def _loop_stream(self, turn: Turn, loop: ToolLoop) -> AnyResponse:
         factory = (lambda: OpenAIToAnthropicStream(turn.route.name)) if turn.route.provider.kind == "openai" else None
@@ -345,7 +349,10 @@ class ThreadTurns:
         opened.headers += self._headers(turn)
         return opened
 
-    async def _reply(self, turn: Turn, done: "Completed", changed: Optional[dict[str, Any]], extra_headers: list[tuple[str, str]]) -> AnyResponse:
+    async def _reply(
+        self, turn: Turn, done: "Completed", changed: Optional[dict[str, Any]], extra_headers: list[tuple[str, str]],
+        trailing: Optional[list[Any]] = None,
+    ) -> AnyResponse:
         if not done.ok:
             raise upstream_error(done.status, done.body)
         message = changed if changed is not None else orjson.loads(done.body)
@@ -361,9 +368,10 @@ class ThreadTurns:
             stop_reason=message.get("stop_reason"),
             metadata={"context": turn.context, "upstream_id": message.get("id")},
         )
-        stored = await asyncio.to_thread(turn.persist, assistant)
-        if stored and stored[-1].role == "assistant":
-            reply = stored[-1].public()
+        stored = await asyncio.to_thread(turn.persist, assistant, trailing)
+        replies = [m for m in stored if m.role == "assistant"]
+        if replies:
+            reply = replies[-1].public()
         else:  # the model produced nothing to store
             reply = {"id": None, "object": "thread.message", "thread_id": turn.thread.id, "role": "assistant", "content": [],
                      "model": turn.route.name, "usage": usage, "stop_reason": message.get("stop_reason"), "metadata": None,

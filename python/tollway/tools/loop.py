@@ -6,7 +6,9 @@ parallel. Every model turn goes through the proxy, so it is capped (the cap is
 checked again before each turn: a loop that runs out of money stops with 402,
 keeping what was produced), billed and recorded like any call. A turn that also
 calls the request's own tools ends the loop: the response goes to the client with
-its calls (the registered ones of that turn are left out, not run).
+its calls. The registered calls of that turn are left out and not run on the plain
+routes (the client could not send their results back); in threads (``run_mixed``)
+they run and their results are stored, to go with the client's results next turn.
 
 The loop works in the provider's request shape. Threads pass a ``StepSink`` to
 store every step (the assistant's calls, then the results) in order.
@@ -60,9 +62,10 @@ class StepSink(Protocol):
     async def step(self, assistant: dict[str, Any], results: list[ToolResult]) -> None:
         """A model turn that called registered tools (provider shape), and their results."""
 
-    async def finish(self, outcome: Optional[StreamOutcome], calls_left_out: set[str]) -> None:
+    async def finish(self, outcome: Optional[StreamOutcome], calls_left_out: set[str], trailing: list[ToolResult]) -> None:
         """A streamed loop ended: ``outcome`` is its last model turn (None when none was
-        streamed after the last step); the calls named in ``calls_left_out`` were not run."""
+        streamed after the last step); the calls named in ``calls_left_out`` were not run;
+        ``trailing`` are the results of registered calls made next to the client's own."""
 
 
 def max_turns_from(payload: dict[str, Any]) -> int:
@@ -96,6 +99,10 @@ class ToolLoop:
     max_turns: int
     thread_id: Optional[str] = None
     steps: Optional[StepSink] = None
+    # A turn that calls both the client's tools and registered ones: run the registered
+    # ones too and keep their results for the client's next turn (threads store them).
+    run_mixed: bool = False
+    trailing: list[ToolResult] = field(default_factory=list)
     turns: int = 0
     by_name: dict[str, Tool] = field(default_factory=dict)
     deadline: float = 0.0
@@ -175,6 +182,9 @@ class ToolLoop:
             ours, theirs = self._split(calls_in_body(self.kind, body))
             if not ours:
                 return done, None
+            if theirs and self.run_mixed:
+                self.trailing = await self._dispatch(ours)
+                return done, None
             if theirs or self.turns >= self.max_turns:
                 return done, strip_calls(self.kind, body, set(self.by_name))
             results = await self._dispatch(ours)
@@ -209,7 +219,7 @@ class ToolLoop:
             queue.put_nowait(None)
             try:
                 if self.steps is not None:
-                    await self.steps.finish(self.last_outcome, self.left_out)
+                    await self.steps.finish(self.last_outcome, self.left_out, self.trailing)
             finally:
                 self.gw.requests_open -= 1
 
@@ -245,6 +255,14 @@ class ToolLoop:
                 yield writer.end()
                 return
             ours, theirs = self._split(calls_in_outcome(outcome))
+            if ours and theirs and self.run_mixed:
+                for c in ours:
+                    yield writer.tool_started(c, self.by_name[c.name].id)
+                self.trailing = await self._dispatch(ours)
+                for r in self.trailing:
+                    yield writer.tool_completed(r)
+                yield writer.end()
+                return
             if not ours or theirs or self.turns >= self.max_turns:
                 self.left_out = {c.id for c in ours}
                 yield writer.end()
