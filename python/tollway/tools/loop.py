@@ -178,7 +178,12 @@ class ToolLoop:
             done.headers.append(("x-tollway-tool-turns", str(self.turns)))
             if not done.ok:
                 return done, None
-            body = orjson.loads(done.body)
+            try:
+                body = orjson.loads(done.body)
+            except orjson.JSONDecodeError:  # not a model response: passed on as it came
+                return done, None
+            if not isinstance(body, dict):
+                return done, None
             ours, theirs = self._split(calls_in_body(self.kind, body))
             if not ours:
                 return done, None
