@@ -22,6 +22,7 @@ Shape = Literal["openai", "anthropic"]
 Headers = list[tuple[str, str]]
 
 JSON_HEADERS: Headers = [("content-type", "application/json")]
+SSE_HEADERS: Headers = [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache")]
 
 
 @dataclass(slots=True)

@@ -15,7 +15,7 @@ import orjson
 
 from tollway._core import SseDecoder, UpstreamStream
 from tollway.config import ModelRoute
-from tollway.http.core import AnyResponse, HTTPError, Request, Response, StreamResponse
+from tollway.http.core import JSON_HEADERS, SSE_HEADERS, AnyResponse, HTTPError, Request, Response, StreamResponse
 from tollway.keys import ApiKey
 from tollway.proxy.headers import response_headers
 from tollway.translate import (
@@ -35,8 +35,6 @@ if TYPE_CHECKING:
 
 # The other provider's request headers mean nothing upstream (anthropic-version to OpenAI...).
 FOREIGN_PREFIX = {"openai": "anthropic-", "anthropic": "openai-"}
-_JSON = [("content-type", "application/json")]
-_SSE = [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache")]
 # Provider headers that describe the provider's body, not ours.
 _DROP = {"content-type", "openai-processing-ms", "openai-version"}
 
@@ -108,14 +106,14 @@ async def handle(
         if stream:
             upstream = await proxy.open_stream(call)
             if not isinstance(upstream, UpstreamStream):
-                return Response(upstream.status, error_to_client(shape, upstream.status, upstream.body), _headers(upstream.headers, _JSON))
-            headers = _headers(upstream.headers, _SSE) + call.extra_headers
+                return Response(upstream.status, error_to_client(shape, upstream.status, upstream.body), _headers(upstream.headers, JSON_HEADERS))
+            headers = _headers(upstream.headers, SSE_HEADERS) + call.extra_headers
             translator = stream_translator(shape, model, payload)
             return StreamResponse(upstream.status, headers, translate_stream(upstream, translator), upstream.close)
         done = await proxy.complete(call)
         if not done.ok:
-            return Response(done.status, error_to_client(shape, done.status, done.body), _headers(done.headers, _JSON))
-        return Response(done.status, response_to_client(shape, done.body, model), _headers(done.headers, _JSON))
+            return Response(done.status, error_to_client(shape, done.status, done.body), _headers(done.headers, JSON_HEADERS))
+        return Response(done.status, response_to_client(shape, done.body, model), _headers(done.headers, JSON_HEADERS))
     except BaseException:
         call.hold.release()
         raise

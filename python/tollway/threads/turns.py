@@ -23,7 +23,7 @@ import orjson
 
 from tollway._core import StreamOutcome, UpstreamStream
 from tollway.config import ModelRoute
-from tollway.http.core import AnyResponse, HTTPError, Request, StreamResponse, json_response
+from tollway.http.core import SSE_HEADERS, AnyResponse, HTTPError, Request, StreamResponse, json_response
 from tollway.keys import ApiKey
 from tollway.keys.secrets import new_id
 from tollway.proxy.handler import CLAMP_HEADER
@@ -53,7 +53,6 @@ BUSY_POLL_S = 0.02
 _PASSED = ("temperature", "top_p", "top_k", "stop_sequences", "tools", "tool_choice", "thinking")
 TURN_FIELDS = {"model", "max_tokens", "content", "system", "stream", "metadata", "tool_ids", "max_tool_turns", *_PASSED}
 _USER_BLOCKS = {"text", "image", "document", "tool_result"}
-_SSE = [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache")]
 
 
 def user_content(value: Any) -> list[dict[str, Any]]:
@@ -176,11 +175,11 @@ class LoopSteps:
     def __init__(self, turn: Turn) -> None:
         self.turn = turn
 
-    async def step(self, assistant: dict[str, Any], results: list[Any]) -> None:
+    async def step(self, content: list[dict[str, Any]], results: list[Any]) -> None:
         turn = self.turn
         messages = [] if turn.user_stored else [turn.user]
         messages += [
-            NewMessage("assistant", canonical_blocks(turn.route.provider.kind, assistant), model=turn.route.name,
+            NewMessage("assistant", content, model=turn.route.name,
                        stop_reason="tool_use", metadata={"context": turn.context}),
             NewMessage("user", result_blocks(results), metadata={"tool_results": [_result_meta(r) for r in results]}),
         ]
@@ -196,23 +195,6 @@ class LoopSteps:
 def _result_meta(result: Any) -> dict[str, Any]:
     return {"call_id": result.call_id, "tool_id": result.tool_id, "is_error": result.is_error,
             "duration_ms": result.duration_ms, "attempts": result.attempts}
-
-
-def canonical_blocks(kind: str, assistant: dict[str, Any]) -> list[dict[str, Any]]:
-    """A provider-shape assistant message as canonical content blocks."""
-    if kind == "anthropic":
-        return [b for b in assistant.get("content") or [] if isinstance(b, dict)]
-    blocks: list[dict[str, Any]] = []
-    if isinstance(assistant.get("content"), str) and assistant["content"]:
-        blocks.append({"type": "text", "text": assistant["content"]})
-    for call in assistant.get("tool_calls") or ():
-        fn = call.get("function") or {}
-        try:
-            arguments = orjson.loads(fn.get("arguments") or "{}")
-        except orjson.JSONDecodeError:
-            arguments = {"_raw_arguments": fn.get("arguments")}
-        blocks.append({"type": "tool_use", "id": call.get("id"), "name": fn.get("name"), "input": arguments})
-    return blocks
 
 
 class ThreadTurns:
@@ -384,4 +366,4 @@ class ThreadTurns:
         if not isinstance(upstream, UpstreamStream):
             raise upstream_error(upstream.status, upstream.body)
         chunks = upstream if turn.route.provider.kind == "anthropic" else translate_stream(upstream, OpenAIToAnthropicStream(turn.route.name))
-        return StreamResponse(200, _SSE + self._headers(turn) + call.extra_headers, chunks, upstream.close)
+        return StreamResponse(200, SSE_HEADERS + self._headers(turn) + call.extra_headers, chunks, upstream.close)

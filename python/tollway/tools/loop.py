@@ -26,7 +26,7 @@ import orjson
 
 from tollway._core import SseDecoder, StreamOutcome, UpstreamStream
 from tollway.config import ModelRoute
-from tollway.http.core import HTTPError, StreamResponse
+from tollway.http.core import SSE_HEADERS, HTTPError, StreamResponse
 from tollway.keys import ApiKey
 from tollway.tools.calls import (
     PendingCall,
@@ -52,15 +52,14 @@ log = logging.getLogger("tollway.tools")
 DEFAULT_MAX_TOOL_TURNS = 8
 MAX_TOOL_TURNS_LIMIT = 50
 LOOP_DEADLINE_S = 600.0
-_SSE = [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache")]
 _CAP_TYPES = {"anthropic": "billing_error", "openai": "insufficient_quota"}
 
 
 class StepSink(Protocol):
     """Where a thread stores the steps of a loop (called on the event loop, in order)."""
 
-    async def step(self, assistant: dict[str, Any], results: list[ToolResult]) -> None:
-        """A model turn that called registered tools (provider shape), and their results."""
+    async def step(self, content: list[dict[str, Any]], results: list[ToolResult]) -> None:
+        """A model turn that called registered tools (canonical content blocks), and their results."""
 
     async def finish(self, outcome: Optional[StreamOutcome], calls_left_out: set[str], trailing: list[ToolResult]) -> None:
         """A streamed loop ended: ``outcome`` is its last model turn (None when none was
@@ -159,9 +158,13 @@ class ToolLoop:
             )
         )
 
-    async def _next_turn(self, assistant: dict[str, Any], results: list[ToolResult]) -> None:
+    async def _next_turn(
+        self, text: str, calls: list[PendingCall], results: list[ToolResult], body: Optional[dict[str, Any]] = None
+    ) -> None:
+        assistant = assistant_turn(self.kind, text, calls, body)
         if self.steps is not None:
-            await self.steps.step(assistant, results)
+            canonical = assistant if self.kind == "anthropic" else assistant_turn("anthropic", text, calls)
+            await self.steps.step(canonical["content"], results)
         self.payload["messages"] = list(self.payload.get("messages") or []) + [assistant] + result_messages(self.kind, results)
 
     # ------------------------------------------------------------ whole responses
@@ -193,7 +196,7 @@ class ToolLoop:
             if theirs or self.turns >= self.max_turns:
                 return done, strip_calls(self.kind, body, set(self.by_name))
             results = await self._dispatch(ours)
-            await self._next_turn(assistant_turn(self.kind, body_text(self.kind, body), ours, body), results)
+            await self._next_turn(body_text(self.kind, body), ours, results, body)
 
     # ------------------------------------------------------------ streams
     async def open(self, client_shape: str, model: str, include_usage: bool, translator_factory: Optional[Callable[[], Any]]) -> Union[StreamResponse, "Completed"]:
@@ -203,7 +206,7 @@ class ToolLoop:
         if not isinstance(first, tuple):
             return first
         writer = AnthropicLoopWriter(set(self.by_name)) if client_shape == "anthropic" else OpenAILoopWriter(set(self.by_name), model, include_usage)
-        headers = _SSE + call.extra_headers
+        headers = SSE_HEADERS + call.extra_headers
         # The loop runs in a task of its own, so it ends (and is stored and billed)
         # whether or not the server notices that the client went away.
         queue: asyncio.Queue[Optional[bytes]] = asyncio.Queue()
@@ -277,7 +280,7 @@ class ToolLoop:
             results = await self._dispatch(ours)
             for r in results:
                 yield writer.tool_completed(r)
-            await self._next_turn(assistant_turn(self.kind, outcome.text, ours), results)
+            await self._next_turn(outcome.text, ours, results)
             self.last_outcome = None
             if self.closed:
                 return

@@ -19,11 +19,7 @@ import orjson
 
 from tollway.tools.dispatch import ToolResult
 from tollway.tools.calls import PendingCall
-
-
-def _sse(event: Optional[str], data: bytes) -> bytes:
-    head = b"event: " + event.encode() + b"\n" if event else b""
-    return head + b"data: " + data + b"\n\n"
+from tollway.translate.sse import frame
 
 
 class AnthropicLoopWriter:
@@ -50,7 +46,7 @@ class AnthropicLoopWriter:
             if self.started:
                 return b""
             self.started = True
-            return _sse("message_start", data.encode())
+            return frame("message_start", data.encode())
         if kind == "content_block_start":
             block = obj.get("content_block") or {}
             index = obj.get("index", 0)
@@ -60,13 +56,13 @@ class AnthropicLoopWriter:
             self.index_map[index] = self.next_index
             self.next_index += 1
             obj["index"] = self.index_map[index]
-            return _sse(kind, orjson.dumps(obj))
+            return frame(kind, orjson.dumps(obj))
         if kind in ("content_block_delta", "content_block_stop"):
             ours = self.index_map.get(obj.get("index", 0))
             if ours is None:
                 return b""
             obj["index"] = ours
-            return _sse(kind, orjson.dumps(obj))
+            return frame(kind, orjson.dumps(obj))
         if kind == "message_delta":
             usage = obj.get("usage") or {}
             self.output_tokens += int(usage.get("output_tokens") or 0)
@@ -75,8 +71,8 @@ class AnthropicLoopWriter:
         if kind == "message_stop":
             return b""
         if kind == "error":
-            return _sse("error", data.encode())
-        return _sse(event or kind, data.encode())  # ping and anything new: as is
+            return frame("error", data.encode())
+        return frame(event or kind, data.encode())  # ping and anything new: as is
 
     def end(self, stop_reason: Optional[str] = None) -> bytes:
         """The final stop, once: the last turn's message_delta with the usage of all turns."""
@@ -84,17 +80,17 @@ class AnthropicLoopWriter:
         if stop_reason is not None:
             delta.setdefault("delta", {})["stop_reason"] = stop_reason
         delta.setdefault("usage", {})["output_tokens"] = self.output_tokens
-        return _sse("message_delta", orjson.dumps(delta)) + _sse("message_stop", b'{"type":"message_stop"}')
+        return frame("message_delta", orjson.dumps(delta)) + frame("message_stop", b'{"type":"message_stop"}')
 
     def tool_started(self, call: PendingCall, tool_id: str) -> bytes:
         body = {"type": "tool_call.started", "call_id": call.id, "name": call.name, "tool_id": tool_id, "input": call.input}
-        return _sse("tool_call.started", orjson.dumps(body))
+        return frame("tool_call.started", orjson.dumps(body))
 
     def tool_completed(self, result: ToolResult) -> bytes:
-        return _sse("tool_call.completed", orjson.dumps(_completed(result)))
+        return frame("tool_call.completed", orjson.dumps(_completed(result)))
 
     def error(self, status: int, kind: str, message: str) -> bytes:
-        return _sse("error", orjson.dumps({"type": "error", "error": {"type": kind, "message": message}}))
+        return frame("error", orjson.dumps({"type": "error", "error": {"type": kind, "message": message}}))
 
 
 class OpenAILoopWriter:
@@ -128,7 +124,7 @@ class OpenAILoopWriter:
         if not isinstance(obj, dict):
             return b""
         if "error" in obj:
-            return _sse(None, data.encode())
+            return frame(None, data.encode())
         if self.id is None:
             self.id = obj.get("id")
             self.created = obj.get("created", self.created)
@@ -169,7 +165,7 @@ class OpenAILoopWriter:
         if not delta or delta == {"content": ""} and self.turn > 1:
             return b""
         choice["delta"] = delta
-        return _sse(None, orjson.dumps(obj))
+        return frame(None, orjson.dumps(obj))
 
     def _add_usage(self, usage: dict[str, Any]) -> None:
         for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
@@ -179,20 +175,20 @@ class OpenAILoopWriter:
         finish = stop_reason or self.finish_reason or "stop"
         if self.next_index == 0 and finish == "tool_calls":
             finish = "stop"  # the only calls were the gateway's
-        out = _sse(None, orjson.dumps(self._chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}])))
+        out = frame(None, orjson.dumps(self._chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}])))
         if self.include_usage:
-            out += _sse(None, orjson.dumps(self._chunk([], usage=self.usage or None)))
+            out += frame(None, orjson.dumps(self._chunk([], usage=self.usage or None)))
         return out + b"data: [DONE]\n\n"
 
     def tool_started(self, call: PendingCall, tool_id: str) -> bytes:
         info = {"call_id": call.id, "name": call.name, "tool_id": tool_id, "input": call.input}
-        return _sse("tool_call.started", orjson.dumps(self._chunk([], type="tool_call.started", tool_call=info)))
+        return frame("tool_call.started", orjson.dumps(self._chunk([], type="tool_call.started", tool_call=info)))
 
     def tool_completed(self, result: ToolResult) -> bytes:
-        return _sse("tool_call.completed", orjson.dumps(self._chunk([], type="tool_call.completed", tool_call=_completed(result))))
+        return frame("tool_call.completed", orjson.dumps(self._chunk([], type="tool_call.completed", tool_call=_completed(result))))
 
     def error(self, status: int, kind: str, message: str) -> bytes:
-        return _sse(None, orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": str(status)}}))
+        return frame(None, orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": str(status)}}))
 
 
 def _completed(result: ToolResult) -> dict[str, Any]:
