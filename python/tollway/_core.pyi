@@ -343,6 +343,16 @@ class UpstreamClient:
         stream, the stream is dropped: it closes and settles as "client_closed"
         (``on_done`` is called).
         """
+    def spin_wait(self, max_seconds: float) -> bool:
+        """Busy-wait, with the GIL released, up to ``max_seconds`` for a call of this client to finish.
+
+        If one did, the finished calls' futures are resolved now (what the loop's
+        reader would do on its next wake-up) and True is returned. Meant for a
+        caller that knows the loop has nothing else to do and the answer is due
+        within microseconds: polling saves the two thread wake-ups of the
+        sleep-and-signal path. The loop runs nothing else meanwhile, so keep the
+        bound short. ``max_seconds <= 0`` returns False at once.
+        """
     def close(self) -> None:
         """Unregister from the event loop (at once, or once the calls still pending resolve).
 

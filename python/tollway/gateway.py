@@ -18,6 +18,7 @@ from tollway.keys import KeyStore
 from tollway.keys.auth import Authenticator
 from tollway.ledger import Ledger, LocalLedger
 from tollway.ledger.writer import UsageWriter
+from tollway.proxy.spin import SpinWait
 from tollway.store import Database, now_ms
 from tollway.threads import ThreadStore
 from tollway.tools.dispatch import Dispatcher
@@ -81,6 +82,7 @@ class Gateway:
         self.client: Optional[UpstreamClient] = None
         self.requests_open = 0  # non-stream requests in flight (event loop thread only)
         self.streams_open = OpenCounter()
+        self.spin = SpinWait(settings.spin_wait_us)
         self.started_at = now_ms()
         self.app = App(settings.max_body_bytes)
         self.app.on_startup.append(self.startup)
@@ -99,6 +101,10 @@ class Gateway:
 
     def in_flight(self) -> int:
         return self.requests_open + self.streams_open.value + self.background.pending.value
+
+    def serving_alone(self) -> bool:
+        """Is the one request being served the only work in flight (nothing else for the loop to run)?"""
+        return self.app.handling == 1 and self.in_flight() == 1
 
     def is_routable(self, route: ModelRoute) -> bool:
         """A model is listed when its provider has a key or an explicitly chosen base URL."""

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use tokio::sync::Notify;
@@ -885,6 +886,37 @@ impl UpstreamClient {
     #[getter]
     fn closed(&self) -> bool {
         self.hub.get().is_closed()
+    }
+
+    /// Busy-wait, with the GIL released, up to `max_seconds` for a call of this
+    /// client to finish; if one did, resolve the finished calls now (what the
+    /// loop's reader does on its next wake-up) and return True.
+    ///
+    /// For a caller that knows the loop has nothing else to do and the answer is
+    /// due within microseconds: polling saves the two thread wake-ups of the
+    /// sleep-and-signal path. The loop runs nothing else meanwhile, so keep the
+    /// bound short.
+    fn spin_wait(slf: &Bound<'_, Self>, max_seconds: f64) -> PyResult<bool> {
+        let py = slf.py();
+        let this = slf.get();
+        let inner = this.hub.get().inner.clone();
+        let Some(limit) = duration(max_seconds) else {
+            return Ok(false);
+        };
+        let deadline = Instant::now() + limit;
+        let finished = py.detach(|| loop {
+            if inner.has_items.load(Ordering::Acquire) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::hint::spin_loop();
+        });
+        if finished {
+            this.hub.bind(py).call_method0(intern!(py, "_drain"))?;
+        }
+        Ok(finished)
     }
 
     /// The wake-up fd registered with the event loop (for tests).

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::os::raw::c_int;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyRuntimeError, PyStopAsyncIteration, PyValueError};
@@ -69,6 +70,8 @@ struct Queue {
 /// Shared with the tokio tasks: the completion queue and the wake-up fd.
 pub struct HubInner {
     queue: Mutex<Queue>,
+    /// Set while `queue` holds completions (read without the lock by `spin_wait`).
+    pub has_items: AtomicBool,
     read_fd: c_int,
     write_fd: c_int,
 }
@@ -76,7 +79,7 @@ pub struct HubInner {
 impl HubInner {
     fn new() -> std::io::Result<Self> {
         let (read_fd, write_fd) = wakeup_fds()?;
-        Ok(HubInner { queue: Mutex::new(Queue { items: Vec::new(), wake_pending: false }), read_fd, write_fd })
+        Ok(HubInner { queue: Mutex::new(Queue { items: Vec::new(), wake_pending: false }), has_items: Default::default(), read_fd, write_fd })
     }
 
     /// Hand a finished operation to the loop. Never takes the GIL.
@@ -86,6 +89,7 @@ impl HubInner {
             q.items.push(Completion { id, outcome });
             !std::mem::replace(&mut q.wake_pending, true)
         };
+        self.has_items.store(true, Ordering::Release);
         if wake {
             self.signal();
         }
@@ -119,6 +123,7 @@ impl HubInner {
     fn take(&self) -> Vec<Completion> {
         let mut q = self.queue.lock().unwrap();
         q.wake_pending = false;
+        self.has_items.store(false, Ordering::Release);
         std::mem::take(&mut q.items)
     }
 }

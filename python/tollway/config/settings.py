@@ -48,6 +48,7 @@ class Settings:
     max_retry_wait: float = 20.0
     drain_timeout: float = 30.0
     thread_busy_wait: float = 10.0
+    spin_wait_us: int = 1000
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -203,7 +204,18 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
         read_timeout=float(env.get("TOLLWAY_READ_TIMEOUT", 300)),
         drain_timeout=float(env.get("TOLLWAY_DRAIN_TIMEOUT", 30)),
         thread_busy_wait=float(env.get("TOLLWAY_THREAD_BUSY_WAIT", 10)),
+        spin_wait_us=_spin_wait_us(env.get("TOLLWAY_SPIN_WAIT_US", "1000")),
     )
+
+
+def _spin_wait_us(value: str) -> int:
+    try:
+        us = int(value)
+    except ValueError:
+        us = -1
+    if not 0 <= us <= 100_000:
+        raise ConfigError(f"TOLLWAY_SPIN_WAIT_US: expected microseconds from 0 to 100000, got {value!r}")
+    return us
 
 
 def normalize_database_url(url: str) -> str:

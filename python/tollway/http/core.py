@@ -204,6 +204,7 @@ class App:
         self.max_body_bytes = max_body_bytes
         self.on_startup: list[Callable[[], Awaitable[None]]] = []
         self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
+        self.handling = 0  # requests inside handle() right now (event loop thread only)
 
     def route(self, method: str, path: str) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
@@ -221,6 +222,7 @@ class App:
     async def handle(self, request: Request) -> AnyResponse:
         if not request.request_id:
             request.request_id = new_request_id()
+        self.handling += 1
         try:
             handler, params = self.router.match(request.method, request.path)
             response = await handler(request, **params)
@@ -231,6 +233,8 @@ class App:
             response = error_response(
                 shape_for(request.path), HTTPError(500, "internal error; the request id is in x-request-id")
             )
+        finally:
+            self.handling -= 1
         return self._finish(response, request.request_id)
 
     @staticmethod

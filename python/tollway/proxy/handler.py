@@ -11,7 +11,7 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Union
 
 import orjson
 
@@ -239,20 +239,27 @@ class Proxy:
                     continue
             return result
 
+    def _start_send(self, call: Call) -> Awaitable[UpstreamResponse]:
+        gw = self.gw
+        client = gw.client
+        pending = client.send("POST", call.route.provider.endpoint, call.headers, call.body)
+        gw.spin.poll(call.route.provider.name, client, gw.serving_alone)  # see proxy/spin.py
+        return pending
+
     async def complete(self, call: Call) -> Completed:
         """Send a non-stream call; settle the hold to the actual cost and record the usage event."""
         gw = self.gw
         route, hold, base = call.route, call.hold, call.base
         gw.requests_open += 1  # only ever touched on the event loop's thread
         try:
+            began = time.perf_counter()
             try:
-                response = await self._send_with_retries(
-                    route, lambda: gw.client.send("POST", route.provider.endpoint, call.headers, call.body)
-                )
+                response = await self._send_with_retries(route, lambda: self._start_send(call))
             except HTTPError as exc:
                 self._record_failure(base, exc.status, "timeout" if exc.status == 504 else "error", False, call.started)
                 raise
             assert isinstance(response, UpstreamResponse)
+            gw.spin.observe(route.provider.name, time.perf_counter() - began)
             out_headers = response_headers(response.headers) + call.extra_headers
             if not 200 <= response.status < 300:
                 hold.release()
