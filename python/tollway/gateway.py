@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import gc
 import logging
+import os
+import resource
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -67,6 +70,31 @@ class BackgroundWork:
         self._pool.shutdown(wait=True)
 
 
+def reserve_fd_table(limit: int = 1 << 16) -> int:
+    """Grow this process's file-descriptor table to its final size now; return that size.
+
+    The kernel grows the table by doubling when a new fd does not fit, and in a
+    multi-threaded process each growth waits for an RCU grace period: measured here,
+    a 20-55 ms stall of the thread that accepted or connected, at 1,024, 2,048 and
+    4,096 open sockets (a proxied stream holds two). Taking an fd just below the
+    open-file limit once at start-up (then closing it) pays that cost before any
+    client waits on it; the table costs 8 bytes per slot.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    size = limit if soft == resource.RLIM_INFINITY else min(soft, limit)
+    try:
+        fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return 0
+    try:
+        os.close(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, size - 1))
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
+    return size
+
+
 class Gateway:
     def __init__(self, settings: Settings, ledger: Optional[Ledger] = None) -> None:
         self.settings = settings
@@ -121,6 +149,7 @@ class Gateway:
         )
 
     def _startup_sync(self) -> None:
+        reserve_fd_table()
         self.db.migrate()
         self.auth.preload()
         self.writer.start()
