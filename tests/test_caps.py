@@ -236,3 +236,25 @@ def test_markup_is_applied_to_every_figure(fake, tmp_data_dir, fresh_database, s
         assert usage["total_cost_micros"] == want
     finally:
         stop_gateway(gw)
+
+
+def test_client_leaving_a_quiet_stream_is_noticed_between_chunks(gateway: Gateway, fake) -> None:
+    """The client goes away while the upstream is silent (3 s between events): the
+    gateway learns it from the server's http.disconnect, not from a failed write, and
+    still stops the upstream within a second."""
+    if gateway.server == "robyn":
+        pytest.skip("Robyn 0.88 reports a departed client only when a later request arrives (README, Servers)")
+    key_id, secret = gateway.mint(max_spend_usd=1)
+    body = chat("test-gpt", "quiet story #words=5 #chunk_delay_ms=3000", stream=True)
+    stats_before = fake_stats(fake)
+    with httpx.Client(timeout=30) as client:
+        with client.stream("POST", gateway.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {secret}"}) as r:
+            assert r.status_code == 200
+            next(r.iter_raw())  # the first event (the role head) arrives at once
+        closed_at = time.monotonic()
+    while fake_stats(fake)["aborted_streams"] <= stats_before["aborted_streams"]:
+        assert time.monotonic() - closed_at < 1.0, "upstream stream still running 1 s after the client left"
+        time.sleep(0.02)
+    info = gateway.wait_settled(key_id)
+    assert info["reserved_micros"] == 0
+    assert gateway.key_usage(key_id)["events"][0]["outcome"] == "client_closed"

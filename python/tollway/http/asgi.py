@@ -128,14 +128,7 @@ class ASGIAdapter:
 
     @staticmethod
     async def _send_stream(receive: Receive, send: Send, response: StreamResponse) -> None:
-        async def watch_disconnect() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    response.close()
-                    return
-
-        watcher = asyncio.ensure_future(watch_disconnect())
+        watch = _DisconnectWatch(receive, response.close)
         try:
             await send(
                 {
@@ -153,4 +146,46 @@ class ASGIAdapter:
             log.debug("stream to the client ended early", exc_info=True)
         finally:
             response.close()
-            watcher.cancel()
+            watch.stop()
+
+
+class _DisconnectWatch:
+    """Calls ``on_disconnect`` when ``http.disconnect`` arrives while a stream is sent.
+
+    granian's ``receive()`` returns a future-like object: a done-callback on it
+    watches the client without a task per stream (a stream held for minutes would
+    otherwise keep a Task, its coroutine and their futures alive, all of which the
+    cyclic GC walks). Servers whose ``receive()`` is a coroutine get a task.
+    """
+
+    __slots__ = ("receive", "on_disconnect", "pending", "stopped")
+
+    def __init__(self, receive: Receive, on_disconnect: Callable[[], None]) -> None:
+        self.receive = receive
+        self.on_disconnect = on_disconnect
+        self.stopped = False
+        self.pending: Any = None
+        self._arm()
+
+    def _arm(self) -> None:
+        awaitable = self.receive()
+        if not asyncio.isfuture(awaitable):
+            awaitable = asyncio.ensure_future(awaitable)
+        self.pending = awaitable
+        awaitable.add_done_callback(self._received)
+
+    def _received(self, fut: Any) -> None:
+        if self.stopped or fut.cancelled():
+            return
+        if fut.exception() is not None:
+            self.on_disconnect()  # the server can no longer tell: treat as gone
+            return
+        if fut.result().get("type") == "http.disconnect":
+            self.on_disconnect()
+            return
+        self._arm()  # anything else (an empty trailing body message): keep watching
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.pending is not None and not self.pending.done():
+            self.pending.cancel()
