@@ -121,8 +121,10 @@ def test_policy_polls_only_alone_and_for_fast_providers() -> None:
     client = _Client()
     spin.poll("p", client, lambda: True)
     assert client.bounds == []  # nothing known about p yet
-    spin.observe("p", 0.0004)
-    assert spin.average("p") == pytest.approx(0.0004)
+    spin.observe("p", 0.0006)
+    assert not spin.worth_it("p")  # more than half the bound: the poll would often miss
+    spin.observe("p", 0.0001)
+    assert spin.average("p") == pytest.approx(0.0006 + 0.2 * (0.0001 - 0.0006))
     spin.poll("p", client, lambda: False)
     assert client.bounds == []  # another request is in flight
     spin.poll("p", client, lambda: True)
@@ -145,7 +147,7 @@ def test_policy_off() -> None:
 
 def test_setting_is_validated() -> None:
     base = {"TOLLWAY_DATA_DIR": "/tmp/unused-tollway"}
-    assert load_settings(base).spin_wait_us == 1000
+    assert load_settings(base).spin_wait_us == 2000
     assert load_settings({**base, "TOLLWAY_SPIN_WAIT_US": "0"}).spin_wait_us == 0
     for bad in ("-1", "abc", "1e3", "1000000"):
         with pytest.raises(ConfigError, match="TOLLWAY_SPIN_WAIT_US"):

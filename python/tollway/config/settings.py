@@ -48,7 +48,7 @@ class Settings:
     max_retry_wait: float = 20.0
     drain_timeout: float = 30.0
     thread_busy_wait: float = 10.0
-    spin_wait_us: int = 1000
+    spin_wait_us: int = 2000
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -204,7 +204,7 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
         read_timeout=float(env.get("TOLLWAY_READ_TIMEOUT", 300)),
         drain_timeout=float(env.get("TOLLWAY_DRAIN_TIMEOUT", 30)),
         thread_busy_wait=float(env.get("TOLLWAY_THREAD_BUSY_WAIT", 10)),
-        spin_wait_us=_spin_wait_us(env.get("TOLLWAY_SPIN_WAIT_US", "1000")),
+        spin_wait_us=_spin_wait_us(env.get("TOLLWAY_SPIN_WAIT_US", "2000")),
     )
 
 

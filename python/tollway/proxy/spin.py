@@ -14,10 +14,10 @@ these hold:
 
 * this is the only request the gateway is serving (nothing else for the loop
   to run, so no one waits while it polls);
-* the provider's recent answers came within the bound (an exponential moving
-  average of the observed call times), so the poll usually succeeds: a slow
-  provider never triggers it;
-* at most ``TOLLWAY_SPIN_WAIT_US`` microseconds (default 1000; 0 turns it off),
+* the provider's recent answers came within half the bound (an exponential
+  moving average of the observed call times), so the poll usually succeeds: a
+  slow provider never triggers it;
+* at most ``TOLLWAY_SPIN_WAIT_US`` microseconds (default 2000; 0 turns it off),
   after which the call is awaited as usual.
 """
 
@@ -53,8 +53,9 @@ class SpinWait:
         self._avg[provider] = seconds if avg is None else avg + ALPHA * (seconds - avg)
 
     def worth_it(self, provider: str) -> bool:
+        """Do the provider's calls usually finish well within the bound (on average in half of it)?"""
         avg = self._avg.get(provider)
-        return avg is not None and avg <= self.max_wait
+        return avg is not None and avg <= self.max_wait / 2
 
     def poll(self, provider: str, client: SpinClient, alone: Callable[[], bool]) -> None:
         """Right after a call to ``provider`` was started on ``client``: poll for its answer when worth it.
