@@ -87,9 +87,9 @@ impl HubInner {
         let wake = {
             let mut q = self.queue.lock().unwrap();
             q.items.push(Completion { id, outcome });
+            self.has_items.store(true, Ordering::Release);
             !std::mem::replace(&mut q.wake_pending, true)
         };
-        self.has_items.store(true, Ordering::Release);
         if wake {
             self.signal();
         }
