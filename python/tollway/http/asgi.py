@@ -187,5 +187,6 @@ class _DisconnectWatch:
 
     def stop(self) -> None:
         self.stopped = True
-        if self.pending is not None and not self.pending.done():
-            self.pending.cancel()
+        pending, self.pending = self.pending, None  # no cycle left through the future's callback
+        if pending is not None and not pending.done():
+            pending.cancel()
