@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Callable
 
 from tollway.http.asgi import _DisconnectWatch
 
@@ -14,8 +15,8 @@ async def _until(cond, timeout: float = 1.0) -> None:
         await asyncio.sleep(0.005)
 
 
-async def test_future_receive_needs_no_task() -> None:
-    """granian's receive() returns a future: watched by a done-callback."""
+def _future_receive() -> tuple[Callable[[], asyncio.Future], list[asyncio.Future]]:
+    """A receive() like granian's: each call returns a new future (kept in the list)."""
     loop = asyncio.get_running_loop()
     futures: list[asyncio.Future] = []
 
@@ -23,6 +24,12 @@ async def test_future_receive_needs_no_task() -> None:
         futures.append(loop.create_future())
         return futures[-1]
 
+    return receive, futures
+
+
+async def test_future_receive_needs_no_task() -> None:
+    """granian's receive() returns a future: watched by a done-callback."""
+    receive, futures = _future_receive()
     gone: list[bool] = []
     tasks_before = len(asyncio.all_tasks())
     watch = _DisconnectWatch(receive, lambda: gone.append(True))
@@ -49,13 +56,7 @@ async def test_coroutine_receive_gets_a_task() -> None:
 
 
 async def test_stop_cancels_the_pending_receive_and_ignores_later_messages() -> None:
-    loop = asyncio.get_running_loop()
-    futures: list[asyncio.Future] = []
-
-    def receive() -> asyncio.Future:
-        futures.append(loop.create_future())
-        return futures[-1]
-
+    receive, futures = _future_receive()
     gone: list[bool] = []
     watch = _DisconnectWatch(receive, lambda: gone.append(True))
     watch.stop()
