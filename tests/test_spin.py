@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -157,14 +156,17 @@ def test_setting_is_validated() -> None:
 # ------------------------------------------------------------------ in the gateway
 
 
-async def _call(gw: Gateway, method: str, path: str, key: str, body: object = None) -> tuple[int, dict]:
-    request = Request(
+def _request(method: str, path: str, key: str, body: object = None) -> Request:
+    return Request(
         method=method,
         path=path,
         headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
         body=b"" if body is None else orjson.dumps(body),
     )
-    response = await gw.app.handle(request)
+
+
+async def _call(gw: Gateway, method: str, path: str, key: str, body: object = None) -> tuple[int, dict]:
+    response = await gw.app.handle(_request(method, path, key, body))
     return response.status, json.loads(response.body)
 
 
@@ -178,16 +180,8 @@ async def test_gateway_polls_a_fast_upstream_when_alone(fake: FakeServer, tmp_pa
         status, key = await _call(gw, "POST", "/v1/keys", ADMIN_SECRET, {"name": "spin", "max_spend_usd": 5})
         assert status == 201
         chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
-        caught = []
-        original = gw.client.spin_wait
-
-        class Watch:
-            def spin_wait(self, max_seconds: float) -> bool:
-                got = original(max_seconds)
-                caught.append(got)
-                return got
-
-        gw.client = _Proxy(gw.client, Watch())
+        caught: list[bool] = []
+        gw.client = _Watched(gw.client, caught)
         for _ in range(20):
             status, body = await _call(gw, "POST", "/v1/chat/completions", key["secret"], chat)
             assert status == 200 and body["object"] == "chat.completion"
@@ -195,14 +189,7 @@ async def test_gateway_polls_a_fast_upstream_when_alone(fake: FakeServer, tmp_pa
         assert len(caught) >= 19 and all(caught)  # from the 2nd call on, the loop thread polled and caught the answer
         before = len(caught)
         # A stream in flight: the next call is not alone, so it does not poll.
-        stream = await gw.app.handle(
-            Request(
-                method="POST",
-                path="/v1/chat/completions",
-                headers={"authorization": f"Bearer {key['secret']}", "content-type": "application/json"},
-                body=orjson.dumps({**chat, "stream": True}),
-            )
-        )
+        stream = await gw.app.handle(_request("POST", "/v1/chat/completions", key["secret"], {**chat, "stream": True}))
         assert stream.status == 200 and gw.streams_open.value == 1
         status, _ = await _call(gw, "POST", "/v1/chat/completions", key["secret"], chat)
         assert status == 200
@@ -215,12 +202,17 @@ async def test_gateway_polls_a_fast_upstream_when_alone(fake: FakeServer, tmp_pa
         await gw.app.shutdown()
 
 
-class _Proxy:
-    """The real client with spin_wait observed (every other attribute is the client's own)."""
+class _Watched:
+    """The real client, with what each spin_wait returned recorded (every other attribute is the client's own)."""
 
-    def __init__(self, inner: UpstreamClient, watch: object) -> None:
+    def __init__(self, inner: UpstreamClient, caught: list[bool]) -> None:
         self._inner = inner
-        self.spin_wait = watch.spin_wait  # type: ignore[attr-defined]
+        self._caught = caught
+
+    def spin_wait(self, max_seconds: float) -> bool:
+        got = self._inner.spin_wait(max_seconds)
+        self._caught.append(got)
+        return got
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._inner, name)

@@ -26,7 +26,6 @@ from __future__ import annotations
 from typing import Callable, Protocol
 
 
-
 class SpinClient(Protocol):
     def spin_wait(self, max_seconds: float) -> bool: ...
 
