@@ -189,7 +189,9 @@ async def test_gateway_polls_a_fast_upstream_when_alone(fake: FakeServer, tmp_pa
         assert len(caught) >= 19 and all(caught)  # from the 2nd call on, the loop thread polled and caught the answer
         before = len(caught)
         # A stream in flight: the next call is not alone, so it does not poll.
-        stream = await gw.app.handle(_request("POST", "/v1/chat/completions", key["secret"], {**chat, "stream": True}))
+        # (paced by the fake, so it is still open when the next call is made)
+        slow = {**chat, "stream": True, "messages": [{"role": "user", "content": "hi #words=3 #chunk_delay_ms=300"}]}
+        stream = await gw.app.handle(_request("POST", "/v1/chat/completions", key["secret"], slow))
         assert stream.status == 200 and gw.streams_open.value == 1
         status, _ = await _call(gw, "POST", "/v1/chat/completions", key["secret"], chat)
         assert status == 200
