@@ -1156,8 +1156,10 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _term)
 
+    from tests.fakes.fdtable import reserve_fd_table
     from tests.fakes.runner import start_fake
 
+    reserve_fd_table()  # no fd-table growth stalls in this client while the hold test opens sockets
     fake = None
     rows: list[dict] = []
     targets = [TARGETS[k]() for k in keys]

@@ -5,17 +5,17 @@ in the last user message; see README.md next to this file.
 """
 
 import asyncio
-import fcntl
 import gc
 import itertools
 import os
-import resource
 import time
 from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
 
 import orjson
+
+from .fdtable import reserve_fd_table
 
 OPENAI_KEY = os.environ.get("FAKE_OPENAI_KEY", "sk-fake-openai")
 ANTHROPIC_KEY = os.environ.get("FAKE_ANTHROPIC_KEY", "sk-ant-fake")
@@ -47,22 +47,7 @@ _SSE = b"text/event-stream; charset=utf-8"
 gc.set_threshold(2_000, 1_000_000, 1_000_000)
 
 
-def _reserve_fd_table() -> None:
-    """Grow the fd table now: growing it later, in a multi-threaded process, stalls the
-    growing thread for an RCU grace period (20-55 ms here) at 1,024, 2,048, 4,096 ...
-    open sockets (the same fix as tollway.gateway.reserve_fd_table)."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    size = 1 << 16 if soft == resource.RLIM_INFINITY else min(soft, 1 << 16)
-    fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.close(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, size - 1))
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-_reserve_fd_table()
+reserve_fd_table()  # see fdtable.py
 
 # --- introspection state (per worker process) -------------------------------------
 
