@@ -32,12 +32,14 @@ log = logging.getLogger("tollway")
 # The cyclic GC's thresholds (see _startup_sync). Its counts are net: an object freed
 # by reference counting gives its allocation back, so requests that come and go
 # barely move them; what does is objects that stay, above all those of held streams
-# (about 40 per stream, with the server's and asyncio's). A collection of generation
-# 1 walks everything promoted since the last one, up to GEN0 x GEN1 objects: with
-# 20,000 x 20 that was a 100 ms pause of every stream in the 5,000-stream hold test.
-# 4,000 x 10 bounds it near 10 ms (gen-0 pauses ~1-2 ms); full collections, which walk
-# every stream, wait for 1,000 of those. Same CPU per request under load (measured).
-GC_THRESHOLDS = (4_000, 10, 1_000)
+# (about 26 per stream, with the server's and asyncio's). A collection of generation
+# 1 walks everything promoted since the last one, up to GEN0 x GEN1 objects, and
+# every stream waits for it: 20,000 x 20 paused them all for ~100 ms in the
+# 5,000-stream hold test, 4,000 x 10 for 7-17 ms once a second, 1,000 x 4 for about
+# 1 ms (hold-test TTFB p99 16-20 ms -> 11-12 ms, three alternating runs each).
+# Full collections, which walk every stream, still come after the same number of
+# allocations (GEN0 x GEN1 x GEN2 = 40 million). Same CPU per request under load.
+GC_THRESHOLDS = (1_000, 4, 10_000)
 
 
 class OpenCounter:
