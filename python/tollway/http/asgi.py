@@ -67,12 +67,33 @@ class ASGIAdapter:
             headers=headers,
             body=body,
         )
+        # A stream keeps this coroutine alive for as long as it lasts, and the cyclic GC
+        # walks everything it refers to: let go of the request first.
+        del scope, headers, message, body
         response = await self.app.handle(request)
-        if isinstance(response, StreamResponse):
-            await self._send_stream(receive, send, response)
-        else:
+        del request
+        if not isinstance(response, StreamResponse):
             await send({"type": "http.response.start", "status": response.status, "headers": _encode_headers(response.headers)})
             await send({"type": "http.response.body", "body": response.body})
+            return
+        # The stream, written out here rather than in a helper coroutine (one frame less per held stream).
+        chunks, close = response.chunks, response.close
+        start = {"type": "http.response.start", "status": response.status, "headers": _encode_headers(response.headers)}
+        del response
+        watch = _DisconnectWatch(receive, close)
+        try:
+            await send(start)
+            del start
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except Exception:
+            # The client went away while we were writing (each server raises its own
+            # error for that); the stream settles itself on close().
+            log.debug("stream to the client ended early", exc_info=True)
+        finally:
+            close()
+            watch.stop()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -125,28 +146,6 @@ class ASGIAdapter:
             }
         )
         await send({"type": "http.response.body", "body": response.body})
-
-    @staticmethod
-    async def _send_stream(receive: Receive, send: Send, response: StreamResponse) -> None:
-        watch = _DisconnectWatch(receive, response.close)
-        try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status,
-                    "headers": _encode_headers(response.headers),
-                }
-            )
-            async for chunk in response.chunks:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except Exception:
-            # The client went away while we were writing (each server raises its own
-            # error for that); the stream settles itself on close().
-            log.debug("stream to the client ended early", exc_info=True)
-        finally:
-            response.close()
-            watch.stop()
 
 
 class _DisconnectWatch:
