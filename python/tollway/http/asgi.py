@@ -23,6 +23,16 @@ class ClientGone(Exception):
     pass
 
 
+def _has_declared_length(body: bytes, content_length: Optional[str]) -> bool:
+    """Does ``body`` hold exactly the Content-Length the client declared?"""
+    if content_length is None:
+        return False
+    try:
+        return len(body) == int(content_length)
+    except ValueError:
+        return False
+
+
 def _encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
@@ -43,8 +53,14 @@ class ASGIAdapter:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         path = scope["path"]
         message = await receive()
-        if message["type"] == "http.request" and not message.get("more_body", False):
-            body = message.get("body", b"")  # the whole body in one message (the usual case)
+        body = message.get("body", b"")
+        if message["type"] == "http.request" and (
+            not message.get("more_body", False) or _has_declared_length(body, headers.get("content-length"))
+        ):
+            # The whole body in one message (the usual case). granian sends it with
+            # more_body set and then an empty last message: once Content-Length bytes
+            # are in, that one is not waited for (a round trip through the server's
+            # threads, ~0.1 ms of an idle gateway's added latency).
             if len(body) > self.app.max_body_bytes:
                 await self._send_plain(send, self.app.too_large(path))
                 return
