@@ -1,7 +1,7 @@
 """Grow a process's fd table up front (for the fake upstream and the benchmark client).
 
-Linux doubles a process's fd table when a new fd does not fit (at 64, 256, 1,024,
-2,048, 4,096 ... open fds). In a multi-threaded process that waits for an RCU
+Linux doubles a process's fd table when a new fd does not fit (at 64, 128, 256 ...
+4,096 open fds). In a multi-threaded process that waits for an RCU
 grace period: 20-55 ms here, during which nothing in the process opens a socket.
 A load generator that stalls like that then fires its delayed connects in one
 burst, which is not the steady open rate it reports. Growing the table once at
