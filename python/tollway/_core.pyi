@@ -86,6 +86,10 @@ class Usage:
         finish_reason: Optional[str] = None,
     ) -> None: ...
 
+def json_scan(body: bytes) -> tuple[int, bool]:
+    """(deepest nesting of arrays and objects, whether a string holds a \\u0000 escape), in one pass over the bytes."""
+    ...
+
 def extract_usage(kind: ProviderKind, body: bytes) -> Optional[Usage]:
     """Usage of a whole non-stream response body, parsed in Rust (no Python dicts).
 

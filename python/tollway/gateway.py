@@ -125,6 +125,7 @@ class Gateway:
         self.app = App(settings.max_body_bytes)
         self.app.on_startup.append(self.startup)
         self.app.on_shutdown.append(self.shutdown)
+        self.app.authenticate = self.auth.authenticate
         from tollway.keys import routes as key_routes
         from tollway.ledger import routes as usage_routes
         from tollway.proxy import routes as proxy_routes

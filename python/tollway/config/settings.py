@@ -85,6 +85,8 @@ def _env_providers(env: Mapping[str, str]) -> dict[str, Provider]:
             kind=kind,  # type: ignore[arg-type]
             base_url=env.get(f"{prefix}_BASE_URL") or DEFAULT_BASE_URLS[kind],
             api_key=env.get(f"{prefix}_API_KEY") or None,
+            organization=(env.get("OPENAI_ORG_ID") or None) if kind == "openai" else None,
+            project=(env.get("OPENAI_PROJECT_ID") or None) if kind == "openai" else None,
         )
     return providers
 
@@ -105,7 +107,13 @@ def _file_providers(entries: list[Any], env: Mapping[str, str]) -> dict[str, Pro
         api_key = entry.get("api_key")
         if "api_key_env" in entry:
             api_key = env.get(str(entry["api_key_env"])) or None
-        providers[name] = Provider(name=name, kind=kind, base_url=base_url, api_key=api_key)
+        extras = {}
+        for option in ("organization", "project"):
+            value = entry.get(option)
+            if value is not None and (not isinstance(value, str) or not value or kind != "openai"):
+                raise ConfigError(f"{where} ({name}): '{option}' must be a non-empty string, on an openai provider")
+            extras[option] = value
+        providers[name] = Provider(name=name, kind=kind, base_url=base_url, api_key=api_key, **extras)
     return providers
 
 

@@ -20,7 +20,8 @@ class BodyTooLarge(Exception):
 
 
 class ClientGone(Exception):
-    pass
+    def __str__(self) -> str:
+        return "the connection ended before the body was complete"
 
 
 def _content_length(headers: dict[str, str]) -> Optional[int]:
@@ -58,7 +59,11 @@ class ASGIAdapter:
         # empty last message, which is not waited for (a round trip through the
         # server's threads, ~0.1 ms of an idle gateway's added latency).
         declared = _content_length(headers)
-        message = await receive()
+        try:
+            message = await receive()
+        except Exception as exc:  # a malformed body (a bad chunk size, say): the server cannot read it
+            await self._send_plain(send, self.app.unreadable_body(path, headers, exc))
+            return
         body = message.get("body", b"")
         if message["type"] == "http.request" and (not message.get("more_body", False) or len(body) == declared):
             # the whole body in one message (the usual case)
@@ -71,7 +76,13 @@ class ASGIAdapter:
             except BodyTooLarge:
                 await self._send_plain(send, self.app.too_large(path))  # type: ignore[arg-type]
                 return
-            except ClientGone:
+            except Exception as exc:  # ClientGone included
+                # granian reports a malformed body (a bad chunk size) as a disconnect:
+                # answer 400 (and close); to a client really gone, the write just fails.
+                try:
+                    await self._send_plain(send, self.app.unreadable_body(path, headers, exc))
+                except Exception:
+                    log.debug("client gone before its body was read", exc_info=True)
                 return
         request = Request(
             method=scope["method"],

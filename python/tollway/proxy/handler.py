@@ -30,6 +30,7 @@ from tollway.keys import ApiKey
 from tollway.ledger.writer import usage_row
 from tollway.proxy import looped, translated
 from tollway.proxy.caps import decide_hold
+from tollway.proxy.checks import check_model_request, token_count
 from tollway.proxy.headers import response_headers
 from tollway.providers import ADAPTERS
 from tollway.providers.base import estimate_input_tokens
@@ -138,9 +139,10 @@ class Proxy:
     async def handle(self, request: Request, shape: str) -> AnyResponse:
         started = time.perf_counter()
         key = await self.gw.auth.authenticate(request.headers)
-        payload = request.json()
+        payload = request.json(allow_nul=True)  # forwarded, never stored
         if not isinstance(payload, dict):
             raise HTTPError(400, "the request body must be a JSON object")
+        check_model_request(payload)
         route = self.route(payload.get("model"))
         if "tool_ids" in payload:
             return await looped.handle(self, request, shape, key, route, payload, started)
@@ -188,8 +190,8 @@ class Proxy:
         """
         adapter = ADAPTERS[route.provider.kind]
         requested = adapter.requested_max_tokens(payload)
-        if requested is not None and (isinstance(requested, bool) or not isinstance(requested, int) or requested < 1):
-            raise HTTPError(400, "'max_tokens' must be a positive integer", param="max_tokens")
+        if requested is not None:
+            token_count(requested, "max_tokens")
         if raw is None:
             raw = orjson.dumps(payload)
         input_estimate = estimate_input_tokens(payload, len(raw))
