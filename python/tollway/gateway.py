@@ -13,10 +13,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
+from sqlalchemy.exc import DataError
+
 from tollway._core import UpstreamClient
 from tollway.config import ModelRoute, Settings, load_settings
 from tollway.config.settings import DEFAULT_BASE_URLS
-from tollway.http.core import App
+from tollway.http.core import App, HTTPError
 from tollway.keys import KeyStore
 from tollway.keys.auth import Authenticator
 from tollway.ledger import Ledger, LocalLedger
@@ -105,6 +107,17 @@ def reserve_fd_table(limit: int = 1 << 16) -> int:
     return size
 
 
+def bad_input_error(exc: Exception) -> Optional[HTTPError]:
+    """The 400 behind an exception that only bad input raises (the last guard; see App.error_mappers)."""
+    if isinstance(exc, DataError):  # the database refused a value (too long, out of range, a NUL): nothing was written
+        return HTTPError(400, "a value in the request cannot be stored (too long, out of range or with a NUL character)")
+    if isinstance(exc, OverflowError):
+        return HTTPError(400, "a number in the request is out of range")
+    if isinstance(exc, RecursionError):
+        return HTTPError(400, "the request nests too deeply")
+    return None
+
+
 class Gateway:
     def __init__(self, settings: Settings, ledger: Optional[Ledger] = None) -> None:
         self.settings = settings
@@ -126,6 +139,7 @@ class Gateway:
         self.app.on_startup.append(self.startup)
         self.app.on_shutdown.append(self.shutdown)
         self.app.authenticate = self.auth.authenticate
+        self.app.error_mappers.append(bad_input_error)
         from tollway.keys import routes as key_routes
         from tollway.ledger import routes as usage_routes
         from tollway.proxy import routes as proxy_routes

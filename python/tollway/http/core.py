@@ -243,6 +243,9 @@ class App:
         # Checks the caller's key before a 404/405 is answered (raises the 401), so
         # that an unauthenticated client cannot map the routes.
         self.authenticate: Optional[Callable[[dict[str, str]], Awaitable[Any]]] = None
+        # Last guards for whole classes of bad input that slipped past a handler's
+        # checks: each maps an exception to the 4xx it means, or None.
+        self.error_mappers: list[Callable[[Exception], Optional[HTTPError]]] = []
 
     def route(self, method: str, path: str) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
@@ -284,14 +287,25 @@ class App:
             response = await handler(request, **params)
         except HTTPError as exc:
             response = error_response(shape_for(request.path), exc)
-        except Exception:  # never a traceback to the client
-            log.exception("unhandled error in %s %s (request %s)", request.method, request.path, request.request_id)
-            response = error_response(
-                shape_for(request.path), HTTPError(500, "internal error; the request id is in x-request-id")
-            )
+        except Exception as exc:  # never a traceback to the client
+            mapped = self._map_error(exc)
+            if mapped is None:
+                log.exception("unhandled error in %s %s (request %s)", request.method, request.path, request.request_id)
+                mapped = HTTPError(500, "internal error; the request id is in x-request-id")
+            else:  # a check is missing somewhere: the client gets its 400, we get the traceback
+                log.warning("bad input past the checks in %s %s (request %s)", request.method, request.path,
+                            request.request_id, exc_info=True)
+            response = error_response(shape_for(request.path), mapped)
         finally:
             self.handling -= 1
         return self._finish(response, request.request_id)
+
+    def _map_error(self, exc: Exception) -> Optional[HTTPError]:
+        for mapper in self.error_mappers:
+            mapped = mapper(exc)
+            if mapped is not None:
+                return mapped
+        return None
 
     @staticmethod
     def _finish(response: AnyResponse, request_id: str) -> AnyResponse:
