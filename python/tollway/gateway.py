@@ -20,6 +20,9 @@ from tollway.http.core import App
 from tollway.keys import KeyStore
 from tollway.keys.auth import Authenticator
 from tollway.ledger import Ledger, LocalLedger
+from tollway.ledger.journal import Journal
+from tollway.ledger.owner import GatewayLock, die_with_supervisor
+from tollway.ledger.replay import replay
 from tollway.ledger.writer import UsageWriter
 from tollway.proxy.spin import SpinWait
 from tollway.store import Database, now_ms
@@ -106,13 +109,18 @@ def reserve_fd_table(limit: int = 1 << 16) -> int:
 
 
 class Gateway:
-    def __init__(self, settings: Settings, ledger: Optional[Ledger] = None) -> None:
+    def __init__(
+        self, settings: Settings, ledger: Optional[Ledger] = None, owner: Optional[GatewayLock] = None
+    ) -> None:
         self.settings = settings
         self.db = Database(settings.database_url)
+        # One gateway per data (tollway.ledger.owner); taken at start if not given held.
+        self.owner = owner if owner is not None else GatewayLock(settings.data_dir, settings.database_url)
+        self.journal = Journal(settings.data_dir / "journal")
         self.store = KeyStore(self.db)
         self.ledger: Ledger = ledger if ledger is not None else LocalLedger()
         self.auth = Authenticator(self.store, self.ledger)
-        self.writer = UsageWriter(self.db, settings.data_dir)
+        self.writer = UsageWriter(self.db, settings.data_dir, journal=self.journal)
         self.threads = ThreadStore(self.db)
         self.tools = ToolStore(self.db)
         self.dispatcher = Dispatcher()
@@ -160,8 +168,12 @@ class Gateway:
 
     def _startup_sync(self) -> None:
         reserve_fd_table()
+        self.owner.acquire(wait=5.0)
         self.db.migrate()
+        # What a crash left in the journal goes to the database before the counters are rebuilt from it.
+        replay(self.db, self.journal.directory, self.settings.data_dir)
         self.auth.preload()
+        self.journal.open()
         self.writer.start()
         # Everything built so far lives as long as the process: keep it out of the
         # cyclic GC's scans; then bound the pauses (GC_THRESHOLDS).
@@ -180,6 +192,7 @@ class Gateway:
         await asyncio.to_thread(self.background.close)
         await asyncio.to_thread(self.writer.close, self.settings.drain_timeout)
         self.db.dispose()
+        self.owner.release()
 
 
 def create_asgi_app():
@@ -188,4 +201,5 @@ def create_asgi_app():
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    die_with_supervisor()
     return ASGIAdapter(Gateway(load_settings()).app)
