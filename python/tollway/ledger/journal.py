@@ -80,7 +80,6 @@ class Journal:
         # event id -> (its hold line, the hold). A weak reference: a Hold dropped
         # without being settled or released must still release itself.
         self._open: dict[str, tuple[bytes, weakref.ref]] = {}
-        self._suspect: set[str] = set()  # done (or gone) without a row at the last rotation
         self._size = 0  # bytes in the current segment
         self._carried = 0  # of which carried forward
         self._opened_at = 0.0
@@ -163,21 +162,18 @@ class Journal:
         """Start a new segment with the open holds (the caller holds ``lock``); return the
         old segments, to delete once the rows submitted so far are committed.
 
-        A hold found settled or released (or dropped) with no row at two rotations in
-        a row is closed: the row of a settled hold follows within microseconds, so
-        such a hold was given back by a path that did not journal it.
+        A hold that no longer exists (no one holds the Hold) with no row is closed: it
+        can no longer be settled, and whoever settles one keeps it until the row is
+        submitted (Proxy.complete; the Rust stream until its ``on_done`` returned), so
+        it was released by being dropped. One merely settled is kept: its row follows.
         """
         carried: list[bytes] = []
         gone: list[str] = []
-        suspect: set[str] = set()
         for event_id, (line, ref) in list(self._open.items()):
-            hold = ref()
-            if hold is None or hold.done:
-                if event_id in self._suspect:
-                    gone.append(event_id)
-                    continue
-                suspect.add(event_id)
-            carried.append(line)
+            if ref() is None:
+                gone.append(event_id)
+            else:
+                carried.append(line)
         try:
             fd, path = self._new_segment(carried + [b'{"t":"x","e":"' + e.encode() + b'"}\n' for e in gone])
         except OSError as exc:  # keep writing to the current one
@@ -185,7 +181,6 @@ class Journal:
             return []
         for event_id in gone:
             del self._open[event_id]
-        self._suspect = suspect
         if self._fd >= 0:
             os.close(self._fd)
         old, self._segments = self._segments, [path]
