@@ -270,9 +270,14 @@ def test_the_worker_dies_with_its_supervisor(fake, tmp_data_dir, fresh_database)
     worker: Optional[int] = None
     try:
         worker = _worker(gw)
+        key_id, secret = gw.mint(max_spend_usd=CAP_USD)
+        assert gw.request("POST", "/v1/chat/completions", secret, json=PLAIN).status_code == 200
         gw.proc.send_signal(signal.SIGKILL)
         gw.proc.wait(10)
         assert wait_gone(worker, 5), "the worker outlived its supervisor"
+        # It stopped cleanly (SIGTERM): its usage written, the journal left empty.
+        assert list((tmp_data_dir / "journal").glob("*.jsonl")) == []
+        assert [r[2] for r in events(fresh_database)] == [100]
         gw = start_gateway(env)  # and the data is free for the next gateway
         assert gw.request("GET", "/v1/models", gw.admin).status_code == 200
     finally:

@@ -8,8 +8,8 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+import orjson
 import pytest
 from sqlalchemy import select
 
@@ -91,8 +91,6 @@ def test_old_spill_files_are_replayed_once(tmp_path) -> None:
     db.migrate()
     spill = tmp_path / "unwritten-usage-1700000000000000000.jsonl"
     old = [{k: v for k, v in _row(_base("x"), c).items() if k != "event_id"} for c in (5, 7)]  # before event ids
-    import orjson
-
     spill.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in old))
     copy = spill.read_bytes()
     replay(db, tmp_path / "journal", tmp_path)
