@@ -24,8 +24,9 @@ import os
 import threading
 import time
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Optional
 
 import orjson
 
@@ -56,6 +57,26 @@ class _EventIds:
 
 
 new_event_id = _EventIds()
+
+
+@dataclass(slots=True)
+class Rotation:
+    old: list[Path]  # the segments before the new one
+    holds: list[tuple[str, tuple[bytes, weakref.ref]]]  # open at the switch, to carry forward
+
+
+def _pieces(lines: list[bytes], size: int = 64 << 10) -> Iterator[bytes]:
+    """Whole lines joined into writes of about ``size`` bytes."""
+    piece: list[bytes] = []
+    length = 0
+    for line in lines:
+        piece.append(line)
+        length += len(line)
+        if length >= size:
+            yield b"".join(piece)
+            piece, length = [], 0
+    if piece:
+        yield b"".join(piece)
 
 
 def segment_paths(directory: Path) -> list[Path]:
@@ -93,7 +114,7 @@ class Journal:
         self._seq = max((_seq_of(p) for p in existing), default=0)
         self._segments = existing
         with self.lock:
-            self._start_segment([])
+            self._start_segment()
 
     def close(self, committed: bool) -> None:
         """Stop journaling. With everything committed and no hold open, remove the segments;
@@ -158,9 +179,27 @@ class Journal:
             return False
         return fresh >= self.rotate_bytes or time.monotonic() - self._opened_at >= self.rotate_s
 
-    def rotate_locked(self) -> list[Path]:
-        """Start a new segment with the open holds (the caller holds ``lock``); return the
-        old segments, to delete once the rows submitted so far are committed.
+    def rotate_locked(self) -> Optional[Rotation]:
+        """Switch to a new segment (the caller holds ``lock``): quick, the holds to carry
+        forward are only listed. The caller then calls ``carry`` without the lock, and
+        deletes ``Rotation.old`` once the rows submitted so far are committed."""
+        try:
+            fd, path = self._new_segment()
+        except OSError as exc:  # keep writing to the current one
+            log.error("cannot start a new crash journal segment in %s: %s", self.directory, exc)
+            return None
+        if self._fd >= 0:
+            os.close(self._fd)
+        old, self._segments = self._segments, [path]
+        self._fd = fd
+        return Rotation(old, list(self._open.items()))
+
+    def carry(self, rotation: Rotation) -> bool:
+        """Write the listed holds into the new segment; True when the old segments may go.
+
+        Outside the lock, in pieces, so that journaling a request never waits for
+        thousands of carried lines. Records of these holds written meanwhile may
+        precede their carried line: the replay does not depend on the order.
 
         A hold that no longer exists (no one holds the Hold) with no row is closed: it
         can no longer be settled, and whoever settles one keeps it until the row is
@@ -169,41 +208,41 @@ class Journal:
         """
         carried: list[bytes] = []
         gone: list[str] = []
-        for event_id, (line, ref) in list(self._open.items()):
+        for event_id, (line, ref) in rotation.holds:
             if ref() is None:
                 gone.append(event_id)
+                carried.append(b'{"t":"x","e":"' + event_id.encode() + b'"}\n')
             else:
                 carried.append(line)
+        written = 0
         try:
-            fd, path = self._new_segment(carried + [b'{"t":"x","e":"' + e.encode() + b'"}\n' for e in gone])
-        except OSError as exc:  # keep writing to the current one
-            log.error("cannot start a new crash journal segment in %s: %s", self.directory, exc)
-            return []
-        for event_id in gone:
-            del self._open[event_id]
-        if self._fd >= 0:
-            os.close(self._fd)
-        old, self._segments = self._segments, [path]
-        self._fd = fd
-        return old
+            for piece in _pieces(carried):
+                view = memoryview(piece)
+                while view:
+                    n = os.write(self._fd, view)
+                    view = view[n:]
+                    written += n
+        except OSError as exc:
+            log.error("cannot carry the open holds into the crash journal %s: %s; keeping the old segments",
+                      self.directory, exc)
+            return False
+        finally:
+            with self.lock:
+                for event_id in gone:
+                    self._open.pop(event_id, None)
+                self._size += written
+                self._carried += written
+        return True
 
-    def _start_segment(self, lines: list[bytes]) -> None:
-        self._fd, path = self._new_segment(lines)
+    def _start_segment(self) -> None:
+        self._fd, path = self._new_segment()
         self._segments.append(path)
 
-    def _new_segment(self, lines: list[bytes]) -> tuple[int, Path]:
+    def _new_segment(self) -> tuple[int, Path]:
         self._seq += 1
         path = self.directory / f"{self._seq:012d}.jsonl"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        data = b"".join(lines)
-        view = memoryview(data)
-        try:
-            while view:
-                view = view[os.write(fd, view):]
-        except OSError:
-            os.close(fd)
-            raise
-        self._size = self._carried = len(data)
+        self._size = self._carried = 0
         self._opened_at = time.monotonic()
         return fd, path
 

@@ -101,7 +101,7 @@ def collect(journal_dir: Path, spill_dir: Path) -> tuple[list[Path], list[dict[s
         for n, row in _lines(path):
             # Files from before event ids: an id from the file and line keeps a re-run idempotent.
             row.setdefault("event_id", None)
-            row["event_id"] = row["event_id"] or f"spill_{path.stem[-24:]}_{n}"
+            row["event_id"] = row["event_id"] or f"spill_{path.stem.rsplit('-', 1)[-1][:24]}_{n}"
             rows.setdefault(row["event_id"], row)
     open_holds = [interrupted_row(h) for e, h in holds.items() if e not in rows and e not in released]
     return files + spills, list(rows.values()), open_holds

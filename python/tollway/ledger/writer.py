@@ -22,7 +22,7 @@ from typing import Any, Optional
 import orjson
 from sqlalchemy.dialects import postgresql, sqlite
 
-from tollway.ledger.journal import Journal, new_event_id
+from tollway.ledger.journal import Journal, Rotation, new_event_id
 from tollway.store import Database, usage_events
 
 log = logging.getLogger("tollway.usage")
@@ -126,18 +126,19 @@ class UsageWriter:
             stopping = self._stop
             self._wake.wait(self.interval_s)
             self._wake.clear()
-            retired = self._swap()
+            rotation = self._swap()
+            carried = rotation is not None and self.journal.carry(rotation)
             if self._pending and not self._write_pending():
                 return
-            if retired:  # everything they hold is committed or carried forward
-                Journal.remove(retired)
+            if carried:  # everything the old segments hold is committed or carried forward
+                Journal.remove(rotation.old)
             with self._done:
                 self._passes += 1
                 self._done.notify_all()
             if stopping and not self._buffer:
                 return
 
-    def _swap(self) -> list[Path]:
+    def _swap(self) -> Optional[Rotation]:
         """Take the buffer for this pass (appends go to a new list); rotate the journal if due.
 
         Under the journal's lock, so a row is journaled in a segment older than the
@@ -147,10 +148,10 @@ class UsageWriter:
         journal = self.journal
         if journal is None:
             self._pending, self._buffer = self._buffer, []  # atomic under the GIL
-            return []
+            return None
         with journal.lock:
             self._pending, self._buffer = self._buffer, []
-            return journal.rotate_locked() if journal.rotate_due() else []
+            return journal.rotate_locked() if journal.rotate_due() else None
 
     def _statement(self) -> tuple[str, Optional[tuple[str, ...]]]:
         if self._compiled is None:
