@@ -58,3 +58,39 @@ def test_request_with_journal(benchmark, parts) -> None:
 
 def test_event_id(benchmark) -> None:
     benchmark(new_event_id)
+
+
+def test_rotation_switch_with_5000_open_holds(benchmark, parts) -> None:
+    """What a rotation holds the journal's lock for (requests wait on it) with 5,000 streams open;
+    the carried lines are written after, outside the lock (see test_rotation_carry_*)."""
+    _, journal, ledger = parts
+    holds = _open_holds(journal, ledger, 5_000)
+
+    def switch(segment):
+        with journal.lock:
+            return journal.rotate_locked(segment)
+
+    benchmark.pedantic(switch, setup=lambda: ((journal.next_segment(),), {}), rounds=200)
+    assert len(holds) == journal.open_holds == 5_000
+
+
+def test_rotation_carry_5000_open_holds(benchmark, parts) -> None:
+    _, journal, ledger = parts
+    holds = _open_holds(journal, ledger, 5_000)
+    segment = journal.next_segment()
+    with journal.lock:
+        rotation = journal.rotate_locked(segment)
+    benchmark(journal.carry, rotation)
+    assert len(holds) == journal.open_holds == 5_000
+
+
+def _open_holds(journal, ledger, n):
+    holds = []
+    for _ in range(n):
+        hold = ledger.reserve("key_1", 1_000, 40_000)
+        event_id = new_event_id()
+        base = {"request_id": "req_0123456789abcdef01234567", "account_id": "acc_0123456789abcdef",
+                "key_id": "key_1", "model": "gpt-4o-mini", "provider": "openai"}  # fmt: skip
+        journal.hold(event_id, hold, base, True, 812)
+        holds.append(hold)
+    return holds

@@ -116,8 +116,9 @@ def test_a_hold_dropped_without_a_row_is_closed_at_the_next_rotation(tmp_path) -
     settled = ledger.reserve("k1", 1, 200)
     journal.hold(new_event_id(), settled, _base("s"), False, 1)
     settled.settle(150)  # its row is on its way: kept until it comes
+    segment = journal.next_segment()
     with journal.lock:
-        rotation = journal.rotate_locked()
+        rotation = journal.rotate_locked(segment)
     assert journal.carry(rotation)
     Journal.remove(rotation.old)
     assert journal.open_holds == 2

@@ -62,7 +62,7 @@ new_event_id = _EventIds()
 @dataclass(slots=True)
 class Rotation:
     old: list[Path]  # the segments before the new one
-    holds: list[tuple[str, tuple[bytes, weakref.ref]]]  # open at the switch, to carry forward
+    holds: dict[str, tuple[bytes, weakref.ref]]  # open at the switch, to carry forward
 
 
 def _pieces(lines: list[bytes], size: int = 64 << 10) -> Iterator[bytes]:
@@ -179,20 +179,27 @@ class Journal:
             return False
         return fresh >= self.rotate_bytes or time.monotonic() - self._opened_at >= self.rotate_s
 
-    def rotate_locked(self) -> Optional[Rotation]:
-        """Switch to a new segment (the caller holds ``lock``): quick, the holds to carry
-        forward are only listed. The caller then calls ``carry`` without the lock, and
-        deletes ``Rotation.old`` once the rows submitted so far are committed."""
+    def next_segment(self) -> Optional[tuple[int, Path]]:
+        """Create the next segment (before taking the lock: creating a file can take a while)."""
+        self._seq += 1
+        path = self.directory / f"{self._seq:012d}.jsonl"
         try:
-            fd, path = self._new_segment()
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600), path
         except OSError as exc:  # keep writing to the current one
             log.error("cannot start a new crash journal segment in %s: %s", self.directory, exc)
             return None
+
+    def rotate_locked(self, segment: tuple[int, Path]) -> Rotation:
+        """Switch to ``segment`` (the caller holds ``lock``): quick, the holds to carry
+        forward are only copied. The caller then calls ``carry`` without the lock, and
+        deletes ``Rotation.old`` once the rows submitted so far are committed."""
         if self._fd >= 0:
             os.close(self._fd)
+        self._fd, path = segment
         old, self._segments = self._segments, [path]
-        self._fd = fd
-        return Rotation(old, list(self._open.items()))
+        self._size = self._carried = 0
+        self._opened_at = time.monotonic()
+        return Rotation(old, self._open.copy())
 
     def carry(self, rotation: Rotation) -> bool:
         """Write the listed holds into the new segment; True when the old segments may go.
@@ -208,7 +215,7 @@ class Journal:
         """
         carried: list[bytes] = []
         gone: list[str] = []
-        for event_id, (line, ref) in rotation.holds:
+        for event_id, (line, ref) in rotation.holds.items():
             if ref() is None:
                 gone.append(event_id)
                 carried.append(b'{"t":"x","e":"' + event_id.encode() + b'"}\n')
@@ -235,16 +242,13 @@ class Journal:
         return True
 
     def _start_segment(self) -> None:
-        self._fd, path = self._new_segment()
+        segment = self.next_segment()
+        if segment is None:
+            raise OSError(f"cannot create a crash journal segment in {self.directory}")
+        self._fd, path = segment
         self._segments.append(path)
-
-    def _new_segment(self) -> tuple[int, Path]:
-        self._seq += 1
-        path = self.directory / f"{self._seq:012d}.jsonl"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         self._size = self._carried = 0
         self._opened_at = time.monotonic()
-        return fd, path
 
     @staticmethod
     def remove(paths: list[Path]) -> None:

@@ -149,9 +149,10 @@ class UsageWriter:
         if journal is None:
             self._pending, self._buffer = self._buffer, []  # atomic under the GIL
             return None
+        segment = journal.next_segment() if journal.rotate_due() else None
         with journal.lock:
             self._pending, self._buffer = self._buffer, []
-            return journal.rotate_locked() if journal.rotate_due() else None
+            return journal.rotate_locked(segment) if segment is not None else None
 
     def _statement(self) -> tuple[str, Optional[tuple[str, ...]]]:
         if self._compiled is None:
