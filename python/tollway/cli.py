@@ -117,7 +117,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         log_access=args.access_log,
         workers_kill_timeout=int(settings.drain_timeout) + 10,
         # A worker that dies (SIGKILL, OOM) is started again; its successor replays the
-        # journal. One that dies again within 5.5 s of its start stops the gateway.
+        # journal. A respawned worker that dies within 5.5 s stops the gateway (crash loop).
         respawn_failed_workers=True,
     ).serve()
     return 0

@@ -168,7 +168,8 @@ class Gateway:
 
     def _startup_sync(self) -> None:
         reserve_fd_table()
-        self.owner.acquire(wait=5.0)
+        # Short: a worker that cannot have the lock must fail within granian's 5.5 s crash-loop window.
+        self.owner.acquire(wait=2.0)
         self.db.migrate()
         # What a crash left in the journal goes to the database before the counters are rebuilt from it.
         replay(self.db, self.journal.directory, self.settings.data_dir)
