@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, select
 
 from tests.conftest import DATABASES, REPO, Gateway, free_port, gateway_env, start_gateway, stop_gateway
 from tollway.config.settings import normalize_database_url
+from tollway.ledger.owner import AnotherGateway, GatewayLock, check_free
 from tollway.store import usage_events
 
 CAP_USD = "0.05"
@@ -284,3 +285,18 @@ def test_the_worker_dies_with_its_supervisor(fake, tmp_data_dir, fresh_database)
         stop_gateway(gw)
         if worker is not None and alive(worker):
             os.kill(worker, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("fresh_database", DATABASES, indirect=True)
+def test_the_gateway_lock_is_exclusive_until_released(tmp_data_dir, tmp_path, fresh_database) -> None:
+    url = normalize_database_url(fresh_database)
+    first = GatewayLock(tmp_data_dir, url)
+    first.acquire()
+    try:
+        refused = check_free(tmp_data_dir, url)
+        assert refused and f"pid {os.getpid()}" in refused and "shared ledger" in refused
+        with pytest.raises(AnotherGateway):
+            GatewayLock(tmp_path, url).acquire(wait=0.3)  # another data dir, the same database
+    finally:
+        first.release()
+    assert check_free(tmp_data_dir, url) is None
