@@ -67,6 +67,16 @@ def cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
+    from tollway.ledger.owner import SUPERVISOR_ENV, AnotherGateway, GatewayLock, check_free
+
+    # Checked here so a second gateway exits at once; the process that owns the
+    # ledger (Robyn's, or granian's worker) then takes the lock for its life.
+    refused = check_free(settings.data_dir, settings.database_url)
+    if refused:
+        print(f"tollway: {refused}", file=sys.stderr)
+        return 1
     code = _prepare(settings, announce_existing=False)
     if code:
         return code
@@ -79,13 +89,20 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         for noisy in ("robyn", "actix_server", "alembic"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        owner = GatewayLock(settings.data_dir, settings.database_url)
+        try:
+            owner.acquire()
+        except AnotherGateway as exc:
+            print(f"tollway: {exc}", file=sys.stderr)
+            return 1
         print(f"Tollway listening on http://{args.host}:{args.port} (robyn)", flush=True)
-        serve_robyn(Gateway(settings).app, args.host, args.port)
+        serve_robyn(Gateway(settings, owner=owner).app, args.host, args.port)
         return 0
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
     print(f"Tollway listening on http://{args.host}:{args.port} (granian)", flush=True)
+    os.environ[SUPERVISOR_ENV] = str(os.getpid())  # the worker dies with us (die_with_supervisor)
     Granian(
         "tollway.gateway:create_asgi_app",
         factory=True,
@@ -99,6 +116,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         websockets=False,
         log_access=args.access_log,
         workers_kill_timeout=int(settings.drain_timeout) + 10,
+        # A worker that dies (SIGKILL, OOM) is started again; its successor replays the
+        # journal. A respawned worker that dies within 5.5 s stops the gateway (crash loop).
+        respawn_failed_workers=True,
     ).serve()
     return 0
 

@@ -22,6 +22,9 @@ from tollway.http.core import App, HTTPError
 from tollway.keys import KeyStore
 from tollway.keys.auth import Authenticator
 from tollway.ledger import Ledger, LocalLedger
+from tollway.ledger.journal import Journal
+from tollway.ledger.owner import GatewayLock, die_with_supervisor
+from tollway.ledger.replay import replay
 from tollway.ledger.writer import UsageWriter
 from tollway.proxy.spin import SpinWait
 from tollway.store import Database, now_ms
@@ -119,13 +122,18 @@ def bad_input_error(exc: Exception) -> Optional[HTTPError]:
 
 
 class Gateway:
-    def __init__(self, settings: Settings, ledger: Optional[Ledger] = None) -> None:
+    def __init__(
+        self, settings: Settings, ledger: Optional[Ledger] = None, owner: Optional[GatewayLock] = None
+    ) -> None:
         self.settings = settings
         self.db = Database(settings.database_url)
+        # One gateway per data (tollway.ledger.owner); taken at start if not given held.
+        self.owner = owner if owner is not None else GatewayLock(settings.data_dir, settings.database_url)
+        self.journal = Journal(settings.data_dir / "journal")
         self.store = KeyStore(self.db)
         self.ledger: Ledger = ledger if ledger is not None else LocalLedger()
         self.auth = Authenticator(self.store, self.ledger)
-        self.writer = UsageWriter(self.db, settings.data_dir)
+        self.writer = UsageWriter(self.db, settings.data_dir, journal=self.journal)
         self.threads = ThreadStore(self.db)
         self.tools = ToolStore(self.db)
         self.dispatcher = Dispatcher()
@@ -175,8 +183,13 @@ class Gateway:
 
     def _startup_sync(self) -> None:
         reserve_fd_table()
+        # Short: a worker that cannot have the lock must fail within granian's 5.5 s crash-loop window.
+        self.owner.acquire(wait=2.0)
         self.db.migrate()
+        # What a crash left in the journal goes to the database before the counters are rebuilt from it.
+        replay(self.db, self.journal.directory, self.settings.data_dir)
         self.auth.preload()
+        self.journal.open()
         self.writer.start()
         # Everything built so far lives as long as the process: keep it out of the
         # cyclic GC's scans; then bound the pauses (GC_THRESHOLDS).
@@ -195,6 +208,7 @@ class Gateway:
         await asyncio.to_thread(self.background.close)
         await asyncio.to_thread(self.writer.close, self.settings.drain_timeout)
         self.db.dispose()
+        self.owner.release()
 
 
 def create_asgi_app():
@@ -203,4 +217,5 @@ def create_asgi_app():
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    die_with_supervisor()
     return ASGIAdapter(Gateway(load_settings()).app)

@@ -27,6 +27,7 @@ from tollway._core import (
 from tollway.config import ModelRoute
 from tollway.http.core import AnyResponse, HTTPError, Request, Response, StreamResponse
 from tollway.keys import ApiKey
+from tollway.ledger.journal import Journal, new_event_id
 from tollway.ledger.writer import usage_row
 from tollway.proxy import looped, translated
 from tollway.proxy.caps import decide_hold
@@ -108,8 +109,14 @@ class Call:
     hold: Hold
     clamp_to: Optional[int]
     input_estimate: int
-    base: dict[str, Any]  # the usage event's identity: request, account, key, model, provider
+    base: dict[str, Any]  # the usage event's identity: event, request, account, key, model, provider
     started: float
+    journal: Journal
+
+    def release(self) -> None:
+        """Give the hold back, nothing spent (a no-op once settled or released)."""
+        if self.hold.release():
+            self.journal.release(self.base["event_id"])
 
     @property
     def extra_headers(self) -> list[tuple[str, str]]:
@@ -159,7 +166,7 @@ class Proxy:
             done = await self.complete(call)
             return Response(done.status, done.body, done.headers)
         except BaseException:
-            call.hold.release()  # no-op once the hold was settled
+            call.release()  # no-op once the hold was settled
             raise
 
     def route(self, name: Any) -> ModelRoute:
@@ -196,14 +203,21 @@ class Proxy:
             raw = orjson.dumps(payload)
         input_estimate = estimate_input_tokens(payload, len(raw))
         decision = decide_hold(self.gw.ledger, key.id, route, input_estimate, requested)
-        prepared = adapter.prepare(payload, raw, route.upstream_model, decision.clamp_to, stream)
+        try:
+            prepared = adapter.prepare(payload, raw, route.upstream_model, decision.clamp_to, stream)
+        except BaseException:
+            decision.hold.release()  # not journaled yet
+            raise
         base = {
+            "event_id": new_event_id(),
             "request_id": request_id,
             "account_id": key.account_id,
             "key_id": key.id,
             "model": route.name,
             "provider": route.provider.name,
         }
+        journal = self.gw.journal
+        journal.hold(base["event_id"], decision.hold, base, stream, input_estimate)
         return Call(
             route,
             adapter.headers(route.provider, client_headers),
@@ -214,6 +228,7 @@ class Proxy:
             input_estimate,
             base,
             started,
+            journal,
         )
 
     async def _send_with_retries(self, route: ModelRoute, make_call) -> Union[UpstreamResponse, UpstreamStream]:
@@ -264,7 +279,7 @@ class Proxy:
             gw.spin.observe(route.provider.name, time.perf_counter() - began)
             out_headers = response_headers(response.headers) + call.extra_headers
             if not 200 <= response.status < 300:
-                hold.release()
+                call.release()
                 self._record_failure(base, response.status, "upstream_error", False, call.started)
                 return Completed(response.status, out_headers, response.body)
             usage = extract_usage(route.provider.kind, response.body)
@@ -329,7 +344,7 @@ class Proxy:
         assert isinstance(upstream, UpstreamStream)
         if not 200 <= upstream.status < 300:
             error = await upstream.read_all()
-            call.hold.release()
+            call.release()
             self._record_failure(call.base, upstream.status, "upstream_error", True, call.started)
             return Completed(upstream.status, response_headers(upstream.headers) + call.extra_headers, error)
         gw.streams_open.add(1)  # given back by the recorder when the stream settles

@@ -266,7 +266,7 @@ class ThreadTurns:
                 else:
                     response = await self._complete(turn, call)
             except BaseException:
-                call.hold.release()
+                call.release()
                 raise
             handed_over = True
             return response

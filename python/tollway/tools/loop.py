@@ -176,7 +176,7 @@ class ToolLoop:
             try:
                 done = await self.proxy.complete(call)
             except BaseException:
-                call.hold.release()
+                call.release()
                 raise
             done.headers.append(("x-tollway-tool-turns", str(self.turns)))
             if not done.ok:
@@ -236,7 +236,7 @@ class ToolLoop:
         try:
             upstream = await self.proxy.open_stream(call, then=box.append)
         except BaseException:
-            call.hold.release()
+            call.release()
             raise
         if not isinstance(upstream, UpstreamStream):
             return upstream
