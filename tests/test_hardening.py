@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,7 +18,7 @@ import orjson
 import openai
 import pytest
 
-from tests.conftest import Gateway, fake_requests
+from tests.conftest import Gateway, fake_requests, gateway_env, start_gateway, stop_gateway
 from tests.test_errors import ROUTES, assert_shape
 from tollway.http.limits import MAX_JSON_DEPTH, MAX_METADATA_BYTES, MAX_TOKENS_LIMIT
 
@@ -185,13 +186,11 @@ def test_deep_tool_schema_is_400_and_one_at_the_limit_is_kept(gateway: Gateway) 
 
 
 # ---------------------------------------------------------------- 6. malformed HTTP framing
-def test_malformed_chunked_body_is_400_json(gateway: Gateway) -> None:
-    if gateway.server == "robyn":
-        pytest.skip("Robyn 0.88 panics on a malformed chunk and the process dies; `tollway serve` restarts it (README)")
-    parts = urlsplit(gateway.url)
+def send_bad_chunk(gw: Gateway) -> bytes:
+    parts = urlsplit(gw.url)
     with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
         sock.sendall(
-            b"POST /v1/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + gateway.admin.encode()
+            b"POST /v1/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + gw.admin.encode()
             + b"\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"
         )
         data = b""
@@ -200,11 +199,45 @@ def test_malformed_chunked_body_is_400_json(gateway: Gateway) -> None:
             if not chunk:
                 break
             data += chunk
+    return data
+
+
+def test_malformed_chunked_body_is_400_json(gateway: Gateway) -> None:
+    if gateway.server == "robyn":
+        pytest.skip("Robyn 0.88 panics on a malformed chunk (test_robyn_survives_its_own_panic)")
+    data = send_bad_chunk(gateway)
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400"), data
     assert b"application/json" in head.lower() and b"connection: close" in head.lower()
     assert b'"invalid_request_error"' in body
     assert "could not read a request body" in gateway.log()
+
+
+def test_robyn_survives_its_own_panic(fake, fresh_database, tmp_data_dir) -> None:
+    """Robyn 0.88 aborts on a malformed chunk; its supervisor starts it again, with the usage kept."""
+    gw = start_gateway(gateway_env(fake, tmp_data_dir, fresh_database), server="robyn")
+    try:
+        key_id, secret = gw.mint(max_spend_usd=1)
+        path, body = ROUTES["openai"]
+        assert gw.request("POST", path, secret, json=body("test-gpt", "hi", max_tokens=5)).status_code == 200
+        spent = gw.key_usage(key_id)["total_cost_micros"]
+        assert spent > 0
+        assert send_bad_chunk(gw) == b""  # the process is gone: no answer
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if gw.request("GET", "/v1/models", secret).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, gw.log()
+            time.sleep(0.1)
+        assert gw.proc.poll() is None  # the same supervisor
+        assert "was killed by SIGABRT; starting it again" in gw.log()
+        assert gw.key(key_id)["spent_micros"] == spent
+        assert gw.request("POST", path, secret, json=body("test-gpt", "hi", max_tokens=5)).status_code == 200
+    finally:
+        assert stop_gateway(gw) == 0
 
 
 # ---------------------------------------------------------------- 7. NUL characters

@@ -66,10 +66,36 @@ def cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _serve_robyn_child(args: argparse.Namespace, settings: Settings) -> int:
+    """The Robyn server itself, in the child process of ``tollway serve --server robyn``."""
+    import logging
+
+    from tollway.gateway import Gateway
+    from tollway.http.robyn import serve_robyn
+    from tollway.ledger.owner import AnotherGateway, GatewayLock, die_with_supervisor
+
+    die_with_supervisor()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("robyn", "actix_server", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    owner = GatewayLock(settings.data_dir, settings.database_url)
+    try:
+        owner.acquire(wait=2.0)  # a predecessor that just died may take a moment to let go
+    except AnotherGateway as exc:
+        print(f"tollway: {exc}", file=sys.stderr)
+        return 1
+    print(f"Tollway listening on http://{args.host}:{args.port} (robyn)", flush=True)
+    serve_robyn(Gateway(settings, owner=owner).app, args.host, args.port)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import os
 
-    from tollway.ledger.owner import SUPERVISOR_ENV, AnotherGateway, GatewayLock, check_free
+    from tollway.ledger.owner import SUPERVISOR_ENV, check_free
+
+    if args.robyn_child:
+        return _serve_robyn_child(args, settings)
 
     # Checked here so a second gateway exits at once; the process that owns the
     # ledger (Robyn's, or granian's worker) then takes the lock for its life.
@@ -81,23 +107,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if code:
         return code
     if args.server == "robyn":
-        import logging
+        from tollway.supervisor import child_env, supervise
 
-        from tollway.gateway import Gateway
-        from tollway.http.robyn import serve_robyn
-
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        for noisy in ("robyn", "actix_server", "alembic"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-        owner = GatewayLock(settings.data_dir, settings.database_url)
-        try:
-            owner.acquire()
-        except AnotherGateway as exc:
-            print(f"tollway: {exc}", file=sys.stderr)
-            return 1
-        print(f"Tollway listening on http://{args.host}:{args.port} (robyn)", flush=True)
-        serve_robyn(Gateway(settings, owner=owner).app, args.host, args.port)
-        return 0
+        # Robyn runs in a child that is started again when it dies (a Robyn panic
+        # aborts the process; see tollway.supervisor).
+        child = [sys.executable, "-m", "tollway", "serve", "--server", "robyn", "--host", args.host,
+                 "--port", str(args.port), "--robyn-child"]
+        return supervise(child, child_env(SUPERVISOR_ENV))
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
@@ -136,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backpressure", type=int, default=16384, help="requests (streams included) held at once before queueing"
     )
     serve.add_argument("--access-log", action="store_true")
+    serve.add_argument("--robyn-child", action="store_true", help=argparse.SUPPRESS)  # see tollway.supervisor
     serve.set_defaults(func=cmd_serve)
 
     init = sub.add_parser("init", help="create the account and print its admin secret (once)")
