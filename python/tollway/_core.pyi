@@ -209,7 +209,7 @@ class Ledger:
 class StreamOutcome:
     """What a finished stream hands over, exactly once, through ``on_done``."""
 
-    status: Literal["ok", "client_closed", "upstream_error", "timeout"]
+    status: Literal["ok", "client_closed", "client_stalled", "upstream_error", "timeout"]
     usage: Usage
     cost_micros: int
     text: str
@@ -303,7 +303,13 @@ class UpstreamClient:
         read_timeout: float = 300.0,
         pool_idle_timeout: float = 90.0,
         pool_max_idle_per_host: int = 1024,
-    ) -> None: ...
+        stream_window: int = 262144,
+        client_stall_timeout: float = 60.0,
+    ) -> None:
+        """``stream_window``: a stream reads the upstream at most this many bytes ahead
+        of its consumer (the upstream's TCP flow control holds back the rest).
+        ``client_stall_timeout``: bytes left unread that long close the stream with
+        status "client_stalled" (billed for what the upstream sent until then)."""
     def send(
         self, method: str, url: str, headers: list[tuple[str, str]], body: bytes
     ) -> Awaitable[UpstreamResponse]:

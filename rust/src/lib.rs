@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use pyo3::prelude::*;
 
 pub mod client;
+pub mod guard;
 pub mod hub;
 pub mod ledger;
 pub mod pricing;
@@ -83,5 +84,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::UpstreamResponse>()?;
     m.add_class::<client::UpstreamStream>()?;
     m.add_class::<client::UpstreamClient>()?;
+    m.add_class::<guard::ConnectionGuard>()?;
     Ok(())
 }

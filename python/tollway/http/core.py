@@ -219,6 +219,10 @@ class App:
         exc = HTTPError(413, f"the request body is larger than the limit of {limit_mb:g} MB", headers=[("connection", "close")])
         return self._finish(error_response(shape_for(path), exc), new_request_id())
 
+    def too_slow(self, path: str, timeout: float) -> Response:
+        exc = HTTPError(408, f"the request body did not arrive within {timeout:g} s", code="request_timeout", headers=[("connection", "close")])
+        return self._finish(error_response(shape_for(path), exc), new_request_id())
+
     async def handle(self, request: Request) -> AnyResponse:
         if not request.request_id:
             request.request_id = new_request_id()
