@@ -234,11 +234,13 @@ def _bounded(env: Mapping[str, str], name: str, default: float, low: float, high
 
 
 def max_connections_for(settings: Settings, fd_limit: int) -> int:
-    """Connections one worker holds at most: the setting, else what the fd limit leaves
-    after a reserve for the database, the upstreams and the files (at most 16,384)."""
+    """Connections one worker holds at most: the setting, else half of what the fd limit
+    leaves after a reserve for the database and files (a proxied stream holds two fds,
+    its client's and its upstream's), at most 16,384. Past the fd limit granian's accept
+    loop would spin on EMFILE; at this limit it waits."""
     if settings.max_connections:
         return settings.max_connections
-    return max(64, min(16384, fd_limit - max(256, fd_limit // 8)))
+    return max(64, min(16384, (fd_limit - max(256, fd_limit // 8)) // 2))
 
 
 def _spin_wait_us(value: str) -> int:
