@@ -238,9 +238,10 @@ def max_connections_for(settings: Settings, fd_limit: int) -> int:
     leaves after a reserve for the database and files (a proxied stream holds two fds,
     its client's and its upstream's), at most 16,384. Past the fd limit granian's accept
     loop would spin on EMFILE; at this limit it waits."""
+    usable = fd_limit - max(256, fd_limit // 8)
     if settings.max_connections:
-        return settings.max_connections
-    return max(64, min(16384, (fd_limit - max(256, fd_limit // 8)) // 2))
+        return max(8, min(settings.max_connections, usable))  # never past the fd limit
+    return max(64, min(16384, usable // 2))
 
 
 def _spin_wait_us(value: str) -> int:
