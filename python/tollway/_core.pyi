@@ -374,3 +374,30 @@ class UpstreamClient:
     @property
     def _pending(self) -> int:
         """Calls and stream waits whose future is not resolved yet (for tests)."""
+
+class ConnectionGuard:
+    """A thread that closes client connections the HTTP server cannot time out itself.
+
+    Reads TCP_INFO of this process's sockets on ``port``: shuts down those that
+    received no byte for ``header_timeout`` seconds and, above 7/8 of
+    ``max_connections`` open, the youngest silent ones older than ``grace`` down to
+    3/4. Sets TCP_USER_TIMEOUT (``user_timeout`` seconds, 0: unchanged) on the
+    listener. Runs for the life of the process.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        *,
+        header_timeout: float,
+        max_connections: int,
+        grace: float = 0.5,
+        user_timeout: float = 0.0,
+        interval: float = 1.0,
+    ) -> None: ...
+    @property
+    def open(self) -> int:
+        """Client connections open at the last pass."""
+    @property
+    def shed(self) -> int:
+        """Connections shed so far."""
