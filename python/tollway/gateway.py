@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 
 from tollway._core import ConnectionGuard, UpstreamClient
 from tollway.config import ModelRoute, Settings, load_settings
-from tollway.config.settings import DEFAULT_BASE_URLS
+from tollway.config.settings import DEFAULT_BASE_URLS, max_connections_for
 from tollway.http.core import App
 from tollway.keys import KeyStore
 from tollway.keys.auth import Authenticator
@@ -166,7 +166,7 @@ class Gateway:
             self.guard = ConnectionGuard(
                 int(port),
                 header_timeout=s.header_timeout,
-                max_connections=max(8, s.max_connections or 16384),
+                max_connections=max_connections_for(s, resource.getrlimit(resource.RLIMIT_NOFILE)[0]),
                 user_timeout=s.client_stall_timeout,
             )
 

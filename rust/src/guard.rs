@@ -21,6 +21,7 @@ use std::time::Duration;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
+const TCP_ESTABLISHED: u8 = 1;
 const TCP_LISTEN: u8 = 10;
 // Offsets in the kernel's struct tcp_info (include/uapi/linux/tcp.h), stable ABI.
 const OFF_LAST_DATA_RECV: usize = 52;
@@ -103,7 +104,8 @@ fn shed(fd: i32, port: u16, min_age_ms: u32) -> bool {
         return false;
     }
     match tcp_info(fd) {
-        Some(i) if i.state != TCP_LISTEN && i.bytes_received == 0 && i.last_data_recv_ms >= min_age_ms => {
+        // Only established ones: a socket already shut down waits for the server to close it.
+        Some(i) if i.state == TCP_ESTABLISHED && i.bytes_received == 0 && i.last_data_recv_ms >= min_age_ms => {
             unsafe { libc::shutdown(fd, libc::SHUT_RDWR) == 0 }
         }
         _ => false,
@@ -130,14 +132,15 @@ fn sweep(l: &Limits) -> (usize, usize) {
             }
             continue;
         }
-        if info.bytes_received == 0 && info.last_data_recv_ms >= l.header_timeout_ms {
+        let quiet = info.state == TCP_ESTABLISHED && info.bytes_received == 0;
+        if quiet && info.last_data_recv_ms >= l.header_timeout_ms {
             if shed(fd, l.port, l.header_timeout_ms) {
                 shed_count += 1;
             }
             continue;
         }
-        open += 1;
-        if info.bytes_received == 0 && info.last_data_recv_ms >= l.grace_ms {
+        open += 1; // every fd counts towards the limit, also one shut down but not yet closed
+        if quiet && info.last_data_recv_ms >= l.grace_ms {
             silent.push((info.last_data_recv_ms, fd));
         }
     }
@@ -201,6 +204,9 @@ impl ConnectionGuard {
             .name("tollway-guard".into())
             .spawn(move || loop {
                 let (n, k) = sweep(&limits);
+                if k > 0 && std::env::var_os("TOLLWAY_GUARD_DEBUG").is_some() {
+                    eprintln!("tollway-guard: shed {k}, {n} open");
+                }
                 o.store(n as u64, Ordering::Relaxed);
                 s.fetch_add(k as u64, Ordering::Relaxed);
                 std::thread::sleep(if n > limits.low_water / 2 { pause / 4 } else { pause });
