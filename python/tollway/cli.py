@@ -106,6 +106,15 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     code = _prepare(settings, announce_existing=False)
     if code:
         return code
+    import os
+    import resource
+
+    from tollway.config.settings import max_connections_for
+
+    # The connection guard of the serving process watches this port (Gateway.startup).
+    os.environ["TOLLWAY_LISTEN_PORT"] = str(args.port)
+    max_connections = args.backpressure or max_connections_for(settings, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    os.environ["TOLLWAY_MAX_CONNECTIONS"] = str(max_connections)
     if args.server == "robyn":
         from tollway.supervisor import child_env, supervise
 
@@ -116,6 +125,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         return supervise(child, child_env(SUPERVISOR_ENV))
     from granian import Granian
     from granian.constants import Interfaces, Loops
+    from granian.http import HTTP1Settings
 
     print(f"Tollway listening on http://{args.host}:{args.port} (granian)", flush=True)
     os.environ[SUPERVISOR_ENV] = str(os.getpid())  # the worker dies with us (die_with_supervisor)
@@ -128,7 +138,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         workers=1,
         loop=Loops.uvloop,
         backlog=args.backlog,
-        backpressure=args.backpressure,
+        # One permit per connection, below the fd limit: at the limit granian waits
+        # (the guard sheds silent connections) instead of spinning on EMFILE.
+        backpressure=max_connections,
+        # Partial headers, and the idle time between two requests of a connection.
+        http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_timeout * 1000)),
         websockets=False,
         log_access=args.access_log,
         workers_kill_timeout=int(settings.drain_timeout) + 10,
@@ -149,7 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--server", choices=["granian", "robyn"], default="granian")
     serve.add_argument("--backlog", type=int, default=4096, help="listen backlog (kernel somaxconn caps it)")
     serve.add_argument(
-        "--backpressure", type=int, default=16384, help="requests (streams included) held at once before queueing"
+        "--backpressure",
+        type=int,
+        default=0,
+        help="connections held at once before accepting waits (default: TOLLWAY_MAX_CONNECTIONS, else from the fd limit)",
     )
     serve.add_argument("--access-log", action="store_true")
     serve.add_argument("--robyn-child", action="store_true", help=argparse.SUPPRESS)  # see tollway.supervisor

@@ -15,9 +15,9 @@ from typing import Any, Callable, Optional
 
 from sqlalchemy.exc import DataError
 
-from tollway._core import UpstreamClient
+from tollway._core import ConnectionGuard, UpstreamClient
 from tollway.config import ModelRoute, Settings, load_settings
-from tollway.config.settings import DEFAULT_BASE_URLS
+from tollway.config.settings import DEFAULT_BASE_URLS, max_connections_for
 from tollway.http.core import App, HTTPError
 from tollway.keys import KeyStore
 from tollway.keys.auth import Authenticator
@@ -139,6 +139,7 @@ class Gateway:
         self.dispatcher = Dispatcher()
         self.background = BackgroundWork()
         self.client: Optional[UpstreamClient] = None
+        self.guard: Optional[ConnectionGuard] = None
         self.requests_open = 0  # non-stream requests in flight (event loop thread only)
         self.streams_open = OpenCounter()
         self.spin = SpinWait(settings.spin_wait_us)
@@ -179,7 +180,18 @@ class Gateway:
             connect_timeout=s.connect_timeout,
             first_byte_timeout=s.first_byte_timeout,
             read_timeout=s.read_timeout,
+            stream_window=s.stream_window_bytes,
+            client_stall_timeout=s.client_stall_timeout,
         )
+        port = os.environ.get("TOLLWAY_LISTEN_PORT")
+        if port and self.guard is None:
+            # Silent connections, and responses a client stopped reading (see ConnectionGuard).
+            self.guard = ConnectionGuard(
+                int(port),
+                header_timeout=s.header_timeout,
+                max_connections=max_connections_for(s, resource.getrlimit(resource.RLIMIT_NOFILE)[0]),
+                user_timeout=s.client_stall_timeout,
+            )
 
     def _startup_sync(self) -> None:
         reserve_fd_table()
@@ -218,4 +230,5 @@ def create_asgi_app():
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     die_with_supervisor()
-    return ASGIAdapter(Gateway(load_settings()).app)
+    settings = load_settings()
+    return ASGIAdapter(Gateway(settings).app, body_timeout=settings.body_timeout)

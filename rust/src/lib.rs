@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 use pyo3::prelude::*;
 
 pub mod client;
+pub mod guard;
 pub mod hub;
 pub mod jsoncheck;
 pub mod ledger;
@@ -86,5 +87,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::UpstreamResponse>()?;
     m.add_class::<client::UpstreamStream>()?;
     m.add_class::<client::UpstreamClient>()?;
+    m.add_class::<guard::ConnectionGuard>()?;
     Ok(())
 }

@@ -267,6 +267,10 @@ class App:
         error = HTTPError(400, "the request body could not be read (malformed HTTP framing)", headers=[("connection", "close")])
         return self._finish(error_response(unrouted_shape(path, headers), error), new_request_id())
 
+    def too_slow(self, path: str, timeout: float) -> Response:
+        exc = HTTPError(408, f"the request body did not arrive within {timeout:g} s", code="request_timeout", headers=[("connection", "close")])
+        return self._finish(error_response(shape_for(path), exc), new_request_id())
+
     async def handle(self, request: Request) -> AnyResponse:
         if not request.request_id:
             request.request_id = new_request_id()

@@ -55,7 +55,7 @@ usage_events = Table(
     Column("model", String(200), nullable=False),
     Column("provider", String(100), nullable=False),
     Column("http_status", Integer, nullable=False),
-    # ok | client_closed | upstream_error | timeout | error | interrupted (in flight at a crash)
+    # ok | client_closed | client_stalled | upstream_error | timeout | error | interrupted (in flight at a crash)
     Column("outcome", String(20), nullable=False),
     Column("stream", Boolean, nullable=False),
     Column("input_tokens", BigInteger, nullable=False),
