@@ -390,3 +390,11 @@ async def test_the_last_guard_turns_bad_input_exceptions_into_400s() -> None:
         body = orjson.loads(response.body)
         assert ("type" in body and body["type"] == "error") if path == "/v1/messages" else set(body["error"]) == {"message", "type", "param", "code"}
     assert statuses == [400, 400, 400, 500]
+
+
+@pytest.mark.parametrize("raw", [b'"\\', b'{"a":"\\', b'["\\u00', b"{" * 65, b'{"a":"\\u0000'])
+def test_truncated_or_odd_bodies_are_400(gateway: Gateway, raw: bytes) -> None:
+    """The depth/NUL scan runs before the parser on bytes that need not be JSON at all."""
+    for path, shape in (("/v1/keys", "openai"), ("/v1/messages", "anthropic"), ("/v1/chat/completions", "openai")):
+        r = gateway.request("POST", path, gateway.admin, content=raw, headers={"content-type": "application/json"})
+        assert_shape(shape, r, 400)

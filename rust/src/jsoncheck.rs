@@ -16,7 +16,7 @@ pub fn scan(b: &[u8]) -> (usize, bool) {
             b'"' => {
                 i += 1;
                 // to the closing quote, stepping over escapes
-                while let Some(off) = memchr2(b'\\', b'"', &b[i..]) {
+                while let Some(off) = b.get(i..).and_then(|rest| memchr2(b'\\', b'"', rest)) {
                     i += off;
                     if b[i] == b'"' {
                         break;
