@@ -146,7 +146,7 @@ def test_max_tokens_at_the_limit_is_clamped_not_refused(gateway: Gateway, user) 
 
 
 @pytest.mark.parametrize("query", ["from_ms=0&to_ms=9223372036854775808", "from_ms=-1", "to_ms=99999999999999999999",
-                                   "from_ms=abc", f"to_ms={2**53 + 1}"])
+                                   "from_ms=abc", f"to_ms={2**53 + 1}", "from_ms=", "to_ms="])
 def test_usage_window_out_of_range_is_400(gateway: Gateway, query) -> None:
     r = gateway.request("GET", f"/v1/usage?{query}", gateway.admin)
     assert_shape("openai", r, 400)

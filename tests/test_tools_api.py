@@ -340,7 +340,7 @@ def test_migration_0003_up_from_0002_and_down(kind: str) -> None:
             assert "tools" not in inspect(db.engine).get_table_names()
             acct = KeyStore(db).create_account("before tools")
 
-            db.migrate()  # 0002 -> head
+            upgrade_or_downgrade(db, command.upgrade, "0003_tools")
             insp = inspect(db.engine)
             assert "tools" in insp.get_table_names()
             assert "ix_tools_account_seq" in {i["name"] for i in insp.get_indexes("tools")}
@@ -357,5 +357,46 @@ def test_migration_0003_up_from_0002_and_down(kind: str) -> None:
             assert KeyStore(db).first_account() == acct  # earlier data untouched
             db.migrate()
             assert ToolStore(db).get(acct, tool.id) is None
+        finally:
+            db.dispose()
+
+
+@pytest.mark.parametrize("kind", DATABASES)
+def test_migration_0004_event_ids_up_from_0003_and_down(kind: str) -> None:
+    """Usage rows written before 0004 keep a NULL event id; new ones are unique; 0004 goes down cleanly."""
+    from importlib import resources
+
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import IntegrityError
+
+    def move(db: Database, fn: Any, target: str) -> None:
+        with db.engine.begin() as conn:
+            cfg = Config()
+            cfg.set_main_option("script_location", str(resources.files("tollway.store").joinpath("migrations")))
+            cfg.attributes["connection"] = conn
+            fn(cfg, target)
+
+    columns = "request_id, account_id, key_id, model, provider, http_status, outcome, stream, input_tokens, " \
+              "output_tokens, cache_read_tokens, cache_write_tokens, estimated, cost_micros, latency_ms, created_at"
+    values = "'req_1', 'acct', 'key', 'm', 'p', 200, 'ok', false, 1, 1, 0, 0, false, 7, 1, 1"
+    with throwaway_database(kind) as url:
+        db = Database(normalize_database_url(url))
+        try:
+            move(db, command.upgrade, "0003_tools")
+            with db.engine.begin() as conn:
+                conn.execute(text(f"INSERT INTO usage_events ({columns}) VALUES ({values})"))
+            db.migrate()
+            assert "event_id" in {c["name"] for c in inspect(db.engine).get_columns("usage_events")}
+            with db.engine.begin() as conn:
+                assert conn.execute(text("SELECT event_id, cost_micros FROM usage_events")).all() == [(None, 7)]
+                conn.execute(text(f"INSERT INTO usage_events ({columns}, event_id) VALUES ({values}, 'ev_1')"))
+            with pytest.raises(IntegrityError), db.engine.begin() as conn:
+                conn.execute(text(f"INSERT INTO usage_events ({columns}, event_id) VALUES ({values}, 'ev_1')"))
+            move(db, command.downgrade, "0003_tools")
+            assert "event_id" not in {c["name"] for c in inspect(db.engine).get_columns("usage_events")}
+            with db.engine.connect() as conn:
+                assert conn.execute(text("SELECT count(*), sum(cost_micros) FROM usage_events")).one() == (2, 14)
         finally:
             db.dispose()

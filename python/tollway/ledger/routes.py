@@ -33,8 +33,8 @@ def register(app: App, gw: "Gateway") -> None:
             raise HTTPError(403, "this endpoint needs an admin key", code="admin_key_required")
         query = request.query()
         now = now_ms()
-        to_ms = _ms(query["to_ms"], "to_ms") if query.get("to_ms") else now + 1
-        from_ms = _ms(query["from_ms"], "from_ms") if query.get("from_ms") else month_start_ms(now)
+        to_ms = _ms(query["to_ms"], "to_ms") if "to_ms" in query else now + 1
+        from_ms = _ms(query["from_ms"], "from_ms") if "from_ms" in query else month_start_ms(now)
         if from_ms > to_ms:
             raise HTTPError(400, "'from_ms' must not be after 'to_ms'", param="from_ms")
         await asyncio.to_thread(gw.writer.flush)
