@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 from tollway._core import UpstreamClient
 from tollway.config import ModelRoute, Settings, load_settings
 from tollway.config.settings import DEFAULT_BASE_URLS
+from tollway.http import openapi
 from tollway.http.core import App
 from tollway.keys import KeyStore
 from tollway.keys.auth import Authenticator
@@ -136,6 +137,7 @@ class Gateway:
         proxy = proxy_routes.register(self.app, self)
         thread_routes.register(self.app, self, proxy)
         tool_routes.register(self.app, self)
+        openapi.register(self.app)
 
     def in_flight(self) -> int:
         return self.requests_open + self.streams_open.value + self.background.pending.value

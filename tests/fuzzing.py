@@ -1,0 +1,116 @@
+"""Shared by the fuzz tests (test_schemathesis, test_fuzz_bodies, test_roundtrip): a gateway of their
+own per database (the fuzz leaves odd data behind, which must not reach other tests), the error
+shape of each route, and which 5xx answers are the provider's own rather than ours."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import httpx
+import orjson
+import pytest
+
+from tests.conftest import DATABASES, Gateway, gateway_env, start_gateway, stop_gateway, throwaway_database
+
+# Models of the test config that answer quickly (dead-gpt retries a closed port; unpriced-gpt is a 400).
+FAST_MODELS = ["test-gpt", "test-claude", "out-gpt", "out-claude", "tiny-claude"]
+_UPSTREAM_CODES = {"upstream_error", "upstream_unreachable", "upstream_timeout", "upstream_bad_response"}
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def fuzz_gateway(request, fake) -> Iterator[Gateway]:
+    """A granian gateway on a fresh database of each kind, for one test module."""
+    data_dir = Path(tempfile.mkdtemp(prefix="tollway-fuzz-"))
+    with throwaway_database(request.param) as url:
+        gw = start_gateway(gateway_env(fake, data_dir, url), server="granian")
+        try:
+            yield gw
+        finally:
+            stop_gateway(gw)
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def route_shape(path: str) -> str:
+    return "anthropic" if path.split("?", 1)[0].startswith("/v1/messages") else "openai"
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def error_shape_problem(path: str, body: bytes) -> Optional[str]:
+    """Why ``body`` is not an error in the route's shape (None when it is)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return f"not JSON: {body[:200]!r}"
+    if route_shape(path) == "anthropic":
+        if not isinstance(data, dict) or data.get("type") != "error":
+            return f"not an Anthropic error object: {data!r:.300}"
+        error = data.get("error")
+        if not isinstance(error, dict) or not _is_str(error.get("type")) or not _is_str(error.get("message")):
+            return f"not an Anthropic error object: {data!r:.300}"
+        return None
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict) or not {"message", "type", "param", "code"} <= set(error):
+        return f"not an OpenAI error object: {data!r:.300}"
+    if not _is_str(error["message"]) or not _is_str(error["type"]):
+        return f"not an OpenAI error object: {data!r:.300}"
+    if not all(error[k] is None or _is_str(error[k]) for k in ("param", "code")):
+        return f"not an OpenAI error object: {data!r:.300}"
+    return None
+
+
+def provider_own(path: str, headers: Any, body: bytes) -> bool:
+    """Is this 5xx the provider's (passed through, or its failure to answer) rather than the gateway's?"""
+    if "x-upstream-request-id" in headers or "request-id" in headers:  # the provider's response, passed on
+        return True
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict):
+        return False
+    if route_shape(path) == "anthropic":  # the Anthropic shape has no code: the gateway's message says it
+        return str(error.get("message", "")).startswith("the upstream provider")
+    return error.get("code") in _UPSTREAM_CODES
+
+
+def server_log_excerpt(gw: Gateway, request_id: Optional[str], lines: int = 40) -> str:
+    """The gateway's logged traceback for ``request_id`` (or the log's tail)."""
+    log = gw.log().splitlines()
+    if request_id:
+        for i, line in enumerate(log):
+            if f"(request {request_id})" in line:
+                end = i + 1
+                while end < len(log) and not re.match(r"^\d{4}-\d\d-\d\d ", log[end]):
+                    end += 1
+                return "\n".join(log[i : min(end, i + lines)])
+    return "\n".join(log[-lines:])
+
+
+def check_response(gw: Gateway, method: str, path: str, response: httpx.Response | Any, sent: Any = None) -> None:
+    """The rules every answer keeps: no 5xx of our own, and every error in the route's shape."""
+    status = response.status_code
+    body = response.content
+    where = f"{method} {path} -> {status}\nsent: {sent!r:.500}\nbody: {body[:500]!r}"
+    if status >= 500:
+        assert provider_own(path, response.headers, body), (
+            f"gateway 5xx: {where}\n{server_log_excerpt(gw, response.headers.get('x-request-id'))}"
+        )
+    if status >= 400:
+        problem = error_shape_problem(path, body)
+        assert problem is None, f"error body outside the route's shape ({problem}): {where}"
+
+
+def deep(levels: int, leaf: Any = 1, kind: str = "list") -> Any:
+    """``levels`` nested arrays (or objects) around ``leaf``."""
+    value = leaf
+    for _ in range(levels):
+        value = [value] if kind == "list" else {"a": value}
+    return value
