@@ -10,7 +10,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-import httpx
 import orjson
 import pytest
 
@@ -81,31 +80,73 @@ def provider_own(path: str, headers: Any, body: bytes) -> bool:
     return error.get("code") in _UPSTREAM_CODES
 
 
-def server_log_excerpt(gw: Gateway, request_id: Optional[str], lines: int = 40) -> str:
-    """The gateway's logged traceback for ``request_id`` (or the log's tail)."""
+def server_log_excerpt(gw: Gateway, request_id: Optional[str]) -> str:
+    """The gateway's logged error for ``request_id``: its first line, our own frames and the exception."""
     log = gw.log().splitlines()
-    if request_id:
-        for i, line in enumerate(log):
-            if f"(request {request_id})" in line:
-                end = i + 1
-                while end < len(log) and not re.match(r"^\d{4}-\d\d-\d\d ", log[end]):
-                    end += 1
-                return "\n".join(log[i : min(end, i + lines)])
-    return "\n".join(log[-lines:])
+    if not request_id:
+        return "\n".join(log[-20:])
+    for i, line in enumerate(log):
+        if f"(request {request_id})" in line:
+            end = i + 1
+            while end < len(log) and not re.match(r"^\d{4}-\d\d-\d\d ", log[end]):
+                end += 1
+            block = log[i:end]
+            ours = [f"{a.strip()} :: {b.strip()}" for a, b in zip(block, block[1:]) if "/python/tollway/" in a]
+            raised = [ln for ln in block if re.match(r"^[A-Za-z_][\w.]*: ", ln)][-1:]
+            return "\n".join([block[0], *ours, *raised])
+    return f"(no log entry for request {request_id})"
 
 
-def check_response(gw: Gateway, method: str, path: str, response: httpx.Response | Any, sent: Any = None) -> None:
-    """The rules every answer keeps: no 5xx of our own, and every error in the route's shape."""
+def exception_line(excerpt: str) -> str:
+    """The last line of a logged traceback (the exception), for grouping failures."""
+    lines = [ln for ln in excerpt.splitlines() if ln.strip()]
+    return lines[-1][:160] if lines else ""
+
+
+def response_problems(gw: Gateway, method: str, path: str, response: Any, sent: Any = None) -> list[tuple[str, str]]:
+    """What breaks the rules every answer keeps (no 5xx of our own; every error in the route's
+    shape), as (grouping key, report) pairs."""
     status = response.status_code
     body = response.content
-    where = f"{method} {path} -> {status}\nsent: {sent!r:.500}\nbody: {body[:500]!r}"
-    if status >= 500:
-        assert provider_own(path, response.headers, body), (
-            f"gateway 5xx: {where}\n{server_log_excerpt(gw, response.headers.get('x-request-id'))}"
-        )
+    where = f"{method} {path} -> {status}\nsent: {sent!r:.400}\nbody: {body[:300]!r}"
+    problems = []
+    if status >= 500 and not provider_own(path, response.headers, body):
+        request_id = response.headers.get("x-request-id")
+        if isinstance(request_id, list):  # schemathesis' responses hold a list per header
+            request_id = request_id[0] if request_id else None
+        excerpt = server_log_excerpt(gw, request_id)
+        problems.append((f"5xx {method} {path.split('?')[0]} {exception_line(excerpt)}", f"gateway {status}: {where}\n{excerpt}"))
     if status >= 400:
         problem = error_shape_problem(path, body)
-        assert problem is None, f"error body outside the route's shape ({problem}): {where}"
+        if problem is not None:
+            problems.append((f"shape {method} {status}", f"error body outside the route's shape ({problem}): {where}"))
+    return problems
+
+
+def check_response(gw: Gateway, method: str, path: str, response: Any, sent: Any = None) -> None:
+    problems = response_problems(gw, method, path, response, sent)
+    assert not problems, "\n\n".join(text for _, text in problems)
+
+
+class Findings:
+    """Failures collected over a whole run (instead of stopping at the first), one per distinct key."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, str] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, key: str, report: str) -> None:
+        self.counts[key] = self.counts.get(key, 0) + 1
+        self.first.setdefault(key, report)
+
+    def extend(self, problems: list[tuple[str, str]]) -> None:
+        for key, report in problems:
+            self.add(key, report)
+
+    def assert_none(self) -> None:
+        assert not self.first, f"{len(self.first)} distinct failure(s):\n\n" + "\n\n".join(
+            f"[{self.counts[k]}x] {k}\n{report}" for k, report in self.first.items()
+        )
 
 
 def deep(levels: int, leaf: Any = 1, kind: str = "list") -> Any:

@@ -127,6 +127,12 @@ _REASONS = {
     "4XX": "The provider's own client error, passed through",
     "5XX": "The provider's own error (passed through), or 502/504: the provider unreachable or timed out",
 }
+_SSE_EVENT = {
+    "type": "object",
+    "description": "one server-sent event (the provider's, or Anthropic's events on thread turns)",
+    "properties": {"event": {"type": "string"}, "data": {"type": "string"}, "id": {"type": "string"}},
+    "additionalProperties": True,
+}
 _REQUEST_ID = {"x-request-id": {"required": True, "schema": {"type": "string"}, "description": "this request's id"}}
 
 
@@ -140,7 +146,7 @@ def _ok_response(status: int, name: str) -> dict[str, Any]:
     name = name.removeprefix("sse:")
     content: dict[str, Any] = {"application/json": {"schema": ref(name)}}
     if stream:
-        content["text/event-stream"] = {"schema": {"type": "string"}}
+        content["text/event-stream"] = {"schema": _SSE_EVENT}
     return {"description": "OK" if status == 200 else "Created", "headers": _REQUEST_ID, "content": content}
 
 
