@@ -103,9 +103,12 @@ def exception_line(excerpt: str) -> str:
     return lines[-1][:160] if lines else ""
 
 
-def response_problems(gw: Gateway, method: str, path: str, response: Any, sent: Any = None) -> list[tuple[str, str]]:
+def response_problems(
+    gw: Gateway, method: str, path: str, response: Any, sent: Any = None, route: Optional[str] = None
+) -> list[tuple[str, str]]:
     """What breaks the rules every answer keeps (no 5xx of our own; every error in the route's
-    shape), as (grouping key, report) pairs."""
+    shape), as (grouping key, report) pairs; ``route`` (the path template) groups them."""
+    route = route or path.split("?")[0]
     status = response.status_code
     body = response.content
     where = f"{method} {path} -> {status}\nsent: {sent!r:.400}\nbody: {body[:300]!r}"
@@ -115,11 +118,11 @@ def response_problems(gw: Gateway, method: str, path: str, response: Any, sent: 
         if isinstance(request_id, list):  # schemathesis' responses hold a list per header
             request_id = request_id[0] if request_id else None
         excerpt = server_log_excerpt(gw, request_id)
-        problems.append((f"5xx {method} {path.split('?')[0]} {exception_line(excerpt)}", f"gateway {status}: {where}\n{excerpt}"))
+        problems.append((f"5xx {method} {route} {exception_line(excerpt)}", f"gateway {status}: {where}\n{excerpt}"))
     if status >= 400:
         problem = error_shape_problem(path, body)
         if problem is not None:
-            problems.append((f"shape {method} {status}", f"error body outside the route's shape ({problem}): {where}"))
+            problems.append((f"shape {method} {route} {status}", f"error body outside the route's shape ({problem}): {where}"))
     return problems
 
 

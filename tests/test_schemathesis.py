@@ -104,7 +104,7 @@ def test_operation(api: Api, method: str, path: str) -> None:
         negated_auth = api.schema.is_security_param_negated(case)
         headers = {} if negated_auth else {"authorization": f"Bearer {api.keys[who]}"}
         response = case.call(base_url=api.gw.url, session=api.session, headers=headers, timeout=30)
-        findings.extend(response_problems(api.gw, method, case.formatted_path, response, case.body))
+        findings.extend(response_problems(api.gw, method, case.formatted_path, response, case.body, path))
         try:
             case.validate_response(response, checks=CHECKS, headers=headers)
         except FailureGroup as group:
