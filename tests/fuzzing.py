@@ -91,7 +91,7 @@ def server_log_excerpt(gw: Gateway, request_id: Optional[str]) -> str:
             while end < len(log) and not re.match(r"^\d{4}-\d\d-\d\d ", log[end]):
                 end += 1
             block = log[i:end]
-            ours = [f"{a.strip()} :: {b.strip()}" for a, b in zip(block, block[1:]) if "/python/tollway/" in a]
+            ours = [f"{a.strip()} :: {b.strip()}" for a, b in zip(block, block[1:], strict=False) if "/python/tollway/" in a]
             raised = [ln for ln in block if re.match(r"^[A-Za-z_][\w.]*: ", ln)][-1:]
             return "\n".join([block[0], *ours, *raised])
     return f"(no log entry for request {request_id})"

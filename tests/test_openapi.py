@@ -7,13 +7,13 @@ from pathlib import Path
 import httpx
 import schemathesis
 from openapi_spec_validator import OpenAPIV31SpecValidator
-
-from tests.conftest import gateway_env
-from tests.fuzzing import fuzz_gateway  # noqa: F401  (fixture)
 from tollway.config import load_settings
 from tollway.gateway import Gateway
 from tollway.http import limits
 from tollway.http.openapi import OPERATIONS, document
+
+from tests.conftest import gateway_env
+from tests.fuzzing import fuzz_gateway as _fuzz_gateway  # noqa: F401  (the fixture, by its name)
 
 
 def _registered(fake, tmp_path: Path) -> set[tuple[str, str]]:

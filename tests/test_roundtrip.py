@@ -16,11 +16,12 @@ from typing import Any, Callable, Optional
 import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
-
-from tests.conftest import Gateway
-from tests.fuzzing import Findings, deep, fuzz_gateway, response_problems  # noqa: F401  (fixture)
 from tollway.keys import KeyStore
 from tollway.store import Database
+
+from tests.conftest import Gateway
+from tests.fuzzing import Findings, deep, response_problems
+from tests.fuzzing import fuzz_gateway as _fuzz_gateway  # noqa: F401  (the fixture, by its name)
 
 EXAMPLES_PER_ROUTE = 40  # per database
 

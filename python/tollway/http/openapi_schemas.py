@@ -283,12 +283,12 @@ RESOURCES: dict[str, Schema] = {
             "events": {"type": "array", "items": _USAGE_EVENT},
         },
         ("object", "key_id", "total_cost_micros", "max_spend_micros", "reserved_micros", "remaining_micros", "events"),
-    ),  # fmt: skip
+    ),
     "Usage": obj(
         {"object": {"const": "usage"}, "from_ms": INTEGER, "to_ms": INTEGER, "total_cost_micros": INTEGER,
          "request_count": INTEGER, "by_key": {"type": "array", "items": _BY_KEY}},
         ("object", "from_ms", "to_ms", "total_cost_micros", "request_count", "by_key"),
-    ),  # fmt: skip
+    ),
     "Thread": obj(_THREAD_PROPS, tuple(_THREAD_PROPS)),
     "ThreadList": _list_of("Thread"),
     "ThreadDeleted": obj(
@@ -298,7 +298,7 @@ RESOURCES: dict[str, Schema] = {
     "ThreadReply": obj(
         {**_MESSAGE_PROPS, "context": ANY_OBJECT}, (*_MESSAGE_PROPS, "context"),
         description="The assistant's stored reply, with the history sent (context)",
-    ),  # fmt: skip
+    ),
     "ThreadMessageList": _list_of("ThreadMessage"),
     "ThreadExport": obj(
         {"object": {"const": "thread.export"}, "thread": ref("Thread"), "messages": {"type": "array", "items": ref("ThreadMessage")}},
@@ -316,7 +316,7 @@ RESOURCES: dict[str, Schema] = {
                 {"data": {"type": "array", "items": _ANTHROPIC_MODEL}, "has_more": BOOLEAN,
                  "first_id": _NULLABLE_STR, "last_id": _NULLABLE_STR},
                 ("data", "has_more"),
-            ),  # fmt: skip
+            ),
         ],
         "description": "OpenAI's list, or Anthropic's when the request has an anthropic-version header",
     },
