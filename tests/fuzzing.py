@@ -1,36 +1,19 @@
-"""Shared by the fuzz tests (test_schemathesis, test_fuzz_bodies, test_roundtrip): a gateway of their
-own per database (the fuzz leaves odd data behind, which must not reach other tests), the error
-shape of each route, and which 5xx answers are the provider's own rather than ours."""
+"""Shared by the fuzz tests (test_schemathesis, test_fuzz_bodies, test_roundtrip; their gateway is
+conftest's ``fuzz_gateway``): the error shape of each route, which 5xx answers are the provider's
+own rather than ours, and the collection of every distinct failure of a run."""
 
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
-from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import orjson
-import pytest
 
-from tests.conftest import DATABASES, Gateway, gateway_env, start_gateway, stop_gateway, throwaway_database
+from tests.conftest import Gateway
 
 # Models of the test config that answer quickly (dead-gpt retries a closed port; unpriced-gpt is a 400).
 FAST_MODELS = ["test-gpt", "test-claude", "out-gpt", "out-claude", "tiny-claude"]
 _UPSTREAM_CODES = {"upstream_error", "upstream_unreachable", "upstream_timeout", "upstream_bad_response"}
-
-
-@pytest.fixture(scope="module", params=DATABASES)
-def fuzz_gateway(request, fake) -> Iterator[Gateway]:
-    """A granian gateway on a fresh database of each kind, for one test module."""
-    data_dir = Path(tempfile.mkdtemp(prefix="tollway-fuzz-"))
-    with throwaway_database(request.param) as url:
-        gw = start_gateway(gateway_env(fake, data_dir, url), server="granian")
-        try:
-            yield gw
-        finally:
-            stop_gateway(gw)
-            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def route_shape(path: str) -> str:

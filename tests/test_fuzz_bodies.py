@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 
 from tests.conftest import Gateway
 from tests.fuzzing import FAST_MODELS, Findings, deep, response_problems
-from tests.fuzzing import fuzz_gateway as _fuzz_gateway  # noqa: F401  (the fixture, by its name)
 
 EXAMPLES_PER_ROUTE = 200  # per database
 

@@ -13,7 +13,6 @@ from tollway.http import limits
 from tollway.http.openapi import OPERATIONS, document
 
 from tests.conftest import gateway_env
-from tests.fuzzing import fuzz_gateway as _fuzz_gateway  # noqa: F401  (the fixture, by its name)
 
 
 def _registered(fake, tmp_path: Path) -> set[tuple[str, str]]:
