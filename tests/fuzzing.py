@@ -4,6 +4,7 @@ own rather than ours, and the collection of every distinct failure of a run."""
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Optional
 
@@ -130,6 +131,12 @@ class Findings:
             self.add(key, report)
 
     def assert_none(self) -> None:
+        dump = os.environ.get("TOLLWAY_FUZZ_FINDINGS")  # a JSON-lines file to collect them across tests
+        if dump and self.first:
+            with open(dump, "ab") as out:
+                for key, report in self.first.items():
+                    test = os.environ.get("PYTEST_CURRENT_TEST", "")
+                    out.write(orjson.dumps({"test": test, "key": key, "count": self.counts[key], "report": report}) + b"\n")
         assert not self.first, f"{len(self.first)} distinct failure(s):\n\n" + "\n\n".join(
             f"[{self.counts[k]}x] {k}\n{report}" for k, report in self.first.items()
         )

@@ -40,7 +40,9 @@ SYSTEM = st.sampled_from(["", "\x00", "s\x00s", "x" * 100_000, "é\u202e", None]
 SCHEMAS = st.sampled_from(
     [{"type": "object"}, {"type": "object", "description": "\x00"}, {"type": "object", "x-n": 2**64},
      {"type": "object", "properties": {"a": {"type": "string", "pattern": "a\x00"}}}]
-) | st.builds(lambda n: {"type": "object", **deep(n, {"type": "string"}, "dict")}, st.sampled_from([30, 100, 300]))  # fmt: skip
+) | st.builds(lambda n: {"type": "object", **deep(n, {"type": "string"}, "dict")}, st.sampled_from([30, 100, 300])) | st.builds(
+    lambda n: nested_properties(n), st.sampled_from([10, 31, 50, 100])
+)  # fmt: skip
 URLS = st.sampled_from(["http://127.0.0.1:9/h", "http://127.0.0.1:9/" + "x" * 2000, "http://xn--e-ufa.example/é", "http://[::1]:9/"])
 CONTENT = st.sampled_from(["hi", "hi \x00 there", "é" * 1000, [{"type": "text", "text": "x\x00"}],
                            [{"type": "text", "text": "t", "extra": deep(100)}], [{"type": "text", "text": "t", "n": 2**64}]])  # fmt: skip
@@ -118,7 +120,15 @@ WRITES = {
 
 
 _DEEP_META = {"m": deep(300, "v", "dict")}
-_DEEP_SCHEMA = {"type": "object", **deep(100, {"type": "string"}, "dict")}
+def nested_properties(levels: int) -> dict[str, Any]:
+    """An object schema whose property is an object schema, ``levels`` deep (valid JSON Schema)."""
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {"a": schema}}
+    return schema
+
+
+_DEEP_SCHEMA = nested_properties(100)
 _TOOL = {"description": "d", "input_schema": {"type": "object"}, "webhook_url": "http://127.0.0.1:9/h"}
 _TURN = {"model": "out-claude", "content": "hi", "max_tokens": 8}
 SEEDS: dict[str, list[dict[str, Any]]] = {  # bodies that once broke a read (or the write): tried on every run
