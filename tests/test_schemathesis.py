@@ -124,8 +124,8 @@ INT_EDGES = [-1, 0, 2**53 + 1, 2**63, -(2**63) - 1, 10**30, "1e3", "\x00", ""]
 STR_EDGES = ["\x00", "x" * 5000, "\u202e"]
 
 
-def _edge_cases(operation: Any) -> list[Any]:
-    """Edge values for each path and query parameter in turn (the others left out or real)."""
+def _edge_cases(operation: Any, real_ids: dict[str, str]) -> list[Any]:
+    """Edge values for each path and query parameter in turn (the others left out, or real ids)."""
     raw = operation.definition.raw
     params = raw.get("parameters", [])
     path_names = [p["name"] for p in params if p["in"] == "path"]
@@ -133,7 +133,7 @@ def _edge_cases(operation: Any) -> list[Any]:
     for p in params:
         edges = PATH_EDGES if p["in"] == "path" else INT_EDGES if p["schema"].get("type") == "integer" else STR_EDGES
         for value in edges:
-            path_params = {name: "x" for name in path_names}
+            path_params = {name: real_ids[name] for name in path_names}
             query = {}
             if p["in"] == "path":
                 path_params[p["name"]] = value
@@ -161,7 +161,7 @@ def test_edge_parameters(api: Api, method: str, path: str) -> None:
     findings = Findings()
     operation = api.schema[path][method]
     headers = {"authorization": f"Bearer {api.gw.admin}"}
-    for case, name, value, valid in _edge_cases(operation):
+    for case, name, value, valid in _edge_cases(operation, api.real_ids):
         response = case.call(base_url=api.gw.url, session=api.session, headers=headers, timeout=30)
         findings.extend(response_problems(api.gw, method, case.formatted_path, response, (case.path_parameters, case.query), path))
         if not valid and response.status_code < 400:  # (a 5xx is reported above)
