@@ -86,6 +86,10 @@ class Usage:
         finish_reason: Optional[str] = None,
     ) -> None: ...
 
+def json_scan(body: bytes) -> tuple[int, bool]:
+    """(deepest nesting of arrays and objects, whether a string holds a \\u0000 escape), in one pass over the bytes."""
+    ...
+
 def extract_usage(kind: ProviderKind, body: bytes) -> Optional[Usage]:
     """Usage of a whole non-stream response body, parsed in Rust (no Python dicts).
 
@@ -209,7 +213,7 @@ class Ledger:
 class StreamOutcome:
     """What a finished stream hands over, exactly once, through ``on_done``."""
 
-    status: Literal["ok", "client_closed", "upstream_error", "timeout"]
+    status: Literal["ok", "client_closed", "client_stalled", "upstream_error", "timeout"]
     usage: Usage
     cost_micros: int
     text: str
@@ -303,7 +307,13 @@ class UpstreamClient:
         read_timeout: float = 300.0,
         pool_idle_timeout: float = 90.0,
         pool_max_idle_per_host: int = 1024,
-    ) -> None: ...
+        stream_window: int = 262144,
+        client_stall_timeout: float = 60.0,
+    ) -> None:
+        """``stream_window``: a stream reads the upstream at most this many bytes ahead
+        of its consumer (the upstream's TCP flow control holds back the rest).
+        ``client_stall_timeout``: bytes left unread that long close the stream with
+        status "client_stalled" (billed for what the upstream sent until then)."""
     def send(
         self, method: str, url: str, headers: list[tuple[str, str]], body: bytes
     ) -> Awaitable[UpstreamResponse]:
@@ -368,3 +378,30 @@ class UpstreamClient:
     @property
     def _pending(self) -> int:
         """Calls and stream waits whose future is not resolved yet (for tests)."""
+
+class ConnectionGuard:
+    """A thread that closes client connections the HTTP server cannot time out itself.
+
+    Reads TCP_INFO of this process's sockets on ``port``: shuts down those that
+    received no byte for ``header_timeout`` seconds and, above 7/8 of
+    ``max_connections`` open, the youngest silent ones older than ``grace`` down to
+    3/4. Sets TCP_USER_TIMEOUT (``user_timeout`` seconds, 0: unchanged) on the
+    listener. Runs for the life of the process.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        *,
+        header_timeout: float,
+        max_connections: int,
+        grace: float = 0.5,
+        user_timeout: float = 0.0,
+        interval: float = 1.0,
+    ) -> None: ...
+    @property
+    def open(self) -> int:
+        """Client connections open at the last pass."""
+    @property
+    def shed(self) -> int:
+        """Connections shed so far."""

@@ -66,26 +66,69 @@ def cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _serve_robyn_child(args: argparse.Namespace, settings: Settings) -> int:
+    """The Robyn server itself, in the child process of ``tollway serve --server robyn``."""
+    import logging
+
+    from tollway.gateway import Gateway
+    from tollway.http.robyn import serve_robyn
+    from tollway.ledger.owner import AnotherGateway, GatewayLock, die_with_supervisor
+
+    die_with_supervisor()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("robyn", "actix_server", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    owner = GatewayLock(settings.data_dir, settings.database_url)
+    try:
+        owner.acquire(wait=2.0)  # a predecessor that just died may take a moment to let go
+    except AnotherGateway as exc:
+        print(f"tollway: {exc}", file=sys.stderr)
+        return 1
+    print(f"Tollway listening on http://{args.host}:{args.port} (robyn)", flush=True)
+    serve_robyn(Gateway(settings, owner=owner).app, args.host, args.port)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
+    from tollway.ledger.owner import SUPERVISOR_ENV, check_free
+
+    if args.robyn_child:
+        return _serve_robyn_child(args, settings)
+
+    # Checked here so a second gateway exits at once; the process that owns the
+    # ledger (Robyn's, or granian's worker) then takes the lock for its life.
+    refused = check_free(settings.data_dir, settings.database_url)
+    if refused:
+        print(f"tollway: {refused}", file=sys.stderr)
+        return 1
     code = _prepare(settings, announce_existing=False)
     if code:
         return code
+    import os
+    import resource
+
+    from tollway.config.settings import max_connections_for
+
+    # The connection guard of the serving process watches this port (Gateway.startup).
+    os.environ["TOLLWAY_LISTEN_PORT"] = str(args.port)
+    max_connections = args.backpressure or max_connections_for(settings, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    os.environ["TOLLWAY_MAX_CONNECTIONS"] = str(max_connections)
     if args.server == "robyn":
-        import logging
+        from tollway.supervisor import child_env, supervise
 
-        from tollway.gateway import Gateway
-        from tollway.http.robyn import serve_robyn
-
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        for noisy in ("robyn", "actix_server", "alembic"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-        print(f"Tollway listening on http://{args.host}:{args.port} (robyn)", flush=True)
-        serve_robyn(Gateway(settings).app, args.host, args.port)
-        return 0
+        # Robyn runs in a child that is started again when it dies (a Robyn panic
+        # aborts the process; see tollway.supervisor).
+        child = [sys.executable, "-m", "tollway", "serve", "--server", "robyn", "--host", args.host,
+                 "--port", str(args.port), "--robyn-child"]
+        return supervise(child, child_env(SUPERVISOR_ENV))
     from granian import Granian
     from granian.constants import Interfaces, Loops
+    from granian.http import HTTP1Settings
 
     print(f"Tollway listening on http://{args.host}:{args.port} (granian)", flush=True)
+    os.environ[SUPERVISOR_ENV] = str(os.getpid())  # the worker dies with us (die_with_supervisor)
     Granian(
         "tollway.gateway:create_asgi_app",
         factory=True,
@@ -95,10 +138,17 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         workers=1,
         loop=Loops.uvloop,
         backlog=args.backlog,
-        backpressure=args.backpressure,
+        # One permit per connection, below the fd limit: at the limit granian waits
+        # (the guard sheds silent connections) instead of spinning on EMFILE.
+        backpressure=max_connections,
+        # Partial headers, and the idle time between two requests of a connection.
+        http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_timeout * 1000)),
         websockets=False,
         log_access=args.access_log,
         workers_kill_timeout=int(settings.drain_timeout) + 10,
+        # A worker that dies (SIGKILL, OOM) is started again; its successor replays the
+        # journal. A respawned worker that dies within 5.5 s stops the gateway (crash loop).
+        respawn_failed_workers=True,
     ).serve()
     return 0
 
@@ -113,9 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--server", choices=["granian", "robyn"], default="granian")
     serve.add_argument("--backlog", type=int, default=4096, help="listen backlog (kernel somaxconn caps it)")
     serve.add_argument(
-        "--backpressure", type=int, default=16384, help="requests (streams included) held at once before queueing"
+        "--backpressure",
+        type=int,
+        default=0,
+        help="connections held at once before accepting waits (default: TOLLWAY_MAX_CONNECTIONS, else from the fd limit)",
     )
     serve.add_argument("--access-log", action="store_true")
+    serve.add_argument("--robyn-child", action="store_true", help=argparse.SUPPRESS)  # see tollway.supervisor
     serve.set_defaults(func=cmd_serve)
 
     init = sub.add_parser("init", help="create the account and print its admin secret (once)")

@@ -13,14 +13,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
-from tollway._core import UpstreamClient
+from sqlalchemy.exc import DataError
+
+from tollway._core import ConnectionGuard, UpstreamClient
 from tollway.config import ModelRoute, Settings, load_settings
-from tollway.config.settings import DEFAULT_BASE_URLS
+from tollway.config.settings import DEFAULT_BASE_URLS, max_connections_for
 from tollway.http import openapi
-from tollway.http.core import App
+from tollway.http.core import App, HTTPError
 from tollway.keys import KeyStore
 from tollway.keys.auth import Authenticator
 from tollway.ledger import Ledger, LocalLedger
+from tollway.ledger.journal import Journal
+from tollway.ledger.owner import GatewayLock, die_with_supervisor
+from tollway.ledger.replay import replay
 from tollway.ledger.writer import UsageWriter
 from tollway.proxy.spin import SpinWait
 from tollway.store import Database, now_ms
@@ -106,19 +111,36 @@ def reserve_fd_table(limit: int = 1 << 16) -> int:
     return size
 
 
+def bad_input_error(exc: Exception) -> Optional[HTTPError]:
+    """The 400 behind an exception that only bad input raises (the last guard; see App.error_mappers)."""
+    if isinstance(exc, DataError):  # the database refused a value (too long, out of range, a NUL): nothing was written
+        return HTTPError(400, "a value in the request cannot be stored (too long, out of range or with a NUL character)")
+    if isinstance(exc, OverflowError):
+        return HTTPError(400, "a number in the request is out of range")
+    if isinstance(exc, RecursionError):
+        return HTTPError(400, "the request nests too deeply")
+    return None
+
+
 class Gateway:
-    def __init__(self, settings: Settings, ledger: Optional[Ledger] = None) -> None:
+    def __init__(
+        self, settings: Settings, ledger: Optional[Ledger] = None, owner: Optional[GatewayLock] = None
+    ) -> None:
         self.settings = settings
         self.db = Database(settings.database_url)
+        # One gateway per data (tollway.ledger.owner); taken at start if not given held.
+        self.owner = owner if owner is not None else GatewayLock(settings.data_dir, settings.database_url)
+        self.journal = Journal(settings.data_dir / "journal")
         self.store = KeyStore(self.db)
         self.ledger: Ledger = ledger if ledger is not None else LocalLedger()
         self.auth = Authenticator(self.store, self.ledger)
-        self.writer = UsageWriter(self.db, settings.data_dir)
+        self.writer = UsageWriter(self.db, settings.data_dir, journal=self.journal)
         self.threads = ThreadStore(self.db)
         self.tools = ToolStore(self.db)
         self.dispatcher = Dispatcher()
         self.background = BackgroundWork()
         self.client: Optional[UpstreamClient] = None
+        self.guard: Optional[ConnectionGuard] = None
         self.requests_open = 0  # non-stream requests in flight (event loop thread only)
         self.streams_open = OpenCounter()
         self.spin = SpinWait(settings.spin_wait_us)
@@ -126,6 +148,8 @@ class Gateway:
         self.app = App(settings.max_body_bytes)
         self.app.on_startup.append(self.startup)
         self.app.on_shutdown.append(self.shutdown)
+        self.app.authenticate = self.auth.authenticate
+        self.app.error_mappers.append(bad_input_error)
         from tollway.keys import routes as key_routes
         from tollway.ledger import routes as usage_routes
         from tollway.proxy import routes as proxy_routes
@@ -158,12 +182,28 @@ class Gateway:
             connect_timeout=s.connect_timeout,
             first_byte_timeout=s.first_byte_timeout,
             read_timeout=s.read_timeout,
+            stream_window=s.stream_window_bytes,
+            client_stall_timeout=s.client_stall_timeout,
         )
+        port = os.environ.get("TOLLWAY_LISTEN_PORT")
+        if port and self.guard is None:
+            # Silent connections, and responses a client stopped reading (see ConnectionGuard).
+            self.guard = ConnectionGuard(
+                int(port),
+                header_timeout=s.header_timeout,
+                max_connections=max_connections_for(s, resource.getrlimit(resource.RLIMIT_NOFILE)[0]),
+                user_timeout=s.client_stall_timeout,
+            )
 
     def _startup_sync(self) -> None:
         reserve_fd_table()
+        # Short: a worker that cannot have the lock must fail within granian's 5.5 s crash-loop window.
+        self.owner.acquire(wait=2.0)
         self.db.migrate()
+        # What a crash left in the journal goes to the database before the counters are rebuilt from it.
+        replay(self.db, self.journal.directory, self.settings.data_dir)
         self.auth.preload()
+        self.journal.open()
         self.writer.start()
         # Everything built so far lives as long as the process: keep it out of the
         # cyclic GC's scans; then bound the pauses (GC_THRESHOLDS).
@@ -182,6 +222,7 @@ class Gateway:
         await asyncio.to_thread(self.background.close)
         await asyncio.to_thread(self.writer.close, self.settings.drain_timeout)
         self.db.dispose()
+        self.owner.release()
 
 
 def create_asgi_app():
@@ -190,4 +231,6 @@ def create_asgi_app():
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    return ASGIAdapter(Gateway(load_settings()).app)
+    die_with_supervisor()
+    settings = load_settings()
+    return ASGIAdapter(Gateway(settings).app, body_timeout=settings.body_timeout)

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyValueError};
+use pyo3::exceptions::{PyConnectionAbortedError, PyRuntimeError, PyStopIteration, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
@@ -144,15 +144,50 @@ pub struct Waiter {
 #[derive(Default)]
 struct BufState {
     chunks: VecDeque<Bytes>,
+    /// Bytes in `chunks` (what the client has not taken yet).
+    bytes: usize,
+    /// When the oldest chunk in `chunks` was pushed (None while empty).
+    unread_since: Option<Instant>,
     done: bool,
     closed: bool,
+    stalled: bool,
     waiter: Option<Waiter>,
+}
+
+impl BufState {
+    fn drain(&mut self) -> Vec<Bytes> {
+        self.bytes = 0;
+        self.unread_since = None;
+        self.chunks.drain(..).collect()
+    }
+
+    /// A ``read_all`` waiter takes the body only once it is complete: the window must not hold it back.
+    fn wants_all(&self) -> bool {
+        self.waiter.as_ref().is_some_and(|w| w.all)
+    }
+}
+
+/// How far ahead of its client a stream reads the upstream (see ``UpstreamClient``).
+#[derive(Clone, Copy)]
+pub(crate) struct Flow {
+    /// Unread bytes at which the reader stops reading the upstream until the client takes some.
+    window: usize,
+    /// How long unread bytes may wait for the client before the stream is closed ("client_stalled").
+    stall: Option<Duration>,
+}
+
+impl Default for Flow {
+    fn default() -> Self {
+        Flow { window: usize::MAX, stall: None }
+    }
 }
 
 /// What a stream has for its consumer right now.
 enum Next {
     Data(Vec<Bytes>),
     End,
+    /// Closed because the client stopped reading: the body is cut, not complete.
+    Stalled,
     Empty,
 }
 
@@ -161,7 +196,10 @@ pub struct Shared {
     buf: Mutex<BufState>,
     /// Wakes the reader task on close.
     cancel: Notify,
+    /// Wakes the reader task when the client took what filled the window.
+    space: Notify,
     closed: AtomicBool,
+    flow: Flow,
 }
 
 impl Shared {
@@ -179,6 +217,10 @@ impl Shared {
             let mut st = self.buf.lock().unwrap();
             if st.closed {
                 return;
+            }
+            st.bytes += b.len();
+            if st.unread_since.is_none() {
+                st.unread_since = Some(Instant::now());
             }
             st.chunks.push_back(b);
             if st.waiter.as_ref().is_some_and(|w| !w.all) {
@@ -205,11 +247,16 @@ impl Shared {
             let w = {
                 let mut st = self.buf.lock().unwrap();
                 st.closed = true;
-                st.chunks.clear();
+                st.drain();
                 st.waiter.take()
             };
             self.wake(w);
         }
+    }
+
+    fn close_stalled(self: &Arc<Self>) {
+        self.buf.lock().unwrap().stalled = true;
+        self.close();
     }
 
     fn is_done(&self) -> bool {
@@ -225,15 +272,19 @@ impl Shared {
     }
 
     /// What ``__anext__`` (or, with `all`, ``read_all``) can return without waiting.
-    fn poll(st: &mut BufState, all: bool) -> Next {
+    fn poll(&self, st: &mut BufState, all: bool) -> Next {
         if st.closed {
-            return Next::End;
+            return if st.stalled { Next::Stalled } else { Next::End };
         }
-        if all {
-            return if st.done { Next::Data(st.chunks.drain(..).collect()) } else { Next::Empty };
+        if all && !st.done {
+            return Next::Empty;
         }
         if !st.chunks.is_empty() {
-            return Next::Data(st.chunks.drain(..).collect());
+            if st.bytes >= self.flow.window {
+                // the reader may be waiting for room (a stored permit if it is not yet)
+                self.space.notify_one();
+            }
+            return Next::Data(st.drain());
         }
         if st.done {
             Next::End
@@ -243,17 +294,42 @@ impl Shared {
     }
 
     fn try_next(&self, all: bool) -> Next {
-        Shared::poll(&mut self.buf.lock().unwrap(), all)
+        self.poll(&mut self.buf.lock().unwrap(), all)
     }
 
     /// Register `w` unless something can be returned at once.
     fn arm(&self, w: Waiter) -> Next {
         let mut st = self.buf.lock().unwrap();
-        let n = Shared::poll(&mut st, w.all);
+        let n = self.poll(&mut st, w.all);
         if let Next::Empty = n {
+            if w.all {
+                self.space.notify_one();
+            }
             st.waiter = Some(w);
         }
         n
+    }
+
+    /// Whether the window is full, and when the client must have taken the unread bytes by.
+    fn backlog(&self) -> (bool, Option<Instant>) {
+        let st = self.buf.lock().unwrap();
+        if st.wants_all() {
+            return (false, None);
+        }
+        let deadline = match (self.flow.stall, st.unread_since) {
+            (Some(d), Some(t)) => Some(t + d),
+            _ => None,
+        };
+        (st.bytes >= self.flow.window, deadline)
+    }
+
+    /// True when unread bytes have waited for the client past the stall timeout.
+    fn stalled(&self) -> bool {
+        let st = self.buf.lock().unwrap();
+        match (self.flow.stall, st.unread_since) {
+            (Some(d), Some(t)) => !st.wants_all() && t.elapsed() >= d,
+            _ => false,
+        }
     }
 
     /// Called by the hub (GIL held) when this stream's waiter was woken.
@@ -268,6 +344,9 @@ fn next_value<'py>(py: Python<'py>, n: Next, all: bool) -> WakeValue<'py> {
         Next::Data(chunks) => Some(bytes_value(py, &chunks)),
         Next::End if all => Some(Ok(empty_bytes(py))),
         Next::End => Some(Err(stop_async_iteration())),
+        Next::Stalled => Some(Err(PyConnectionAbortedError::new_err(
+            "the client took nothing for client_stall_timeout: the stream was cut",
+        ))),
         Next::Empty => None,
     }
 }
@@ -287,7 +366,7 @@ impl Drop for StreamHandle {
 /// What a finished stream hands over, exactly once, through ``on_done``.
 #[pyclass(module = "tollway._core", frozen, get_all)]
 pub struct StreamOutcome {
-    /// "ok", "client_closed", "upstream_error" or "timeout".
+    /// "ok", "client_closed", "client_stalled", "upstream_error" or "timeout".
     status: &'static str,
     usage: Py<Usage>,
     cost_micros: i64,
@@ -388,7 +467,7 @@ impl UpstreamStream {
         }
         match next_value(py, sh.try_next(all), all) {
             Some(Ok(v)) => return ready(py, v).map(Some),
-            Some(Err(_)) => return Ok(None),
+            Some(Err(e)) => return end_or_raise(py, e),
             None => {}
         }
         let (id, fut) = Hub::begin(hub)?;
@@ -401,10 +480,19 @@ impl UpstreamStream {
                 hub.get().forget(id);
                 match v {
                     Ok(v) => ready(py, v).map(Some),
-                    Err(_) => Ok(None),
+                    Err(e) => end_or_raise(py, e),
                 }
             }
         }
+    }
+}
+
+/// The end of the stream (None: StopAsyncIteration), or the error that cut it.
+fn end_or_raise<'py>(py: Python<'py>, e: PyErr) -> PyResult<Option<Bound<'py, PyAny>>> {
+    if e.is_instance_of::<pyo3::exceptions::PyStopAsyncIteration>(py) {
+        Ok(None)
+    } else {
+        Err(e)
     }
 }
 
@@ -477,11 +565,49 @@ async fn pump(
     let mut forwarded: u64 = 0;
     let mut out = Vec::new();
     loop {
+        // Read the upstream only as fast as the client takes it: with the window full,
+        // wait for room (the upstream's TCP flow control holds the rest back). Unread
+        // bytes older than the stall timeout close the stream. A read interrupted by a
+        // stall check loses nothing (`chunk()` takes a frame only when it is ready);
+        // the read timeout restarts after each wait, as the gap was ours.
+        let (full, stall_at) = shared.backlog();
+        let stall_check = async move {
+            match stall_at {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        if full {
+            tokio::select! {
+                biased;
+                _ = shared.cancel.notified() => {
+                    status = "client_closed";
+                    break;
+                }
+                _ = shared.space.notified() => continue,
+                _ = stall_check => {
+                    if shared.stalled() {
+                        status = "client_stalled";
+                        shared.close_stalled();
+                        break;
+                    }
+                    continue;
+                }
+            }
+        }
         let chunk = tokio::select! {
             biased;
             _ = shared.cancel.notified() => {
                 status = "client_closed";
                 break;
+            }
+            _ = stall_check => {
+                if shared.stalled() {
+                    status = "client_stalled";
+                    shared.close_stalled();
+                    break;
+                }
+                continue;
             }
             r = maybe_timeout(read_timeout, resp.chunk()) => match r {
                 Err(()) => {
@@ -525,7 +651,7 @@ async fn pump(
     };
     out.clear();
     s.scanner.finish(&mut out);
-    if !out.is_empty() && status != "client_closed" {
+    if !out.is_empty() && !shared.is_closed() {
         forwarded += out.len() as u64;
         shared.push(Bytes::copy_from_slice(&out));
     }
@@ -701,6 +827,7 @@ struct StreamArgs {
     hold: Option<Py<Hold>>,
     input_estimate: i64,
     on_done: Py<PyAny>,
+    flow: Flow,
 }
 
 async fn do_stream(
@@ -719,7 +846,7 @@ async fn do_stream(
     let headers_at = start.elapsed();
     let status = resp.status().as_u16();
     let headers = headers_vec(resp.headers());
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared { flow: a.flow, ..Shared::default() });
     let settle = if resp.status().is_success() {
         Some(Settlement {
             scanner: Scanner::new(a.kind, a.strip_usage_chunk),
@@ -746,6 +873,7 @@ pub struct UpstreamClient {
     client: reqwest::Client,
     first_byte_timeout: Option<Duration>,
     read_timeout: Option<Duration>,
+    flow: Flow,
     hub: Py<Hub>,
 }
 
@@ -796,7 +924,8 @@ impl UpstreamClient {
 #[pymethods]
 impl UpstreamClient {
     #[new]
-    #[pyo3(signature = (*, connect_timeout=10.0, first_byte_timeout=600.0, read_timeout=300.0, pool_idle_timeout=90.0, pool_max_idle_per_host=1024))]
+    #[pyo3(signature = (*, connect_timeout=10.0, first_byte_timeout=600.0, read_timeout=300.0, pool_idle_timeout=90.0, pool_max_idle_per_host=1024, stream_window=262_144, client_stall_timeout=60.0))]
+    #[allow(clippy::too_many_arguments)]
     fn py_new(
         py: Python<'_>,
         connect_timeout: f64,
@@ -804,7 +933,12 @@ impl UpstreamClient {
         read_timeout: f64,
         pool_idle_timeout: f64,
         pool_max_idle_per_host: usize,
+        stream_window: usize,
+        client_stall_timeout: f64,
     ) -> PyResult<Self> {
+        if stream_window == 0 {
+            return Err(PyValueError::new_err("stream_window must be at least 1 byte"));
+        }
         let _guard = runtime().enter();
         let mut b = reqwest::Client::builder()
             .pool_idle_timeout(duration(pool_idle_timeout))
@@ -821,6 +955,7 @@ impl UpstreamClient {
             client,
             first_byte_timeout: duration(first_byte_timeout),
             read_timeout: duration(read_timeout),
+            flow: Flow { window: stream_window, stall: duration(client_stall_timeout) },
             hub: Hub::new(py)?,
         })
     }
@@ -848,6 +983,8 @@ impl UpstreamClient {
     /// ``input_estimate`` is used for the input count when the upstream never
     /// reported usage (the outcome is then marked estimated). A gap longer than
     /// ``read_timeout`` between chunks ends the stream with status "timeout".
+    /// The upstream is read at most ``stream_window`` bytes ahead of the consumer;
+    /// bytes left unread for ``client_stall_timeout`` end it with "client_stalled".
     #[pyo3(signature = (method, url, headers, body, *, kind, strip_usage_chunk, pricing, hold, input_estimate, on_done))]
     #[allow(clippy::too_many_arguments)]
     fn stream<'py>(
@@ -868,7 +1005,7 @@ impl UpstreamClient {
         let req = self.build_request(method, url, headers, body)?;
         let client = self.client.clone();
         let (fbt, rt) = (self.first_byte_timeout, self.read_timeout);
-        let args = StreamArgs { kind, strip_usage_chunk, pricing: *pricing, hold, input_estimate, on_done };
+        let args = StreamArgs { kind, strip_usage_chunk, pricing: *pricing, hold, input_estimate, on_done, flow: self.flow };
         self.start(py, move |id, hub| async move {
             let r = do_stream(client, req, fbt, rt, args).await;
             hub.complete(id, Outcome::Stream(r));

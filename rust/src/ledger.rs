@@ -82,7 +82,8 @@ impl KeyCounters {
 ///
 /// Settled or released exactly once: later calls are no-ops that return False.
 /// A Hold dropped without either is released.
-#[pyclass(module = "tollway._core", frozen)]
+// weakref: the crash journal watches holds without keeping them alive (a dropped Hold releases).
+#[pyclass(module = "tollway._core", frozen, weakref)]
 pub struct Hold {
     #[pyo3(get)]
     key_id: String,

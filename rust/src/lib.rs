@@ -4,6 +4,7 @@
 //! * [`usage`]: usage extraction from whole (non-stream) response bodies.
 //! * [`scanner`]: the incremental SSE scanner that tees streams.
 //! * [`sse`]: a plain SSE decoder for streams the gateway rewrites (translated formats).
+//! * [`jsoncheck`]: nesting depth and NUL escapes of a request body, before it is parsed.
 //! * [`ledger`]: per-key spend counters with lock-free reservations.
 //! * [`client`]: the upstream HTTP client on a tokio runtime owned by the extension.
 //! * [`hub`]: how results reach the asyncio loop without the runtime threads taking the GIL.
@@ -13,7 +14,9 @@ use std::sync::OnceLock;
 use pyo3::prelude::*;
 
 pub mod client;
+pub mod guard;
 pub mod hub;
+pub mod jsoncheck;
 pub mod ledger;
 pub mod pricing;
 pub mod scanner;
@@ -75,6 +78,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<pricing::Pricing>()?;
     m.add_class::<pricing::Usage>()?;
     m.add_function(wrap_pyfunction!(usage::extract_usage, m)?)?;
+    m.add_function(wrap_pyfunction!(jsoncheck::json_scan, m)?)?;
     m.add_class::<scanner::StreamScanner>()?;
     m.add_class::<sse::SseDecoder>()?;
     m.add_class::<ledger::Hold>()?;
@@ -83,5 +87,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::UpstreamResponse>()?;
     m.add_class::<client::UpstreamStream>()?;
     m.add_class::<client::UpstreamClient>()?;
+    m.add_class::<guard::ConnectionGuard>()?;
     Ok(())
 }

@@ -35,6 +35,10 @@ class Provider:
     kind: ProviderKind
     base_url: str  # OpenAI: includes /v1; Anthropic: without /v1 (each SDK's convention)
     api_key: Optional[str]
+    # OpenAI: the organization and project the provider's key bills (sent as
+    # OpenAI-Organization / OpenAI-Project); a client's own are never forwarded.
+    organization: Optional[str] = None
+    project: Optional[str] = None
 
     @property
     def endpoint(self) -> str:

@@ -49,6 +49,12 @@ class Settings:
     drain_timeout: float = 30.0
     thread_busy_wait: float = 10.0
     spin_wait_us: int = 2000
+    # Slow and silent clients (README, "Limits and timeouts")
+    stream_window_bytes: int = 256 * 1024
+    client_stall_timeout: float = 60.0
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections: int = 0  # 0: derived from the fd limit (see max_connections_for)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -85,6 +91,8 @@ def _env_providers(env: Mapping[str, str]) -> dict[str, Provider]:
             kind=kind,  # type: ignore[arg-type]
             base_url=env.get(f"{prefix}_BASE_URL") or DEFAULT_BASE_URLS[kind],
             api_key=env.get(f"{prefix}_API_KEY") or None,
+            organization=(env.get("OPENAI_ORG_ID") or None) if kind == "openai" else None,
+            project=(env.get("OPENAI_PROJECT_ID") or None) if kind == "openai" else None,
         )
     return providers
 
@@ -105,7 +113,13 @@ def _file_providers(entries: list[Any], env: Mapping[str, str]) -> dict[str, Pro
         api_key = entry.get("api_key")
         if "api_key_env" in entry:
             api_key = env.get(str(entry["api_key_env"])) or None
-        providers[name] = Provider(name=name, kind=kind, base_url=base_url, api_key=api_key)
+        extras = {}
+        for option in ("organization", "project"):
+            value = entry.get(option)
+            if value is not None and (not isinstance(value, str) or not value or kind != "openai"):
+                raise ConfigError(f"{where} ({name}): '{option}' must be a non-empty string, on an openai provider")
+            extras[option] = value
+        providers[name] = Provider(name=name, kind=kind, base_url=base_url, api_key=api_key, **extras)
     return providers
 
 
@@ -205,7 +219,37 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
         drain_timeout=float(env.get("TOLLWAY_DRAIN_TIMEOUT", 30)),
         thread_busy_wait=float(env.get("TOLLWAY_THREAD_BUSY_WAIT", 10)),
         spin_wait_us=_spin_wait_us(env.get("TOLLWAY_SPIN_WAIT_US", "2000")),
+        stream_window_bytes=int(_bounded(env, "TOLLWAY_STREAM_WINDOW_KB", 256, 4, 65536) * 1024),
+        client_stall_timeout=_bounded(env, "TOLLWAY_CLIENT_STALL_TIMEOUT", 60, 0.1, 86400),
+        header_timeout=_bounded(env, "TOLLWAY_HEADER_TIMEOUT", 10, 0.1, 3600),
+        body_timeout=_bounded(env, "TOLLWAY_BODY_TIMEOUT", 30, 0.1, 3600),
+        max_connections=int(_bounded(env, "TOLLWAY_MAX_CONNECTIONS", 0, 0, 1_000_000)),
     )
+
+
+def _bounded(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    """A number from ``env`` within [low, high] (0 also allowed when it is the default)."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return float(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (low <= value <= high or (value == 0 and default == 0)):
+        raise ConfigError(f"{name}: expected a number from {low:g} to {high:g}, got {raw!r}")
+    return value
+
+
+def max_connections_for(settings: Settings, fd_limit: int) -> int:
+    """Connections one worker holds at most: the setting, else half of what the fd limit
+    leaves after a reserve for the database and files (a proxied stream holds two fds,
+    its client's and its upstream's), at most 16,384. Past the fd limit granian's accept
+    loop would spin on EMFILE; at this limit it waits."""
+    usable = fd_limit - max(256, fd_limit // 8)
+    if settings.max_connections:
+        return max(8, min(settings.max_connections, usable))  # never past the fd limit
+    return max(64, min(16384, usable // 2))
 
 
 def _spin_wait_us(value: str) -> int:

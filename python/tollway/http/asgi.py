@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import Any, Awaitable, Callable, Optional
 
 from tollway.http.core import App, Request, Response, StreamResponse
@@ -20,6 +21,11 @@ class BodyTooLarge(Exception):
 
 
 class ClientGone(Exception):
+    def __str__(self) -> str:
+        return "the connection ended before the body was complete"
+
+
+class BodyTimeout(Exception):
     pass
 
 
@@ -39,8 +45,10 @@ def _encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]
 
 
 class ASGIAdapter:
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, body_timeout: float = 30.0) -> None:
         self.app = app
+        self.body_timeout = body_timeout
+        self.reads = _BodyReads(body_timeout)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The HTTP path is written out in this one coroutine (no helper coroutines on
@@ -58,7 +66,17 @@ class ASGIAdapter:
         # empty last message, which is not waited for (a round trip through the
         # server's threads, ~0.1 ms of an idle gateway's added latency).
         declared = _content_length(headers)
-        message = await receive()
+        try:
+            if declared == 0 or (declared is None and "transfer-encoding" not in headers):
+                message = await receive()  # no body to wait for
+            else:
+                message = await self.reads.receive(receive)
+        except BodyTimeout:
+            await self._send_plain(send, self.app.too_slow(path, self.body_timeout))
+            return
+        except Exception as exc:  # a malformed body (a bad chunk size, say): the server cannot read it
+            await self._send_plain(send, self.app.unreadable_body(path, headers, exc))
+            return
         body = message.get("body", b"")
         if message["type"] == "http.request" and (not message.get("more_body", False) or len(body) == declared):
             # the whole body in one message (the usual case)
@@ -71,7 +89,16 @@ class ASGIAdapter:
             except BodyTooLarge:
                 await self._send_plain(send, self.app.too_large(path))  # type: ignore[arg-type]
                 return
-            except ClientGone:
+            except BodyTimeout:
+                await self._send_plain(send, self.app.too_slow(path, self.body_timeout))
+                return
+            except Exception as exc:  # ClientGone included
+                # granian reports a malformed body (a bad chunk size) as a disconnect:
+                # answer 400 (and close); to a client really gone, the write just fails.
+                try:
+                    await self._send_plain(send, self.app.unreadable_body(path, headers, exc))
+                except Exception:
+                    log.debug("client gone before its body was read", exc_info=True)
                 return
         request = Request(
             method=scope["method"],
@@ -135,7 +162,7 @@ class ASGIAdapter:
         size = 0
         while True:
             if message is None:
-                message = await receive()
+                message = await self.reads.receive(receive)
             if message["type"] == "http.disconnect":
                 raise ClientGone
             chunk = message.get("body", b"")
@@ -159,6 +186,50 @@ class ASGIAdapter:
             }
         )
         await send({"type": "http.response.body", "body": response.body})
+
+
+class _BodyReads:
+    """A body that stops arriving for ``timeout`` seconds ends the request (408).
+
+    granian has no body timeout. Rather than a timer per ``receive()`` (on every
+    POST), pending reads are kept with the tick they started at; one timer a second
+    cancels those older than the timeout.
+    """
+
+    __slots__ = ("ticks", "tick", "pending", "expired", "timer")
+
+    def __init__(self, timeout: float) -> None:
+        self.ticks = max(1, math.ceil(timeout))
+        self.tick = 0
+        self.pending: dict[Any, int] = {}
+        self.expired: set[Any] = set()
+        self.timer: Any = None
+
+    async def receive(self, receive: Receive) -> dict[str, Any]:
+        awaitable = receive()
+        if not asyncio.isfuture(awaitable):
+            awaitable = asyncio.ensure_future(awaitable)
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(1.0, self._sweep)
+        self.pending[awaitable] = self.tick
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if awaitable in self.expired:
+                raise BodyTimeout from None
+            raise
+        finally:
+            self.pending.pop(awaitable, None)
+            self.expired.discard(awaitable)
+
+    def _sweep(self) -> None:
+        self.tick += 1
+        oldest = self.tick - self.ticks
+        for awaitable, started in list(self.pending.items()):
+            if started < oldest and awaitable not in self.expired:
+                self.expired.add(awaitable)
+                awaitable.cancel()
+        self.timer = asyncio.get_running_loop().call_later(1.0, self._sweep)
 
 
 class _DisconnectWatch:

@@ -16,6 +16,9 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from tollway._core import json_scan
+from tollway.http.limits import MAX_ID_CHARS, MAX_JSON_DEPTH
+
 log = logging.getLogger("tollway.http")
 
 Shape = Literal["openai", "anthropic"]
@@ -35,11 +38,22 @@ class Request:
     request_id: str = ""
 
     def query(self) -> dict[str, str]:
-        return dict(parse_qsl(self.query_string, keep_blank_values=True))
+        query = dict(parse_qsl(self.query_string, keep_blank_values=True))
+        for name, value in query.items():
+            if "\x00" in value or "\x00" in name:
+                raise HTTPError(400, f"the query parameter {name!r} contains a NUL character", param=name)
+        return query
 
-    def json(self) -> Any:
+    def json(self, *, allow_nul: bool = False) -> Any:
+        """The body parsed, once its nesting depth is within MAX_JSON_DEPTH and, unless
+        ``allow_nul`` (a body only forwarded, never stored), it has no NUL character."""
         if not self.body:
             raise HTTPError(400, "the request body must be a JSON object")
+        depth, nul = json_scan(self.body)
+        if depth > MAX_JSON_DEPTH:
+            raise HTTPError(400, f"the request body nests {depth} levels deep; at most {MAX_JSON_DEPTH} are accepted")
+        if nul and not allow_nul:
+            raise HTTPError(400, "the request body contains a NUL character (\\u0000), which cannot be stored")
         try:
             return orjson.loads(self.body)
         except orjson.JSONDecodeError as exc:
@@ -133,9 +147,17 @@ def error_response(shape: Shape, exc: HTTPError) -> Response:
     )
 
 
+_ANTHROPIC_PATHS = ("/v1/messages", "/v1/complete")
+
+
 def shape_for(path: str) -> Shape:
-    """Anthropic-shaped errors on the Anthropic route, OpenAI-shaped everywhere else."""
-    return "anthropic" if path.startswith("/v1/messages") else "openai"
+    """Anthropic-shaped errors on the Anthropic routes, OpenAI-shaped everywhere else."""
+    return "anthropic" if path.startswith(_ANTHROPIC_PATHS) else "openai"
+
+
+def unrouted_shape(path: str, headers: dict[str, str]) -> Shape:
+    """The shape of a 404/405: also Anthropic's for any path an Anthropic SDK called (it sends anthropic-version)."""
+    return "anthropic" if "anthropic-version" in headers else shape_for(path)
 
 
 _ID_PREFIX = "req_" + os.urandom(6).hex()
@@ -189,11 +211,24 @@ class Router:
                     methods, params = candidate, m.groupdict()
                     break
         if methods is None:
-            raise HTTPError(404, f"no route for {method} {path}", code="not_found")
+            raise NoRoute(404, f"no route for {method} {path}", code="not_found")
         handler = methods.get(method)
         if handler is None:
-            raise HTTPError(405, f"method {method} is not allowed on {path}")
+            raise NoRoute(405, f"method {method} is not allowed on {path}")
+        for name, value in params.items():
+            # An id that cannot exist (too long, a NUL, not UTF-8) names nothing: 404
+            # here rather than an error from the database.
+            if len(value) > MAX_ID_CHARS or "\x00" in value or not value.isprintable():
+                raise HTTPError(404, f"no such {name.removesuffix('_id')}: the id is not valid", code="not_found", param=name)
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise HTTPError(404, f"no such {name.removesuffix('_id')}: the id is not valid", code="not_found", param=name) from None
         return handler, params
+
+
+class NoRoute(HTTPError):
+    """No route for the method and path (404 or 405): answered only to an authenticated caller."""
 
 
 class App:
@@ -205,6 +240,12 @@ class App:
         self.on_startup: list[Callable[[], Awaitable[None]]] = []
         self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
         self.handling = 0  # requests inside handle() right now (event loop thread only)
+        # Checks the caller's key before a 404/405 is answered (raises the 401), so
+        # that an unauthenticated client cannot map the routes.
+        self.authenticate: Optional[Callable[[dict[str, str]], Awaitable[Any]]] = None
+        # Last guards for whole classes of bad input that slipped past a handler's
+        # checks: each maps an exception to the 4xx it means, or None.
+        self.error_mappers: list[Callable[[Exception], Optional[HTTPError]]] = []
 
     def route(self, method: str, path: str) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
@@ -219,23 +260,56 @@ class App:
         exc = HTTPError(413, f"the request body is larger than the limit of {limit_mb:g} MB", headers=[("connection", "close")])
         return self._finish(error_response(shape_for(path), exc), new_request_id())
 
+    def unreadable_body(self, path: str, headers: dict[str, str], exc: BaseException) -> Response:
+        """The server could not read the body (malformed chunked encoding, say): 400, and
+        the connection is closed since what follows on it cannot be trusted."""
+        log.info("could not read a request body for %s: %s", path, exc)
+        error = HTTPError(400, "the request body could not be read (malformed HTTP framing)", headers=[("connection", "close")])
+        return self._finish(error_response(unrouted_shape(path, headers), error), new_request_id())
+
+    def too_slow(self, path: str, timeout: float) -> Response:
+        exc = HTTPError(408, f"the request body did not arrive within {timeout:g} s", code="request_timeout", headers=[("connection", "close")])
+        return self._finish(error_response(shape_for(path), exc), new_request_id())
+
     async def handle(self, request: Request) -> AnyResponse:
         if not request.request_id:
             request.request_id = new_request_id()
         self.handling += 1
         try:
-            handler, params = self.router.match(request.method, request.path)
+            if "\x00" in request.path:
+                raise HTTPError(400, "the path contains a NUL character")
+            try:
+                handler, params = self.router.match(request.method, request.path)
+            except NoRoute as exc:
+                answer: HTTPError = exc
+                if self.authenticate is not None:
+                    try:
+                        await self.authenticate(request.headers)
+                    except HTTPError as denied:
+                        answer = denied
+                return self._finish(error_response(unrouted_shape(request.path, request.headers), answer), request.request_id)
             response = await handler(request, **params)
         except HTTPError as exc:
             response = error_response(shape_for(request.path), exc)
-        except Exception:  # never a traceback to the client
-            log.exception("unhandled error in %s %s (request %s)", request.method, request.path, request.request_id)
-            response = error_response(
-                shape_for(request.path), HTTPError(500, "internal error; the request id is in x-request-id")
-            )
+        except Exception as exc:  # never a traceback to the client
+            mapped = self._map_error(exc)
+            if mapped is None:
+                log.exception("unhandled error in %s %s (request %s)", request.method, request.path, request.request_id)
+                mapped = HTTPError(500, "internal error; the request id is in x-request-id")
+            else:  # a check is missing somewhere: the client gets its 400, we get the traceback
+                log.warning("bad input past the checks in %s %s (request %s)", request.method, request.path,
+                            request.request_id, exc_info=True)
+            response = error_response(shape_for(request.path), mapped)
         finally:
             self.handling -= 1
         return self._finish(response, request.request_id)
+
+    def _map_error(self, exc: Exception) -> Optional[HTTPError]:
+        for mapper in self.error_mappers:
+            mapped = mapper(exc)
+            if mapped is not None:
+                return mapped
+        return None
 
     @staticmethod
     def _finish(response: AnyResponse, request_id: str) -> AnyResponse:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+import orjson
+
 from tollway.http.core import HTTPError, Request
+from tollway.http.limits import MAX_METADATA_BYTES
 
 
 def json_object(request: Request) -> dict[str, Any]:
@@ -27,6 +30,9 @@ def metadata_object(body: dict[str, Any]) -> dict[str, Any]:
         return {}
     if not isinstance(value, dict):
         raise HTTPError(400, "'metadata' must be a JSON object", param="metadata")
+    size = len(orjson.dumps(value))
+    if size > MAX_METADATA_BYTES:
+        raise HTTPError(400, f"'metadata' is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are accepted", param="metadata")
     return value
 
 

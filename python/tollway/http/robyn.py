@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 from typing import Any, AsyncIterator
-from urllib.parse import urlencode
+from urllib.parse import unquote
 
 from tollway.http.core import App, Request, Response, StreamResponse
 
@@ -65,7 +65,9 @@ def build_robyn(app: App) -> Any:
             stream.close()
 
     async def handle(request: Any) -> Any:
-        path = request.url.path
+        # Robyn hands over the path and the query values still percent-encoded;
+        # decode them as ASGI servers do, so that both servers see the same request.
+        path = unquote(request.url.path, errors="replace")
         body = request.body
         if isinstance(body, str):
             body = body.encode("utf-8")
@@ -74,7 +76,7 @@ def build_robyn(app: App) -> Any:
         ours = Request(
             method=request.method.upper(),
             path=path,
-            query_string=urlencode(request.query_params.multi_items()),
+            query_string="&".join(f"{k}={v}" for k, v in request.query_params.multi_items()),
             headers={k.lower(): v for k, v in request.headers.items()},
             body=body,
         )

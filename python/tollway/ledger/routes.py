@@ -6,6 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from tollway.http.core import App, HTTPError, Request, Response, json_response
+from tollway.http.limits import MAX_TIME_MS
 from tollway.ledger.report import month_start_ms, usage_summary
 from tollway.store import now_ms
 
@@ -14,10 +15,14 @@ if TYPE_CHECKING:
 
 
 def _ms(value: str, name: str) -> int:
+    message = f"'{name}' must be a Unix time in milliseconds, from 0 to {MAX_TIME_MS}"
     try:
-        return int(value)
+        ms = int(value)
     except ValueError:
-        raise HTTPError(400, f"'{name}' must be a Unix time in milliseconds", param=name) from None
+        raise HTTPError(400, message, param=name) from None
+    if not 0 <= ms <= MAX_TIME_MS:
+        raise HTTPError(400, message, param=name)
+    return ms
 
 
 def register(app: App, gw: "Gateway") -> None:

@@ -5,8 +5,10 @@ outcome over from a runtime thread, holding the GIL) and cheap on the hot path:
 no lock, no wake-up. The thread swaps the list out every ``interval_s`` and
 writes it in one transaction. ``flush`` wakes it and waits until everything
 submitted before the call is committed. Nothing is dropped: a failing database
-is retried, and rows still unwritten when the process must stop are saved to a
-JSON-lines file in the data directory.
+is retried. With a crash journal (tollway.ledger.journal) every row is also
+journaled as it is submitted, and rows still unwritten when the process must stop
+stay in the journal for the next start; without one they are saved to a JSON-lines
+file in the data directory (replayed at the next start too).
 """
 
 from __future__ import annotations
@@ -18,22 +20,40 @@ from pathlib import Path
 from typing import Any, Optional
 
 import orjson
-from sqlalchemy import insert
+from sqlalchemy.dialects import postgresql, sqlite
 
+from tollway.ledger.journal import Journal, Rotation, new_event_id
 from tollway.store import Database, usage_events
 
 log = logging.getLogger("tollway.usage")
 
 USAGE_COLUMNS = (
-    "request_id", "account_id", "key_id", "model", "provider", "http_status", "outcome", "stream",
+    "event_id", "request_id", "account_id", "key_id", "model", "provider", "http_status", "outcome", "stream",
     "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "estimated",
     "cost_micros", "latency_ms", "created_at",
 )  # fmt: skip
 
 
+def insert_statement(db: Database) -> tuple[str, Optional[tuple[str, ...]]]:
+    """The INSERT of usage rows compiled for ``db``, and the parameter order if positional.
+
+    An event already written is skipped, never an error: a commit whose
+    acknowledgement was lost is retried, and the journal's replay may meet rows the
+    writer committed just before the crash.
+    """
+    dialect = db.engine.dialect
+    make = sqlite.insert if dialect.name == "sqlite" else postgresql.insert
+    stmt = make(usage_events).on_conflict_do_nothing(index_elements=["event_id"])
+    compiled = stmt.compile(dialect=dialect, column_keys=list(USAGE_COLUMNS))
+    return compiled.string, tuple(compiled.positiontup) if compiled.positional else None
+
+
 class UsageWriter:
-    def __init__(self, db: Database, spill_dir: Path, interval_s: float = 0.05) -> None:
+    def __init__(
+        self, db: Database, spill_dir: Path, interval_s: float = 0.05, journal: Optional[Journal] = None
+    ) -> None:
         self.db = db
+        self.journal = journal
         self.spill_dir = spill_dir
         self.interval_s = interval_s
         self._buffer: list[dict[str, Any]] = []
@@ -50,7 +70,13 @@ class UsageWriter:
         self._thread.start()
 
     def submit(self, row: dict[str, Any]) -> None:
-        self._buffer.append(row)
+        journal = self.journal
+        if journal is None:
+            self._buffer.append(row)
+            return
+        with journal.lock:  # one step with respect to _swap (see there)
+            journal.row_locked(row)
+            self._buffer.append(row)
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every event submitted so far is in the database.
@@ -79,7 +105,12 @@ class UsageWriter:
             self._give_up = True
             self._thread.join(5)
         leftover = self._pending + self._buffer
-        if leftover:
+        if self.journal is not None:
+            self.journal.close(committed=not leftover)
+            if leftover:
+                log.error("could not write %d usage events to the database; they stay in the crash journal %s "
+                          "and are written at the next start", len(leftover), self.journal.directory)
+        elif leftover:
             self._spill(leftover)
 
     def _spill(self, rows: list[dict[str, Any]]) -> None:
@@ -95,22 +126,37 @@ class UsageWriter:
             stopping = self._stop
             self._wake.wait(self.interval_s)
             self._wake.clear()
-            # Swap the buffer out (atomic under the GIL: appends go to the new list).
-            self._pending, self._buffer = self._buffer, []
+            rotation = self._swap()
+            carried = rotation is not None and self.journal.carry(rotation)
             if self._pending and not self._write_pending():
                 return
+            if carried:  # everything the old segments hold is committed or carried forward
+                Journal.remove(rotation.old)
             with self._done:
                 self._passes += 1
                 self._done.notify_all()
             if stopping and not self._buffer:
                 return
 
+    def _swap(self) -> Optional[Rotation]:
+        """Take the buffer for this pass (appends go to a new list); rotate the journal if due.
+
+        Under the journal's lock, so a row is journaled in a segment older than the
+        new one only if it is in this pass's batch: once the batch is committed, the
+        old segments hold nothing the database lacks but the holds carried forward.
+        """
+        journal = self.journal
+        if journal is None:
+            self._pending, self._buffer = self._buffer, []  # atomic under the GIL
+            return None
+        segment = journal.next_segment() if journal.rotate_due() else None
+        with journal.lock:
+            self._pending, self._buffer = self._buffer, []
+            return journal.rotate_locked(segment) if segment is not None else None
+
     def _statement(self) -> tuple[str, Optional[tuple[str, ...]]]:
-        """The INSERT compiled once for this database, and the parameter order if positional."""
         if self._compiled is None:
-            compiled = insert(usage_events).compile(dialect=self.db.engine.dialect, column_keys=USAGE_COLUMNS)
-            order = tuple(compiled.positiontup) if compiled.positional else None
-            self._compiled = (compiled.string, order)
+            self._compiled = insert_statement(self.db)
         return self._compiled
 
     def _write_pending(self) -> bool:
@@ -135,6 +181,7 @@ class UsageWriter:
 
 def usage_row(
     *,
+    event_id: Optional[str] = None,
     request_id: str,
     account_id: str,
     key_id: str,
@@ -153,6 +200,7 @@ def usage_row(
     created_at: Optional[int] = None,
 ) -> dict[str, Any]:
     return {
+        "event_id": event_id or new_event_id(),
         "request_id": request_id,
         "account_id": account_id,
         "key_id": key_id,

@@ -17,6 +17,10 @@ TOKENS_PER_IMAGE = 1600  # above both providers' per-image maximum at default de
 # key above all) stays here.
 _FORWARDED_PREFIXES = ("anthropic-", "openai-")
 _FORWARDED = {"content-type", "accept", "user-agent", "idempotency-key"}
+# ... except those that choose whose account pays: the OpenAI SDKs send these
+# whenever OPENAI_ORG_ID / OPENAI_PROJECT_ID are set in the caller's environment.
+# A provider's own organization and project come from its config.
+_NEVER_FORWARDED = {"openai-organization", "openai-project"}
 
 
 @dataclass(slots=True)
@@ -50,7 +54,7 @@ def upstream_headers(
     out = dict(defaults) if defaults else {}
     out["accept-encoding"] = "identity"  # we read the body: no compression
     for name, value in client_headers.items():
-        if name in _FORWARDED or name.startswith(_FORWARDED_PREFIXES):
+        if (name in _FORWARDED or name.startswith(_FORWARDED_PREFIXES)) and name not in _NEVER_FORWARDED:
             out[name] = value
     out.update(ours)
     return list(out.items())

@@ -52,6 +52,10 @@ class OpenAIAdapter:
         ours = {"content-type": "application/json"}
         if provider.api_key:
             ours["authorization"] = f"Bearer {provider.api_key}"
+        if provider.organization:
+            ours["openai-organization"] = provider.organization
+        if provider.project:
+            ours["openai-project"] = provider.project
         return upstream_headers(client_headers, ours)
 
 

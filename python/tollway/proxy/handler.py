@@ -27,9 +27,11 @@ from tollway._core import (
 from tollway.config import ModelRoute
 from tollway.http.core import AnyResponse, HTTPError, Request, Response, StreamResponse
 from tollway.keys import ApiKey
+from tollway.ledger.journal import Journal, new_event_id
 from tollway.ledger.writer import usage_row
 from tollway.proxy import looped, translated
 from tollway.proxy.caps import decide_hold
+from tollway.proxy.checks import check_model_request, token_count
 from tollway.proxy.headers import response_headers
 from tollway.providers import ADAPTERS
 from tollway.providers.base import estimate_input_tokens
@@ -107,8 +109,14 @@ class Call:
     hold: Hold
     clamp_to: Optional[int]
     input_estimate: int
-    base: dict[str, Any]  # the usage event's identity: request, account, key, model, provider
+    base: dict[str, Any]  # the usage event's identity: event, request, account, key, model, provider
     started: float
+    journal: Journal
+
+    def release(self) -> None:
+        """Give the hold back, nothing spent (a no-op once settled or released)."""
+        if self.hold.release():
+            self.journal.release(self.base["event_id"])
 
     @property
     def extra_headers(self) -> list[tuple[str, str]]:
@@ -138,9 +146,10 @@ class Proxy:
     async def handle(self, request: Request, shape: str) -> AnyResponse:
         started = time.perf_counter()
         key = await self.gw.auth.authenticate(request.headers)
-        payload = request.json()
+        payload = request.json(allow_nul=True)  # forwarded, never stored
         if not isinstance(payload, dict):
             raise HTTPError(400, "the request body must be a JSON object")
+        check_model_request(payload)
         route = self.route(payload.get("model"))
         if "tool_ids" in payload:
             return await looped.handle(self, request, shape, key, route, payload, started)
@@ -157,7 +166,7 @@ class Proxy:
             done = await self.complete(call)
             return Response(done.status, done.body, done.headers)
         except BaseException:
-            call.hold.release()  # no-op once the hold was settled
+            call.release()  # no-op once the hold was settled
             raise
 
     def route(self, name: Any) -> ModelRoute:
@@ -188,20 +197,27 @@ class Proxy:
         """
         adapter = ADAPTERS[route.provider.kind]
         requested = adapter.requested_max_tokens(payload)
-        if requested is not None and (isinstance(requested, bool) or not isinstance(requested, int) or requested < 1):
-            raise HTTPError(400, "'max_tokens' must be a positive integer", param="max_tokens")
+        if requested is not None:
+            token_count(requested, "max_tokens")
         if raw is None:
             raw = orjson.dumps(payload)
         input_estimate = estimate_input_tokens(payload, len(raw))
         decision = decide_hold(self.gw.ledger, key.id, route, input_estimate, requested)
-        prepared = adapter.prepare(payload, raw, route.upstream_model, decision.clamp_to, stream)
+        try:
+            prepared = adapter.prepare(payload, raw, route.upstream_model, decision.clamp_to, stream)
+        except BaseException:
+            decision.hold.release()  # not journaled yet
+            raise
         base = {
+            "event_id": new_event_id(),
             "request_id": request_id,
             "account_id": key.account_id,
             "key_id": key.id,
             "model": route.name,
             "provider": route.provider.name,
         }
+        journal = self.gw.journal
+        journal.hold(base["event_id"], decision.hold, base, stream, input_estimate)
         return Call(
             route,
             adapter.headers(route.provider, client_headers),
@@ -212,6 +228,7 @@ class Proxy:
             input_estimate,
             base,
             started,
+            journal,
         )
 
     async def _send_with_retries(self, route: ModelRoute, make_call) -> Union[UpstreamResponse, UpstreamStream]:
@@ -262,7 +279,7 @@ class Proxy:
             gw.spin.observe(route.provider.name, time.perf_counter() - began)
             out_headers = response_headers(response.headers) + call.extra_headers
             if not 200 <= response.status < 300:
-                hold.release()
+                call.release()
                 self._record_failure(base, response.status, "upstream_error", False, call.started)
                 return Completed(response.status, out_headers, response.body)
             usage = extract_usage(route.provider.kind, response.body)
@@ -327,7 +344,7 @@ class Proxy:
         assert isinstance(upstream, UpstreamStream)
         if not 200 <= upstream.status < 300:
             error = await upstream.read_all()
-            call.hold.release()
+            call.release()
             self._record_failure(call.base, upstream.status, "upstream_error", True, call.started)
             return Completed(upstream.status, response_headers(upstream.headers) + call.extra_headers, error)
         gw.streams_open.add(1)  # given back by the recorder when the stream settles

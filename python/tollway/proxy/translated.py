@@ -115,6 +115,6 @@ async def handle(
             return Response(done.status, error_to_client(shape, done.status, done.body), _headers(done.headers, JSON_HEADERS))
         return Response(done.status, response_to_client(shape, done.body, model), _headers(done.headers, JSON_HEADERS))
     except BaseException:
-        call.hold.release()
+        call.release()
         raise
 

@@ -46,13 +46,16 @@ usage_events = Table(
     "usage_events",
     metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    # One per model call (several calls of a request share its request_id); NULL on rows
+    # from before migration 0004. Unique: replaying the crash journal is idempotent.
+    Column("event_id", String(40), nullable=True),
     Column("request_id", String(40), nullable=False),
     Column("account_id", String(40), nullable=False),
     Column("key_id", String(40), nullable=False),
     Column("model", String(200), nullable=False),
     Column("provider", String(100), nullable=False),
     Column("http_status", Integer, nullable=False),
-    # ok | client_closed | upstream_error | timeout | error
+    # ok | client_closed | client_stalled | upstream_error | timeout | error | interrupted (in flight at a crash)
     Column("outcome", String(20), nullable=False),
     Column("stream", Boolean, nullable=False),
     Column("input_tokens", BigInteger, nullable=False),
@@ -65,6 +68,7 @@ usage_events = Table(
     Column("created_at", BigInteger, nullable=False),
     Index("ix_usage_account_time", "account_id", "created_at"),
     Index("ix_usage_key_time", "key_id", "created_at"),
+    Index("ux_usage_event_id", "event_id", unique=True),
 )
 
 

@@ -25,7 +25,9 @@ from tollway._core import StreamOutcome, UpstreamStream
 from tollway.config import ModelRoute
 from tollway.http.core import SSE_HEADERS, AnyResponse, HTTPError, Request, StreamResponse, json_response
 from tollway.keys import ApiKey
+from tollway.http.params import metadata_object
 from tollway.keys.secrets import new_id
+from tollway.proxy.checks import check_model_request, token_count
 from tollway.proxy.handler import CLAMP_HEADER
 from tollway.proxy.translated import translate_stream
 from tollway.threads.history import REQUEST_OVERHEAD_TOKENS, fit, tokens_of
@@ -208,18 +210,15 @@ class ThreadTurns:
         unknown = sorted(set(body) - TURN_FIELDS)
         if unknown:
             raise HTTPError(400, f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(TURN_FIELDS))}", param=unknown[0])
+        check_model_request(body)
         route = self.proxy.route(body.get("model"))
         content = user_content(body.get("content"))
-        max_tokens = body.get("max_tokens", route.max_output_tokens)
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            raise HTTPError(400, "'max_tokens' must be a positive integer", param="max_tokens")
+        max_tokens = token_count(body.get("max_tokens", route.max_output_tokens), "max_tokens")
         system = body.get("system", thread.system)
         if system is not None and not isinstance(system, (str, list)):
             raise HTTPError(400, "'system' must be a string or a list of text blocks", param="system")
         stream = body.get("stream") is True
-        metadata = body.get("metadata")
-        if metadata is not None and not isinstance(metadata, dict):
-            raise HTTPError(400, "'metadata' must be an object", param="metadata")
+        metadata = metadata_object(body) if body.get("metadata") is not None else None
 
         lease = await self._acquire(thread.id)
         turn = Turn(self, thread, route, NewMessage("user", content, metadata=metadata), lease)
@@ -267,7 +266,7 @@ class ThreadTurns:
                 else:
                     response = await self._complete(turn, call)
             except BaseException:
-                call.hold.release()
+                call.release()
                 raise
             handed_over = True
             return response

@@ -176,7 +176,7 @@ class ToolLoop:
             try:
                 done = await self.proxy.complete(call)
             except BaseException:
-                call.hold.release()
+                call.release()
                 raise
             done.headers.append(("x-tollway-tool-turns", str(self.turns)))
             if not done.ok:
@@ -209,7 +209,8 @@ class ToolLoop:
         headers = SSE_HEADERS + call.extra_headers
         # The loop runs in a task of its own, so it ends (and is stored and billed)
         # whether or not the server notices that the client went away.
-        queue: asyncio.Queue[Optional[bytes]] = asyncio.Queue()
+        # Bounded, so the loop reads its model turns only as fast as the client takes them.
+        queue: asyncio.Queue[Optional[bytes]] = asyncio.Queue(_QUEUE_CHUNKS)
         self.gw.requests_open += 1
         asyncio.get_running_loop().create_task(self._drive(first, writer, client_shape, translator_factory, queue))
         return StreamResponse(200, headers, _drain(queue), self.close)
@@ -218,25 +219,42 @@ class ToolLoop:
         try:
             async for out in self._stream(first, writer, client_shape, translator_factory):
                 if not self.closed:
-                    queue.put_nowait(out)
+                    await self._offer(queue, out)
+        except ConnectionAbortedError:  # the client stopped reading: the model turn was cut
+            self.close()
         except Exception:
             log.exception("the tool loop of request %s failed", self.request_id)
             if not self.closed:
-                queue.put_nowait(writer.error(500, "api_error", "internal error in the tool loop; the request id is in x-request-id"))
+                await self._offer(queue, writer.error(500, "api_error", "internal error in the tool loop; the request id is in x-request-id"))
         finally:
-            queue.put_nowait(None)
+            await self._offer(queue, None, force=True)
             try:
                 if self.steps is not None:
                     await self.steps.finish(self.last_outcome, self.left_out, self.trailing)
             finally:
                 self.gw.requests_open -= 1
 
+    async def _offer(self, queue: "asyncio.Queue[Optional[bytes]]", item: Optional[bytes], force: bool = False) -> None:
+        """Queue ``item`` for the client; a client that takes nothing for the stall
+        timeout is treated as gone (the loop stops, and still ends, stored and billed)."""
+        if self.closed:  # the client is gone: only the end marker, if there is room
+            if force and not queue.full():
+                queue.put_nowait(item)
+            return
+        if not queue.full():
+            queue.put_nowait(item)
+            return
+        try:
+            await asyncio.wait_for(queue.put(item), self.gw.settings.client_stall_timeout)
+        except TimeoutError:
+            self.close()
+
     async def _open_turn(self, call: "Call") -> Union[tuple[UpstreamStream, list[StreamOutcome]], "Completed"]:
         box: list[StreamOutcome] = []
         try:
             upstream = await self.proxy.open_stream(call, then=box.append)
         except BaseException:
-            call.hold.release()
+            call.release()
             raise
         if not isinstance(upstream, UpstreamStream):
             return upstream
@@ -318,6 +336,9 @@ class ToolLoop:
         out = b"".join(writer.feed(e, d) for e, d in tail)
         if out:
             yield out
+
+
+_QUEUE_CHUNKS = 4  # each a coalesced read of a turn (at most about a stream window)
 
 
 async def _drain(queue: "asyncio.Queue[Optional[bytes]]") -> AsyncIterator[bytes]:

@@ -13,6 +13,7 @@ import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import orjson
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
@@ -29,6 +30,7 @@ _PATCH_FIELDS = {"name", "description", "input_schema", "webhook_url", "timeout_
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 MAX_DESCRIPTION = 10_000
 MAX_URL = 2048
+MAX_SCHEMA_BYTES = 64 * 1024
 MAX_LIMIT = 100
 
 
@@ -64,8 +66,13 @@ def validate_input_schema(value: Any) -> dict[str, Any]:
         raise HTTPError(400, "'input_schema' must be a JSON Schema object", param="input_schema")
     if value.get("type") != "object":
         raise HTTPError(400, "'input_schema' must have \"type\": \"object\" (tool input is a JSON object)", param="input_schema")
+    size = len(orjson.dumps(value))
+    if size > MAX_SCHEMA_BYTES:
+        raise HTTPError(400, f"'input_schema' is {size} bytes as JSON; at most {MAX_SCHEMA_BYTES} are accepted", param="input_schema")
     try:
         Draft202012Validator.check_schema(value)
+    except RecursionError:  # the body's depth limit keeps schemas well inside it; never a 500 all the same
+        raise HTTPError(400, "'input_schema' nests too deeply to be checked", param="input_schema") from None
     except SchemaError as exc:
         where = "/".join(str(p) for p in exc.path)
         detail = f"{exc.message} (at {where})" if where else exc.message
