@@ -117,11 +117,12 @@ OPERATIONS: dict[tuple[str, str], Op] = {
 }  # fmt: skip
 
 _REASONS = {
-    400: "Bad request: the body or a parameter is invalid (param names it)",
+    400: "Bad request: the body or a parameter is invalid (param names it), a NUL in the URL, or malformed HTTP framing",
     401: "Missing, invalid or revoked key",
     402: "The key's spending cap is reached",
     403: "The key may not do this (admin key required, or another end user's)",
     404: "No such resource (or one the key may not see)",
+    408: "The request body stalled longer than TOLLWAY_BODY_TIMEOUT",
     409: "Conflict (a tool name taken; another turn of the thread in progress)",
     413: "The body is larger than the configured limit",
     "4XX": "The provider's own client error, passed through",
@@ -166,7 +167,9 @@ def _operation(method: str, path: str, op: Op) -> dict[str, Any]:
     if op.body is not None:
         out["requestBody"] = {"required": op.body_required, "content": {"application/json": {"schema": ref(op.body)}}}
     responses: dict[str, Any] = {str(s): _ok_response(s, name) for s, name in op.ok.items()}
-    for status in op.errors:
+    # Any request may get a 400 (a NUL in its URL, malformed HTTP framing); one with a body a 408 (it stalled).
+    always = {400, 408} if op.body is not None else {400}
+    for status in sorted(set(op.errors) | always):
         responses[str(status)] = _error_response(status, op.shape)
     if op.provider:
         responses["4XX"] = _error_response("4XX", op.shape)
