@@ -332,6 +332,20 @@ def gateway(fake: FakeServer, database_url: str, server: str) -> Iterator[Gatewa
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+@pytest.fixture(scope="module", params=DATABASES)
+def fuzz_gateway(request, fake: FakeServer) -> Iterator[Gateway]:
+    """A granian gateway on a fresh database of each kind for one fuzz test module (tests/fuzzing.py):
+    the odd data a fuzz leaves behind must not reach other tests."""
+    data_dir = Path(tempfile.mkdtemp(prefix="tollway-fuzz-"))
+    with throwaway_database(request.param) as url:
+        gw = start_gateway(gateway_env(fake, data_dir, url), server="granian")
+        try:
+            yield gw
+        finally:
+            stop_gateway(gw)
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
 @pytest.fixture
 def fresh_database(request) -> Iterator[str]:
     """A database of its own for a test that starts and stops gateways itself."""

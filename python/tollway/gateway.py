@@ -18,6 +18,7 @@ from sqlalchemy.exc import DataError
 from tollway._core import ConnectionGuard, UpstreamClient
 from tollway.config import ModelRoute, Settings, load_settings
 from tollway.config.settings import DEFAULT_BASE_URLS, max_connections_for
+from tollway.http import openapi
 from tollway.http.core import App, HTTPError
 from tollway.keys import KeyStore
 from tollway.keys.auth import Authenticator
@@ -160,6 +161,7 @@ class Gateway:
         proxy = proxy_routes.register(self.app, self)
         thread_routes.register(self.app, self, proxy)
         tool_routes.register(self.app, self)
+        openapi.register(self.app)
 
     def in_flight(self) -> int:
         return self.requests_open + self.streams_open.value + self.background.pending.value

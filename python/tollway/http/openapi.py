@@ -1,0 +1,220 @@
+"""The OpenAPI 3.1 description of every route, served at ``GET /openapi.json`` (no key needed).
+
+One entry per (method, path) the gateway registers; tests/test_openapi.py fails
+when a route has no entry here (or an entry has no route), and schemathesis runs
+the gateway against this document (tests/test_schemathesis.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import orjson
+
+from tollway import __version__
+from tollway.http.core import App, Request, Response
+from tollway.http.limits import MAX_TIME_MS
+from tollway.http.openapi_schemas import SCHEMAS, Schema, ref
+
+OPENAPI_PATH = "/openapi.json"
+_NO_NUL = "^[^\\x00]*$"
+
+# The error statuses a route of each kind can answer itself.
+_AUTH = (401,)
+_ADMIN = (401, 403)
+_BODY = (400, 413)
+
+
+@dataclass(frozen=True)
+class Op:
+    summary: str
+    ok: dict[int, str]  # status -> response schema name ("sse:NAME": JSON or an SSE stream)
+    errors: tuple[int, ...] = ()
+    body: Optional[str] = None  # request schema name
+    body_required: bool = True
+    query: dict[str, Schema] = field(default_factory=dict)
+    tag: str = "management"
+    shape: str = "openai"  # error body: "openai" or "anthropic"
+    provider: bool = False  # the provider's own status and error pass through (4XX/5XX)
+    public: bool = False  # no key needed
+
+
+def _limit(default: int, maximum: int) -> Schema:
+    return {"type": "integer", "minimum": 1, "maximum": maximum, "default": default}
+
+
+_CURSOR: Schema = {"type": "string", "pattern": _NO_NUL, "description": "an id from the previous page"}
+_TIME: Schema = {"type": "integer", "minimum": 0, "maximum": MAX_TIME_MS, "description": "Unix time in milliseconds"}
+
+OPERATIONS: dict[tuple[str, str], Op] = {
+    ("GET", OPENAPI_PATH): Op("This OpenAPI 3.1 description", {200: "ProviderResponse"}, public=True, tag="meta"),
+    # ---- model calls
+    ("POST", "/v1/chat/completions"): Op(
+        "OpenAI Chat Completions, capped and metered (any configured model; tool_ids runs registered tools)",
+        {200: "sse:ProviderResponse"}, (*_AUTH, *_BODY, 402, 404), "ChatCompletionRequest",
+        tag="models", provider=True,
+    ),
+    ("POST", "/v1/messages"): Op(
+        "Anthropic Messages, capped and metered (any configured model; tool_ids runs registered tools)",
+        {200: "sse:ProviderResponse"}, (*_AUTH, *_BODY, 402, 404), "MessagesRequest",
+        tag="models", shape="anthropic", provider=True,
+    ),
+    ("GET", "/v1/models"): Op("The routable models", {200: "ModelList"}, _AUTH, tag="models"),
+    # ---- keys
+    ("POST", "/v1/keys"): Op("Mint a key (the secret is in this response only)", {201: "ApiKeyCreated"}, (*_ADMIN, *_BODY), "KeyCreate"),
+    ("GET", "/v1/keys"): Op(
+        "List the account's keys", {200: "ApiKeyList"}, (*_ADMIN, 400), query={"limit": _limit(50, 500), "after": _CURSOR}
+    ),
+    ("GET", "/v1/keys/{key_id}"): Op("Read a key", {200: "ApiKey"}, (*_ADMIN, 404)),
+    ("PATCH", "/v1/keys/{key_id}"): Op("Change a key's name, cap or metadata", {200: "ApiKey"}, (*_ADMIN, *_BODY, 404), "KeyUpdate"),
+    ("DELETE", "/v1/keys/{key_id}"): Op("Revoke a key", {200: "ApiKeyRevoked"}, (*_ADMIN, 404)),
+    ("GET", "/v1/keys/{key_id}/usage"): Op(
+        "A key's spend and its last 100 usage events (a standard key: its own only)", {200: "KeyUsage"}, (*_ADMIN, 404)
+    ),
+    ("GET", "/v1/usage"): Op(
+        "Spend by key and model, from_ms <= time < to_ms (default: this calendar month, UTC)",
+        {200: "Usage"}, (*_ADMIN, 400), query={"from_ms": _TIME, "to_ms": _TIME},
+    ),
+    # ---- threads
+    ("POST", "/v1/threads"): Op(
+        "Create a thread (a standard key minted for an end user stamps its end_user_id)",
+        {201: "Thread"}, (*_ADMIN, *_BODY), "ThreadCreate", body_required=False, tag="threads",
+    ),
+    ("GET", "/v1/threads"): Op(
+        "List the threads the key may see, newest first", {200: "ThreadList"}, (*_AUTH, 400), tag="threads",
+        query={"limit": _limit(20, 100), "after": _CURSOR, "end_user_id": {"type": "string", "pattern": _NO_NUL, "description": "admin keys only"}},
+    ),
+    ("GET", "/v1/threads/{thread_id}"): Op("Read a thread", {200: "Thread"}, (*_AUTH, 404), tag="threads"),
+    ("PATCH", "/v1/threads/{thread_id}"): Op(
+        "Replace a thread's metadata and/or system prompt", {200: "Thread"}, (*_AUTH, *_BODY, 404), "ThreadUpdate", tag="threads"
+    ),
+    ("DELETE", "/v1/threads/{thread_id}"): Op("Erase a thread and its messages", {200: "ThreadDeleted"}, (*_AUTH, 404), tag="threads"),
+    ("POST", "/v1/threads/{thread_id}/messages"): Op(
+        "Send a user turn; the reply (JSON, or Anthropic SSE events with stream) is stored in the thread",
+        {200: "sse:ThreadReply"}, (*_AUTH, *_BODY, 402, 404, 409), "ThreadTurn", tag="threads", provider=True,
+    ),
+    ("GET", "/v1/threads/{thread_id}/messages"): Op(
+        "A page of a thread's messages", {200: "ThreadMessageList"}, (*_AUTH, 400, 404), tag="threads",
+        query={"order": {"enum": ["asc", "desc"], "default": "asc"}, "limit": _limit(30, 100), "before": _CURSOR, "after": _CURSOR},
+    ),
+    ("GET", "/v1/threads/{thread_id}/export"): Op("A thread and all its messages", {200: "ThreadExport"}, (*_AUTH, 404), tag="threads"),
+    # ---- tools
+    ("POST", "/v1/tools"): Op(
+        "Register a webhook tool (the signing secret is in this response only)",
+        {201: "ToolWithSecret"}, (*_ADMIN, *_BODY, 409), "ToolCreate", tag="tools",
+    ),
+    ("GET", "/v1/tools"): Op(
+        "List the account's tools, oldest first", {200: "ToolList"}, (*_AUTH, 400), tag="tools",
+        query={"limit": _limit(20, 100), "after": _CURSOR},
+    ),
+    ("GET", "/v1/tools/{tool_id}"): Op("Read a tool", {200: "Tool"}, (*_AUTH, 404), tag="tools"),
+    ("PATCH", "/v1/tools/{tool_id}"): Op(
+        "Change a tool (rotate_secret: a new signing secret, in this response only)",
+        {200: "ToolUpdated"}, (*_ADMIN, *_BODY, 404, 409), "ToolUpdate", tag="tools",
+    ),
+    ("DELETE", "/v1/tools/{tool_id}"): Op("Delete a tool", {200: "ToolDeleted"}, (*_ADMIN, 404), tag="tools"),
+}  # fmt: skip
+
+_REASONS = {
+    400: "Bad request: the body or a parameter is invalid (param names it), a NUL in the URL, or malformed HTTP framing",
+    401: "Missing, invalid or revoked key",
+    402: "The key's spending cap is reached",
+    403: "The key may not do this (admin key required, or another end user's)",
+    404: "No such resource (or one the key may not see)",
+    408: "The request body stalled longer than TOLLWAY_BODY_TIMEOUT",
+    409: "Conflict (a tool name taken; another turn of the thread in progress)",
+    413: "The body is larger than the configured limit",
+    "4XX": "The provider's own client error, passed through",
+    "5XX": "The provider's own error (passed through), or 502/504: the provider unreachable or timed out",
+}
+_SSE_EVENT = {
+    "type": "object",
+    "description": "one server-sent event (the provider's, or Anthropic's events on thread turns)",
+    "properties": {"event": {"type": "string"}, "data": {"type": "string"}, "id": {"type": "string"}},
+    "additionalProperties": True,
+}
+_REQUEST_ID = {"x-request-id": {"required": True, "schema": {"type": "string"}, "description": "this request's id"}}
+
+
+def _error_response(status: Any, shape: str) -> dict[str, Any]:
+    name = "AnthropicError" if shape == "anthropic" else "OpenAIError"
+    return {"description": _REASONS[status], "headers": _REQUEST_ID, "content": {"application/json": {"schema": ref(name)}}}
+
+
+def _ok_response(status: int, name: str) -> dict[str, Any]:
+    stream = name.startswith("sse:")
+    name = name.removeprefix("sse:")
+    content: dict[str, Any] = {"application/json": {"schema": ref(name)}}
+    if stream:
+        content["text/event-stream"] = {"schema": _SSE_EVENT}
+    return {"description": "OK" if status == 200 else "Created", "headers": _REQUEST_ID, "content": content}
+
+
+def _operation(method: str, path: str, op: Op) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "operationId": f"{method.lower()}_{path.strip('/').replace('/', '_').replace('{', '').replace('}', '').replace('.', '_')}",
+        "summary": op.summary,
+        "tags": [op.tag],
+    }
+    params = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "pattern": "^[^\\x00/]+$"}}
+        for name in _path_params(path)
+    ]
+    params += [{"name": name, "in": "query", "required": False, "schema": schema} for name, schema in op.query.items()]
+    if params:
+        out["parameters"] = params
+    if op.body is not None:
+        out["requestBody"] = {"required": op.body_required, "content": {"application/json": {"schema": ref(op.body)}}}
+    responses: dict[str, Any] = {str(s): _ok_response(s, name) for s, name in op.ok.items()}
+    # Any request may get a 400 (a NUL in its URL, malformed HTTP framing); one with a body a 408 (it stalled).
+    always = {400, 408} if op.body is not None else {400}
+    for status in sorted(set(op.errors) | always):
+        responses[str(status)] = _error_response(status, op.shape)
+    if op.provider:
+        responses["4XX"] = _error_response("4XX", op.shape)
+        responses["5XX"] = _error_response("5XX", op.shape)
+    out["responses"] = responses
+    out["security"] = [] if op.public else [{"bearer": []}, {"apiKey": []}]
+    return out
+
+
+def _path_params(path: str) -> list[str]:
+    return [part[1:-1] for part in path.split("/") if part.startswith("{")]
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every route in OPERATIONS."""
+    paths: dict[str, dict[str, Any]] = {}
+    for (method, path), op in OPERATIONS.items():
+        paths.setdefault(path, {})[method.lower()] = _operation(method, path, op)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Tollway",
+            "version": __version__,
+            "description": (
+                "Self-hosted gateway for LLM APIs: per-user keys with spend caps enforced before the upstream call, "
+                "metering, threads and webhook tools. Errors are OpenAI error objects, except on /v1/messages "
+                "(Anthropic's). Bad input is always a 4xx."
+            ),
+        },
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <key>"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+            },
+        },
+    }
+
+
+def register(app: App) -> None:
+    """Serve the document at GET /openapi.json (built once; no key needed)."""
+    body = orjson.dumps(document())
+
+    @app.route("GET", OPENAPI_PATH)
+    async def openapi(request: Request) -> Response:
+        return Response(200, body)
