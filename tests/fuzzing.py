@@ -9,6 +9,7 @@ import re
 from typing import Any, Optional
 
 import orjson
+from hypothesis import HealthCheck, Phase
 
 from tests.conftest import Gateway
 
@@ -148,3 +149,14 @@ def deep(levels: int, leaf: Any = 1, kind: str = "list") -> Any:
     for _ in range(levels):
         value = [value] if kind == "list" else {"a": value}
     return value
+
+
+# Every hypothesis run here: seeded (derandomized), no example database, no deadline on
+# a shared 2-core machine, the pinned examples first.
+FUZZ_SETTINGS = dict(
+    derandomize=True,
+    database=None,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)

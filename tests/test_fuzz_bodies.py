@@ -12,11 +12,11 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import Gateway
-from tests.fuzzing import FAST_MODELS, Findings, deep, response_problems
+from tests.fuzzing import FAST_MODELS, FUZZ_SETTINGS, Findings, deep, response_problems
 
 EXAMPLES_PER_ROUTE = 200  # per database
 
@@ -170,14 +170,7 @@ def test_model_route_bodies(fuzz_gateway: Gateway, setup: dict[str, str], route:
     findings = Findings()
     leaked: list[int] = []
 
-    @settings(
-        max_examples=EXAMPLES_PER_ROUTE,
-        derandomize=True,
-        database=None,
-        deadline=None,
-        phases=[Phase.explicit, Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
+    @settings(max_examples=EXAMPLES_PER_ROUTE, **FUZZ_SETTINGS)
     @given(make_bodies(setup["tool"]))
     def run(body: Any) -> None:
         raw = encode(body)

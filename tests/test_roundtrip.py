@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import pytest
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from tollway.keys import KeyStore
 from tollway.store import Database
 
 from tests.conftest import Gateway
-from tests.fuzzing import Findings, deep, response_problems
+from tests.fuzzing import FUZZ_SETTINGS, Findings, deep, response_problems
 
 EXAMPLES_PER_ROUTE = 40  # per database
 
@@ -210,10 +210,7 @@ def test_accepted_writes_read_back(fuzz_gateway: Gateway, write: str) -> None:
     findings = Findings()
     broken: list[str] = []
 
-    @settings(
-        max_examples=EXAMPLES_PER_ROUTE, derandomize=True, database=None, deadline=None,
-        phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck),
-    )  # fmt: skip
+    @settings(max_examples=EXAMPLES_PER_ROUTE, **FUZZ_SETTINGS)
     @given(spec.bodies)
     def run(body: dict[str, Any]) -> None:
         if broken:  # a bad row that could not be repaired would fail every later read

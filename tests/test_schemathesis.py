@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.core import NOT_SET
@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
 from tollway.http.openapi import OPERATIONS
 
 from tests.conftest import Gateway
-from tests.fuzzing import FAST_MODELS, Findings, response_problems
+from tests.fuzzing import FAST_MODELS, FUZZ_SETTINGS, Findings, response_problems
 
 EXAMPLES_PER_OPERATION = 30  # per database; about 25 s of requests on each
 CHECKS = [
@@ -86,14 +86,7 @@ def _strategy(api: Api, method: str, path: str):
 def test_operation(api: Api, method: str, path: str) -> None:
     findings = Findings()  # every distinct failure of the run, not only the first
 
-    @settings(
-        max_examples=EXAMPLES_PER_OPERATION,
-        derandomize=True,
-        database=None,
-        deadline=None,
-        phases=[Phase.explicit, Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
+    @settings(max_examples=EXAMPLES_PER_OPERATION, **FUZZ_SETTINGS)
     @given(_strategy(api, method, path))
     def run(drawn: tuple[Any, str, bool, Any]) -> None:
         case, who, real, model = drawn

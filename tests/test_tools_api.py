@@ -318,20 +318,25 @@ def test_tool_store_api(kind: str) -> None:
             db.dispose()
 
 
-@pytest.mark.parametrize("kind", DATABASES)
-def test_migration_0003_up_from_0002_and_down(kind: str) -> None:
+def _migrate(db: Database, fn: Any, target: str) -> None:
+    """Run an Alembic command (upgrade/downgrade) to ``target`` on ``db``."""
     from importlib import resources
 
-    from alembic import command
     from alembic.config import Config
+
+    with db.engine.begin() as conn:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(resources.files("tollway.store").joinpath("migrations")))
+        cfg.attributes["connection"] = conn
+        fn(cfg, target)
+
+
+@pytest.mark.parametrize("kind", DATABASES)
+def test_migration_0003_up_from_0002_and_down(kind: str) -> None:
+    from alembic import command
     from sqlalchemy import inspect
 
-    def upgrade_or_downgrade(db: Database, fn: Any, target: str) -> None:
-        with db.engine.begin() as conn:
-            cfg = Config()
-            cfg.set_main_option("script_location", str(resources.files("tollway.store").joinpath("migrations")))
-            cfg.attributes["connection"] = conn
-            fn(cfg, target)
+    upgrade_or_downgrade = _migrate
 
     with throwaway_database(kind) as url:
         db = Database(normalize_database_url(url))
@@ -364,19 +369,11 @@ def test_migration_0003_up_from_0002_and_down(kind: str) -> None:
 @pytest.mark.parametrize("kind", DATABASES)
 def test_migration_0004_event_ids_up_from_0003_and_down(kind: str) -> None:
     """Usage rows written before 0004 keep a NULL event id; new ones are unique; 0004 goes down cleanly."""
-    from importlib import resources
-
     from alembic import command
-    from alembic.config import Config
     from sqlalchemy import inspect
     from sqlalchemy.exc import IntegrityError
 
-    def move(db: Database, fn: Any, target: str) -> None:
-        with db.engine.begin() as conn:
-            cfg = Config()
-            cfg.set_main_option("script_location", str(resources.files("tollway.store").joinpath("migrations")))
-            cfg.attributes["connection"] = conn
-            fn(cfg, target)
+    move = _migrate
 
     columns = "request_id, account_id, key_id, model, provider, http_status, outcome, stream, input_tokens, " \
               "output_tokens, cache_read_tokens, cache_write_tokens, estimated, cost_micros, latency_ms, created_at"
