@@ -19,7 +19,8 @@ import logging
 import os
 import signal
 import sys
-from typing import Any, AsyncIterator
+import time
+from typing import Any, AsyncIterator, Callable
 from urllib.parse import unquote
 
 from tollway.http.core import App, Request, Response, StreamResponse
@@ -57,11 +58,15 @@ def build_robyn(app: App) -> Any:
     def to_robyn(response: Response) -> Any:
         return RobynResponse(status_code=response.status, headers=to_headers(response.headers), description=response.body)
 
+    relaying = [0]  # streamed bodies still being handed to Robyn (the drain waits for them)
+
     async def relay(stream: StreamResponse) -> AsyncIterator[bytes]:
+        relaying[0] += 1
         try:
             async for chunk in stream.chunks:
                 yield chunk
         finally:
+            relaying[0] -= 1
             stream.close()
 
     async def handle(request: Any) -> Any:
@@ -109,13 +114,13 @@ def build_robyn(app: App) -> Any:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stopping.set)
         loop.add_signal_handler(signal.SIGINT, stopping.set)
-        loop.create_task(_exit_when(stopping, app))
+        loop.create_task(_exit_when(stopping, app, lambda: relaying[0]))
 
     server.startup_handler(startup)
     return server
 
 
-async def _exit_when(stopping: asyncio.Event, app: App) -> None:
+async def _exit_when(stopping: asyncio.Event, app: App, relaying: Callable[[], int]) -> None:
     await stopping.wait()
     log.info("stopping: draining requests in flight and the usage writer")
     code = 0
@@ -124,9 +129,19 @@ async def _exit_when(stopping: asyncio.Event, app: App) -> None:
     except Exception:
         log.exception("shutdown failed")
         code = 1
+    # A stream settles when its upstream ends, which can be before Robyn has taken its
+    # last chunks: wait (bounded) for every relay to end, then give actix a moment to
+    # write what it holds, since os._exit ends the process at once.
+    deadline = time.monotonic() + 5.0
+    while relaying() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(FLUSH_GRACE_S)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+FLUSH_GRACE_S = 0.2
 
 
 def serve_robyn(app: App, host: str, port: int) -> None:
