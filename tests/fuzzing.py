@@ -160,3 +160,14 @@ FUZZ_SETTINGS = dict(
     phases=[Phase.explicit, Phase.generate],
     suppress_health_check=list(HealthCheck),
 )
+
+
+def register_lookup_tool(gw: Any) -> str:
+    """The webhook tool the fuzz runs name in ``tool_ids`` (its webhook never answers)."""
+    tool = gw.request(
+        "POST", "/v1/tools", gw.admin,
+        json={"name": "lookup", "description": "look up", "webhook_url": "http://127.0.0.1:9/hook",
+              "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}},
+    )  # fmt: skip
+    assert tool.status_code == 201, tool.text
+    return tool.json()["id"]

@@ -16,7 +16,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import Gateway
-from tests.fuzzing import FAST_MODELS, FUZZ_SETTINGS, Findings, deep, response_problems
+from tests.fuzzing import FAST_MODELS, FUZZ_SETTINGS, Findings, deep, register_lookup_tool, response_problems
 
 EXAMPLES_PER_ROUTE = 200  # per database
 
@@ -149,15 +149,10 @@ ROUTES = {
 def setup(fuzz_gateway: Gateway) -> dict[str, str]:
     gw = fuzz_gateway
     key_id, secret = gw.mint(max_spend_usd=1000)
-    tool = gw.request(
-        "POST", "/v1/tools", gw.admin,
-        json={"name": "lookup", "description": "look up", "webhook_url": "http://127.0.0.1:9/hook",
-              "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}},
-    )  # fmt: skip
-    assert tool.status_code == 201, tool.text
+    tool = register_lookup_tool(gw)
     thread = gw.request("POST", "/v1/threads", secret, json={})
     assert thread.status_code == 201, thread.text
-    return {"key_id": key_id, "secret": secret, "tool": tool.json()["id"], "thread": thread.json()["id"]}
+    return {"key_id": key_id, "secret": secret, "tool": tool, "thread": thread.json()["id"]}
 
 
 @pytest.mark.timeout(300)

@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
 from tollway.http.openapi import OPERATIONS
 
 from tests.conftest import Gateway
-from tests.fuzzing import FAST_MODELS, FUZZ_SETTINGS, Findings, response_problems
+from tests.fuzzing import FAST_MODELS, FUZZ_SETTINGS, Findings, register_lookup_tool, response_problems
 
 EXAMPLES_PER_OPERATION = 30  # per database; about 25 s of requests on each
 CHECKS = [
@@ -58,17 +58,12 @@ def api(fuzz_gateway: Gateway):
     key_id, secret = gw.mint(max_spend_usd=1000)
     thread = gw.request("POST", "/v1/threads", secret, json={"metadata": {"k": "v"}})
     assert thread.status_code == 201, thread.text
-    tool = gw.request(
-        "POST", "/v1/tools", gw.admin,
-        json={"name": "lookup", "description": "look up", "webhook_url": "http://127.0.0.1:9/hook",
-              "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}},
-    )  # fmt: skip
-    assert tool.status_code == 201, tool.text
+    tool_id = register_lookup_tool(gw)
     schema = schemathesis.openapi.from_url(gw.url + "/openapi.json", timeout=10)
     with requests.Session() as session:
         yield Api(
             gw, schema, {"admin": gw.admin, "standard": secret},
-            {"key_id": key_id, "thread_id": thread.json()["id"], "tool_id": tool.json()["id"]}, session,
+            {"key_id": key_id, "thread_id": thread.json()["id"], "tool_id": tool_id}, session,
         )  # fmt: skip
 
 

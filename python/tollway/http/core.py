@@ -216,14 +216,11 @@ class Router:
         if handler is None:
             raise NoRoute(405, f"method {method} is not allowed on {path}")
         for name, value in params.items():
-            # An id that cannot exist (too long, a NUL, not UTF-8) names nothing: 404
-            # here rather than an error from the database.
-            if len(value) > MAX_ID_CHARS or "\x00" in value or not value.isprintable():
+            # An id that cannot exist names nothing: 404 here rather than an error from
+            # the database. isprintable() is False for NUL and the other control
+            # characters and for lone surrogates (a path that was not UTF-8).
+            if len(value) > MAX_ID_CHARS or not value.isprintable():
                 raise HTTPError(404, f"no such {name.removesuffix('_id')}: the id is not valid", code="not_found", param=name)
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise HTTPError(404, f"no such {name.removesuffix('_id')}: the id is not valid", code="not_found", param=name) from None
         return handler, params
 
 
