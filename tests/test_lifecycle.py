@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import httpx
 import pytest
@@ -31,11 +30,19 @@ def test_spend_survives_a_restart_and_sigterm_drains_streams(fake, tmp_data_dir,
         with httpx.stream("POST", gw.url + "/v1/chat/completions", json=slow,
                           headers={"authorization": f"Bearer {secret}"}, timeout=30) as r:
             streamed["status"] = r.status_code
-            streamed["body"] = r.read()
+            received = b""
+            try:
+                for chunk in r.iter_raw():
+                    received += chunk
+                    started.set()
+            except httpx.HTTPError as exc:  # cut short: keep what came, for the assertion's message
+                streamed["error"] = repr(exc)
+            streamed["body"] = received
 
+    started = threading.Event()
     thread = threading.Thread(target=slow_stream)
     thread.start()
-    time.sleep(0.5)
+    assert started.wait(15), (streamed, gw.log())  # the stream is under way: its first bytes came
     code = stop_gateway(gw, signal.SIGTERM)
     thread.join(10)
     assert code == 0, gw.log()

@@ -405,3 +405,7 @@ class ConnectionGuard:
     @property
     def shed(self) -> int:
         """Connections shed so far."""
+
+def established_connections(port: int) -> int:
+    """Client connections to ``port`` of this process that the client has not closed."""
+    ...

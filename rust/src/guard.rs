@@ -159,6 +159,14 @@ fn sweep(l: &Limits) -> (usize, usize) {
     (open, shed_count)
 }
 
+/// Client connections to `port` of this process still established (the client has
+/// not closed its side): what a draining server waits for before it exits.
+#[pyfunction]
+pub fn established_connections(port: u16) -> usize {
+    const TCP_ESTABLISHED: u8 = 1;
+    sockets_on(port).iter().filter(|(_, info)| info.state == TCP_ESTABLISHED).count()
+}
+
 /// Counters of a running guard (for tests and logs).
 #[pyclass(module = "tollway._core", frozen)]
 pub struct ConnectionGuard {

@@ -23,6 +23,7 @@ import time
 from typing import Any, AsyncIterator, Callable
 from urllib.parse import unquote
 
+from tollway._core import established_connections
 from tollway.http.core import App, Request, Response, StreamResponse
 
 log = logging.getLogger("tollway.robyn")
@@ -130,18 +131,26 @@ async def _exit_when(stopping: asyncio.Event, app: App, relaying: Callable[[], i
         log.exception("shutdown failed")
         code = 1
     # A stream settles when its upstream ends, which can be before Robyn has taken its
-    # last chunks: wait (bounded) for every relay to end, then give actix a moment to
-    # write what it holds, since os._exit ends the process at once.
+    # last chunks: wait (bounded) for every relay to end. actix then still has to
+    # write what it holds (the last chunks, the chunked body's end), and os._exit
+    # ends the process at once: wait for the clients to close their connections
+    # (a client that read its whole response does), at least FLUSH_GRACE_S and at
+    # most FLUSH_MAX_S (an idle keep-alive connection stays open).
     deadline = time.monotonic() + 5.0
     while relaying() and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     await asyncio.sleep(FLUSH_GRACE_S)
+    port = os.environ.get("TOLLWAY_LISTEN_PORT")
+    deadline = time.monotonic() + FLUSH_MAX_S - FLUSH_GRACE_S
+    while port and established_connections(int(port)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
 
 
 FLUSH_GRACE_S = 0.2
+FLUSH_MAX_S = 2.0
 
 
 def serve_robyn(app: App, host: str, port: int) -> None:
