@@ -16,8 +16,10 @@ from typing import Any, Callable, Optional
 from sqlalchemy.exc import DataError
 
 from tollway._core import ConnectionGuard, UpstreamClient
+from tollway.calls import Calls
 from tollway.config import ModelRoute, Settings, load_settings
 from tollway.config.settings import DEFAULT_BASE_URLS, max_connections_for
+from tollway.hooks import Hooks
 from tollway.http import openapi
 from tollway.http.core import App, HTTPError
 from tollway.keys import KeyStore
@@ -131,11 +133,12 @@ class Gateway:
         # One gateway per data (tollway.ledger.owner); taken at start if not given held.
         self.owner = owner if owner is not None else GatewayLock(settings.data_dir, settings.database_url)
         self.journal = Journal(settings.data_dir / "journal")
+        self.hooks = Hooks()
         self.store = KeyStore(self.db)
         self.ledger: Ledger = ledger if ledger is not None else LocalLedger()
         self.auth = Authenticator(self.store, self.ledger)
-        self.writer = UsageWriter(self.db, settings.data_dir, journal=self.journal)
-        self.threads = ThreadStore(self.db)
+        self.writer = UsageWriter(self.db, settings.data_dir, journal=self.journal, hooks=self.hooks)
+        self.threads = ThreadStore(self.db, self.hooks)
         self.tools = ToolStore(self.db)
         self.dispatcher = Dispatcher()
         self.background = BackgroundWork()
@@ -159,7 +162,8 @@ class Gateway:
         key_routes.register(self.app, self)
         usage_routes.register(self.app, self)
         proxy = proxy_routes.register(self.app, self)
-        thread_routes.register(self.app, self, proxy)
+        turns = thread_routes.register(self.app, self, proxy)
+        self.calls = Calls(self.auth, proxy, turns)
         tool_routes.register(self.app, self)
         openapi.register(self.app)
 
@@ -201,7 +205,7 @@ class Gateway:
         self.owner.acquire(wait=2.0)
         self.db.migrate()
         # What a crash left in the journal goes to the database before the counters are rebuilt from it.
-        replay(self.db, self.journal.directory, self.settings.data_dir)
+        replay(self.db, self.journal.directory, self.settings.data_dir, self.hooks)
         self.auth.preload()
         self.journal.open()
         self.writer.start()

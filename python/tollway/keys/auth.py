@@ -42,6 +42,19 @@ class Authenticator:
             raise HTTPError(401, "this API key has been revoked", code="invalid_api_key")
         return key
 
+    async def key_by_id(self, key_id: str) -> ApiKey:
+        """The active key ``key_id``, for a call no HTTP request carries (a job); 401 as for its secret."""
+        digest = self._hash_of.get(key_id)
+        key = self._by_hash.get(digest) if digest is not None else None
+        if key is None:
+            found = await asyncio.to_thread(self.store.by_id, key_id)
+            key = self._load(found[1]) if found is not None else None
+            if key is None:
+                raise HTTPError(401, f"no API key {key_id!r}", code="invalid_api_key")
+        if key.revoked_at is not None:
+            raise HTTPError(401, "this API key has been revoked", code="invalid_api_key")
+        return key
+
     def _load(self, digest: str) -> Optional[ApiKey]:
         key = self.store.by_hash(digest)
         if key is None:

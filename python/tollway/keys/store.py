@@ -179,6 +179,12 @@ class KeyStore:
             row = conn.execute(select(api_keys).where(api_keys.c.secret_hash == secret_hash)).first()
         return _row_to_key(row) if row else None
 
+    def by_id(self, key_id: str) -> Optional[tuple[ApiKey, str]]:
+        """The key ``key_id`` of any account, with its secret hash."""
+        with self.db.engine.connect() as conn:
+            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
+        return (_row_to_key(row), row.secret_hash) if row else None
+
     def get(self, account_id: str, key_id: str) -> Optional[ApiKey]:
         with self.db.engine.connect() as conn:
             row = conn.execute(

@@ -18,11 +18,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import orjson
 from sqlalchemy import select
 
+from tollway.hooks import Hooks
 from tollway.ledger.journal import segment_paths
 from tollway.ledger.writer import insert_statement
 from tollway.store import Database, usage_events
@@ -107,7 +108,7 @@ def collect(journal_dir: Path, spill_dir: Path) -> tuple[list[Path], list[dict[s
     return files + spills, list(rows.values()), open_holds
 
 
-def replay(db: Database, journal_dir: Path, spill_dir: Path) -> Replayed:
+def replay(db: Database, journal_dir: Path, spill_dir: Path, hooks: Optional[Hooks] = None) -> Replayed:
     files, settled, open_holds = collect(journal_dir, spill_dir)
     result = Replayed(files=len(files), rows_found=len(settled), interrupted=len(open_holds))
     if not files:
@@ -124,6 +125,8 @@ def replay(db: Database, journal_dir: Path, spill_dir: Path) -> Replayed:
         missing = new_settled + new_interrupted
         if missing:
             conn.exec_driver_sql(sql, [tuple(r[k] for k in order) for r in missing] if order else missing)
+            if hooks is not None:
+                hooks.settled(conn, missing)
     result.rows_inserted = len(new_settled)
     result.interrupted_micros = sum(r["cost_micros"] for r in new_interrupted)
     result.inserted_ids = [r["event_id"] for r in missing]

@@ -22,6 +22,7 @@ from typing import Any, Optional
 import orjson
 from sqlalchemy.dialects import postgresql, sqlite
 
+from tollway.hooks import Hooks
 from tollway.ledger.journal import Journal, Rotation, new_event_id
 from tollway.store import Database, usage_events
 
@@ -50,9 +51,15 @@ def insert_statement(db: Database) -> tuple[str, Optional[tuple[str, ...]]]:
 
 class UsageWriter:
     def __init__(
-        self, db: Database, spill_dir: Path, interval_s: float = 0.05, journal: Optional[Journal] = None
+        self,
+        db: Database,
+        spill_dir: Path,
+        interval_s: float = 0.05,
+        journal: Optional[Journal] = None,
+        hooks: Optional[Hooks] = None,
     ) -> None:
         self.db = db
+        self.hooks = hooks
         self.journal = journal
         self.spill_dir = spill_dir
         self.interval_s = interval_s
@@ -169,6 +176,8 @@ class UsageWriter:
                 params = [tuple(row[k] for k in order) for row in rows] if order else rows
                 with self.db.engine.begin() as conn:
                     conn.exec_driver_sql(sql, params)
+                    if self.hooks is not None:
+                        self.hooks.settled(conn, rows)
             except Exception:
                 log.exception("writing %d usage events failed; retrying in %.1fs", len(self._pending), delay)
                 time.sleep(delay)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Union
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Optional, Union
 
 import orjson
 
@@ -25,6 +25,7 @@ from tollway._core import (
     extract_usage,
 )
 from tollway.config import ModelRoute
+from tollway.hooks import CallIntent
 from tollway.http.core import AnyResponse, HTTPError, Request, Response, StreamResponse
 from tollway.keys import ApiKey
 from tollway.ledger.journal import Journal, new_event_id
@@ -98,6 +99,16 @@ class StreamRecorder:
             self.gw.streams_open.add(-1)
 
 
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a call comes from when no HTTP request stands behind it (a job): the id
+    its usage event carries and the client headers to forward (none). An HTTP
+    ``Request`` has the same two attributes and is passed as is."""
+
+    request_id: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class Call:
     """One model call, ready to send: the money is held, the upstream body built."""
@@ -149,14 +160,31 @@ class Proxy:
         payload = request.json(allow_nul=True)  # forwarded, never stored
         if not isinstance(payload, dict):
             raise HTTPError(400, "the request body must be a JSON object")
+        return await self.call(key, payload, shape, request, request.body, started)
+
+    async def call(
+        self,
+        key: ApiKey,
+        payload: dict[str, Any],
+        shape: str,
+        origin: Origin,
+        raw: Optional[bytes] = None,
+        started: Optional[float] = None,
+    ) -> AnyResponse:
+        """One model call in the format ``shape``: native, translated or with the tool loop.
+
+        ``origin`` is the HTTP request, or an ``Origin`` for a call no client sent (a
+        job); ``raw`` the client's bytes when ``payload`` is exactly what it sent.
+        """
+        started = time.perf_counter() if started is None else started
         check_model_request(payload)
         route = self.route(payload.get("model"))
         if "tool_ids" in payload:
-            return await looped.handle(self, request, shape, key, route, payload, started)
+            return await looped.handle(self, origin, shape, key, route, payload, started)
         if route.provider.kind != shape:
-            return await translated.handle(self, request, shape, key, route, payload, started)
+            return await translated.handle(self, origin, shape, key, route, payload, started)
         stream = payload.get("stream") is True
-        call = self.prepare(key, route, payload, request.body, request.headers, request.request_id, stream, started)
+        call = self.prepare(key, route, payload, raw, origin.headers, origin.request_id, stream, started)
         try:
             if stream:
                 upstream = await self.open_stream(call)
@@ -185,7 +213,7 @@ class Proxy:
         route: ModelRoute,
         payload: dict[str, Any],
         raw: Optional[bytes],
-        client_headers: dict[str, str],
+        client_headers: Mapping[str, str],
         request_id: str,
         stream: bool,
         started: float,
@@ -199,6 +227,9 @@ class Proxy:
         requested = adapter.requested_max_tokens(payload)
         if requested is not None:
             token_count(requested, "max_tokens")
+        hooks = self.gw.hooks
+        if hooks.before_call:
+            hooks.before(CallIntent(key, route, payload, stream, requested))
         if raw is None:
             raw = orjson.dumps(payload)
         input_estimate = estimate_input_tokens(payload, len(raw))

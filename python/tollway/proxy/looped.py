@@ -11,17 +11,17 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from tollway.config import ModelRoute
-from tollway.http.core import AnyResponse, Request, Response, StreamResponse
+from tollway.http.core import AnyResponse, Response, StreamResponse
 from tollway.keys import ApiKey
 from tollway.proxy import translated
 from tollway.tools.loop import ToolLoop, max_turns_from, resolve_tools
 
 if TYPE_CHECKING:
-    from tollway.proxy.handler import Proxy
+    from tollway.proxy.handler import Origin, Proxy
 
 
 async def handle(
-    proxy: "Proxy", request: Request, shape: str, key: ApiKey, route: ModelRoute, payload: dict[str, Any], started: float
+    proxy: "Proxy", request: "Origin", shape: str, key: ApiKey, route: ModelRoute, payload: dict[str, Any], started: float
 ) -> AnyResponse:
     tools = await resolve_tools(proxy.gw, key, payload.pop("tool_ids"))
     max_turns = max_turns_from(payload)

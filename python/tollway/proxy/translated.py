@@ -15,7 +15,7 @@ import orjson
 
 from tollway._core import SseDecoder, UpstreamStream
 from tollway.config import ModelRoute
-from tollway.http.core import JSON_HEADERS, SSE_HEADERS, AnyResponse, HTTPError, Request, Response, StreamResponse
+from tollway.http.core import JSON_HEADERS, SSE_HEADERS, AnyResponse, HTTPError, Response, StreamResponse
 from tollway.keys import ApiKey
 from tollway.proxy.headers import response_headers
 from tollway.translate import (
@@ -31,7 +31,7 @@ from tollway.translate import (
 )
 
 if TYPE_CHECKING:
-    from tollway.proxy.handler import Proxy
+    from tollway.proxy.handler import Origin, Proxy
 
 # The other provider's request headers mean nothing upstream (anthropic-version to OpenAI...).
 FOREIGN_PREFIX = {"openai": "anthropic-", "anthropic": "openai-"}
@@ -94,7 +94,7 @@ def _headers(upstream: list[tuple[str, str]], content: list[tuple[str, str]]) ->
 
 
 async def handle(
-    proxy: "Proxy", request: Request, shape: str, key: ApiKey, route: ModelRoute, payload: dict[str, Any], started: float
+    proxy: "Proxy", request: "Origin", shape: str, key: ApiKey, route: ModelRoute, payload: dict[str, Any], started: float
 ) -> AnyResponse:
     model = payload["model"]
     provider_payload = to_provider(shape, route, payload)

@@ -51,18 +51,11 @@ def _owner_filter(key: ApiKey) -> dict[str, Optional[str]]:
     return {"key_id": key.id}
 
 
-def register(app: App, gw: "Gateway", proxy: "Proxy") -> None:
+def register(app: App, gw: "Gateway", proxy: "Proxy") -> ThreadTurns:
     store = gw.threads
     turns = ThreadTurns(gw, proxy)
 
-    async def visible_thread(key: ApiKey, thread_id: str) -> Thread:
-        thread = await asyncio.to_thread(store.get_thread, key.account_id, thread_id)
-        if thread is not None and not key.is_admin:
-            own = thread.end_user_id == key.end_user_id if key.end_user_id is not None else thread.key_id == key.id
-            thread = thread if own else None
-        if thread is None:
-            raise HTTPError(404, f"no thread {thread_id!r}", code="thread_not_found")
-        return thread
+    visible_thread = turns.visible_thread
 
     @app.route("POST", "/v1/threads")
     async def create_thread(request: Request) -> Response:
@@ -158,3 +151,5 @@ def register(app: App, gw: "Gateway", proxy: "Proxy") -> None:
             200,
             {"object": "thread.export", "thread": thread.public(), "messages": [m.public() for m in messages]},
         )
+
+    return turns

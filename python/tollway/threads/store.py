@@ -19,6 +19,7 @@ from typing import Any, Literal, Optional
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
+from tollway.hooks import Hooks
 from tollway.keys.secrets import new_id
 from tollway.store import Database, now_ms, thread_messages, threads
 
@@ -131,8 +132,9 @@ class ThreadStore:
     # How long delete_thread keeps trying to truncate SQLite's WAL while readers hold it.
     checkpoint_deadline_s = 30.0
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, hooks: Optional[Hooks] = None) -> None:
         self.db = db
+        self.hooks = hooks if hooks is not None else Hooks()
 
     # ---- threads ----------------------------------------------------------
     def create_thread(
@@ -357,6 +359,7 @@ class ThreadStore:
                 )
                 msg.seq = int(result.inserted_primary_key[0])
                 stored.append(msg)
+            self.hooks.stored(conn, thread_id, stored)
         return stored
 
     def _message_seq(self, conn: Connection, thread_id: str, message_id: str) -> int:

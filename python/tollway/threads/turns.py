@@ -23,7 +23,7 @@ import orjson
 
 from tollway._core import StreamOutcome, UpstreamStream
 from tollway.config import ModelRoute
-from tollway.http.core import SSE_HEADERS, AnyResponse, HTTPError, Request, StreamResponse, json_response
+from tollway.http.core import SSE_HEADERS, AnyResponse, HTTPError, StreamResponse, json_response
 from tollway.keys import ApiKey
 from tollway.http.params import metadata_object
 from tollway.keys.secrets import new_id
@@ -44,7 +44,7 @@ from tollway.translate.stop_reasons import stop_reason as anthropic_stop_reason
 
 if TYPE_CHECKING:
     from tollway.gateway import Gateway
-    from tollway.proxy.handler import Call, Completed, Proxy
+    from tollway.proxy.handler import Call, Completed, Origin, Proxy
 
 log = logging.getLogger("tollway.threads")
 
@@ -205,7 +205,18 @@ class ThreadTurns:
         self.proxy = proxy
         self.store = gw.threads
 
-    async def run(self, request: Request, key: ApiKey, thread: Thread, body: dict[str, Any]) -> AnyResponse:
+    async def visible_thread(self, key: ApiKey, thread_id: str) -> Thread:
+        """The thread, if ``key`` may see it (else 404, as if it did not exist): an admin key
+        sees its account's, a standard key its end user's or, without one, those it created."""
+        thread = await asyncio.to_thread(self.store.get_thread, key.account_id, thread_id)
+        if thread is not None and not key.is_admin:
+            own = thread.end_user_id == key.end_user_id if key.end_user_id is not None else thread.key_id == key.id
+            thread = thread if own else None
+        if thread is None:
+            raise HTTPError(404, f"no thread {thread_id!r}", code="thread_not_found")
+        return thread
+
+    async def run(self, request: "Origin", key: ApiKey, thread: Thread, body: dict[str, Any]) -> AnyResponse:
         started = time.perf_counter()
         unknown = sorted(set(body) - TURN_FIELDS)
         if unknown:

@@ -1,0 +1,70 @@
+"""The points where a capability plugs into the call path, and the lists that hold them.
+
+Three moments, each a list of plain callables that the gateway assembles from its
+capabilities (see ``tollway.capabilities``):
+
+- ``message_stored(conn, thread_id, messages)``: messages were appended to a thread.
+  Runs inside the append's transaction, on ``conn``: what a hook writes (a search
+  index's queue) commits or rolls back with the messages themselves.
+- ``before_call(call)``: a model call is about to hold money and go upstream (every
+  kind: native, translated, tool-loop step, thread turn). ``call`` is a
+  ``CallIntent``; a hook refuses the call by raising ``HTTPError`` (policy: allowed
+  models, limits). Runs on the event loop's thread, synchronously: keep it cheap.
+- ``call_settled(conn, rows)``: usage events (one per model call, settled or failed)
+  are being written, in the writer's transaction on ``conn``. A hook's writes (an
+  outbox, a rollup) commit with them. A batch may come again after a commit whose
+  acknowledgement was lost, and the crash journal's replay passes the rows it
+  restores: key what you write on each row's ``event_id``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from tollway.config import ModelRoute
+    from tollway.keys import ApiKey
+    from tollway.threads.store import StoredMessage
+
+
+@dataclass(frozen=True, slots=True)
+class CallIntent:
+    """What a ``before_call`` hook is told about a model call."""
+
+    key: "ApiKey"
+    route: "ModelRoute"
+    payload: dict[str, Any]  # the body in the provider's format (read it, do not change it)
+    stream: bool
+    requested_max_tokens: int | None
+
+
+MessageStored = Callable[["Connection", str, Sequence["StoredMessage"]], None]
+BeforeCall = Callable[[CallIntent], None]
+CallSettled = Callable[["Connection", Sequence[dict[str, Any]]], None]
+
+
+@dataclass(slots=True)
+class Hooks:
+    message_stored: list[MessageStored] = field(default_factory=list)
+    before_call: list[BeforeCall] = field(default_factory=list)
+    call_settled: list[CallSettled] = field(default_factory=list)
+
+    def extend(self, other: "Hooks") -> None:
+        self.message_stored += other.message_stored
+        self.before_call += other.before_call
+        self.call_settled += other.call_settled
+
+    def stored(self, conn: "Connection", thread_id: str, messages: Sequence["StoredMessage"]) -> None:
+        for hook in self.message_stored:
+            hook(conn, thread_id, messages)
+
+    def before(self, intent: CallIntent) -> None:
+        for hook in self.before_call:
+            hook(intent)
+
+    def settled(self, conn: "Connection", rows: Sequence[dict[str, Any]]) -> None:
+        for hook in self.call_settled:
+            hook(conn, rows)
