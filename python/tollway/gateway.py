@@ -8,32 +8,37 @@ import gc
 import logging
 import os
 import resource
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
 from sqlalchemy.exc import DataError
 
 from tollway._core import ConnectionGuard, UpstreamClient
+from tollway.background import BackgroundWork, OpenCounter
 from tollway.calls import Calls
 from tollway.config import ModelRoute, Settings, load_settings
 from tollway.config.settings import DEFAULT_BASE_URLS, max_connections_for
 from tollway.hooks import Hooks
+from tollway.capabilities import assemble
 from tollway.http import openapi
 from tollway.http.core import App, HTTPError
 from tollway.keys import KeyStore
+from tollway.keys import routes as key_routes
 from tollway.keys.auth import Authenticator
 from tollway.ledger import Ledger, LocalLedger
+from tollway.ledger import routes as usage_routes
 from tollway.ledger.journal import Journal
 from tollway.ledger.owner import GatewayLock, die_with_supervisor
 from tollway.ledger.replay import replay
 from tollway.ledger.writer import UsageWriter
+from tollway.proxy import routes as proxy_routes
 from tollway.proxy.spin import SpinWait
 from tollway.store import Database, now_ms
 from tollway.threads import ThreadStore
+from tollway.threads import routes as thread_routes
 from tollway.tools.dispatch import Dispatcher
 from tollway.tools import ToolStore
+from tollway.tools import routes as tool_routes
 
 log = logging.getLogger("tollway")
 
@@ -48,44 +53,6 @@ log = logging.getLogger("tollway")
 # Full collections, which walk every stream, still come after the same number of
 # allocations (GEN0 x GEN1 x GEN2 = 40 million). Throughput under wrk -c32 unchanged.
 GC_THRESHOLDS = (1_000, 4, 10_000)
-
-
-class OpenCounter:
-    """Streams in flight: counted up on the event loop, down from the Rust runtime's threads."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.value = 0
-
-    def add(self, n: int) -> None:
-        with self._lock:
-            self.value += n
-
-
-class BackgroundWork:
-    """Blocking work handed off from any thread (a stream's settlement), counted for the drain."""
-
-    def __init__(self, workers: int = 4) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tollway-bg")
-        self.pending = OpenCounter()
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        self.pending.add(1)
-        try:
-            self._pool.submit(self._run, fn, args)
-        except RuntimeError:  # the pool is shut down: run it here
-            self._run(fn, args)
-
-    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        try:
-            fn(*args)
-        except Exception:
-            log.exception("background work failed")
-        finally:
-            self.pending.add(-1)
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
 
 
 def reserve_fd_table(limit: int = 1 << 16) -> int:
@@ -124,6 +91,17 @@ def bad_input_error(exc: Exception) -> Optional[HTTPError]:
     return None
 
 
+# The capabilities, in order: each may use the services those before it provide.
+CAPABILITIES = [
+    key_routes.capability,
+    usage_routes.capability,
+    proxy_routes.capability,  # provides proxy
+    thread_routes.capability,  # provides turns
+    tool_routes.capability,
+    openapi.capability,
+]
+
+
 class Gateway:
     def __init__(
         self, settings: Settings, ledger: Optional[Ledger] = None, owner: Optional[GatewayLock] = None
@@ -153,19 +131,25 @@ class Gateway:
         self.app.on_shutdown.append(self.shutdown)
         self.app.authenticate = self.auth.authenticate
         self.app.error_mappers.append(bad_input_error)
-        from tollway.keys import routes as key_routes
-        from tollway.ledger import routes as usage_routes
-        from tollway.proxy import routes as proxy_routes
-        from tollway.threads import routes as thread_routes
-        from tollway.tools import routes as tool_routes
+        services = assemble(self.app, self.hooks, self._services(), CAPABILITIES)
+        self.calls = Calls(self.auth, services["proxy"], services["turns"])
 
-        key_routes.register(self.app, self)
-        usage_routes.register(self.app, self)
-        proxy = proxy_routes.register(self.app, self)
-        turns = thread_routes.register(self.app, self, proxy)
-        self.calls = Calls(self.auth, proxy, turns)
-        tool_routes.register(self.app, self)
-        openapi.register(self.app)
+    def _services(self) -> dict[str, Any]:
+        """What capabilities may ask for, by parameter name (see tollway.capabilities)."""
+        return {
+            "settings": self.settings,
+            "db": self.db,
+            "auth": self.auth,
+            "store": self.store,
+            "ledger": self.ledger,
+            "writer": self.writer,
+            "threads": self.threads,
+            "tools": self.tools,
+            "background": self.background,
+            "runtime": self,  # the call path's view of the gateway (proxy.handler.Runtime)
+            "is_routable": self.is_routable,
+            "started_at": self.started_at,
+        }
 
     def in_flight(self) -> int:
         return self.requests_open + self.streams_open.value + self.background.pending.value

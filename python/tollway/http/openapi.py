@@ -13,7 +13,8 @@ from typing import Any, Optional
 import orjson
 
 from tollway import __version__
-from tollway.http.core import App, Request, Response
+from tollway.capabilities import Capability, Routes
+from tollway.http.core import Request, Response
 from tollway.http.limits import MAX_TIME_MS
 from tollway.http.openapi_schemas import SCHEMAS, Schema, ref
 
@@ -211,10 +212,13 @@ def document() -> dict[str, Any]:
     }
 
 
-def register(app: App) -> None:
+def capability() -> Capability:
     """Serve the document at GET /openapi.json (built once; no key needed)."""
+    routes = Routes()
     body = orjson.dumps(document())
 
-    @app.route("GET", OPENAPI_PATH)
+    @routes.route("GET", OPENAPI_PATH)
     async def openapi(request: Request) -> Response:
         return Response(200, body)
+
+    return Capability(routes)

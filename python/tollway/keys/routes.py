@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
-from tollway.http.core import App, HTTPError, Request, Response, json_response
+from tollway.capabilities import Capability, Routes
+from tollway.http.core import HTTPError, Request, Response, json_response
 from tollway.http.params import check_fields, json_object, metadata_object
+from tollway.keys.auth import Authenticator
 from tollway.keys.secrets import hash_secret
-from tollway.keys.store import SCOPES, ApiKey
+from tollway.keys.store import SCOPES, ApiKey, KeyStore
+from tollway.ledger import Ledger
 from tollway.ledger.report import key_events
-
-if TYPE_CHECKING:
-    from tollway.gateway import Gateway
+from tollway.ledger.writer import UsageWriter
+from tollway.store import Database
 
 MAX_CAP_USD = Decimal(10) ** 9
 _MINT_FIELDS = {"name", "scope", "max_spend_usd", "end_user_id", "metadata"}
@@ -51,24 +53,26 @@ def _string(body: dict[str, Any], field: str, *, required: bool = False, limit: 
 
 
 
-def register(app: App, gw: "Gateway") -> None:
+def capability(*, auth: Authenticator, store: KeyStore, ledger: Ledger, writer: UsageWriter, db: Database) -> Capability:
+    routes = Routes()
+
     async def admin(request: Request) -> ApiKey:
-        key = await gw.auth.authenticate(request.headers)
+        key = await auth.authenticate(request.headers)
         if not key.is_admin:
             raise HTTPError(403, "this endpoint needs an admin key", code="admin_key_required")
         return key
 
     def public(key: ApiKey) -> dict[str, Any]:
-        spent, reserved, _cap = gw.ledger.snapshot(key.id)
+        spent, reserved, _cap = ledger.snapshot(key.id)
         return key.public(spent, reserved)
 
     async def find(caller: ApiKey, key_id: str) -> ApiKey:
-        key = await asyncio.to_thread(gw.store.get, caller.account_id, key_id)
+        key = await asyncio.to_thread(store.get, caller.account_id, key_id)
         if key is None:
             raise HTTPError(404, f"no API key with id {key_id!r}", code="not_found")
         return key
 
-    @app.route("POST", "/v1/keys")
+    @routes.route("POST", "/v1/keys")
     async def mint(request: Request) -> Response:
         caller = await admin(request)
         body = json_object(request)
@@ -81,12 +85,12 @@ def register(app: App, gw: "Gateway") -> None:
         end_user_id = _string(body, "end_user_id")
         metadata = metadata_object(body)
         key, secret = await asyncio.to_thread(
-            gw.store.mint, caller.account_id, name, scope, cap, end_user_id, metadata
+            store.mint, caller.account_id, name, scope, cap, end_user_id, metadata
         )
-        gw.auth.remember(key, hash_secret(secret), spent_micros=0)
+        auth.remember(key, hash_secret(secret), spent_micros=0)
         return json_response(201, {**public(key), "secret": secret})
 
-    @app.route("GET", "/v1/keys")
+    @routes.route("GET", "/v1/keys")
     async def list_keys(request: Request) -> Response:
         caller = await admin(request)
         query = request.query()
@@ -96,19 +100,19 @@ def register(app: App, gw: "Gateway") -> None:
             raise HTTPError(400, "'limit' must be an integer", param="limit") from None
         if not 1 <= limit <= 500:
             raise HTTPError(400, "'limit' must be between 1 and 500", param="limit")
-        keys, has_more = await asyncio.to_thread(gw.store.list, caller.account_id, limit, query.get("after") or None)
+        keys, has_more = await asyncio.to_thread(store.list, caller.account_id, limit, query.get("after") or None)
         data = [public(k) for k in keys]
         return json_response(
             200,
             {"object": "list", "data": data, "has_more": has_more, "last_id": data[-1]["id"] if data else None},
         )
 
-    @app.route("GET", "/v1/keys/{key_id}")
+    @routes.route("GET", "/v1/keys/{key_id}")
     async def get_key(request: Request, key_id: str) -> Response:
         caller = await admin(request)
         return json_response(200, public(await find(caller, key_id)))
 
-    @app.route("PATCH", "/v1/keys/{key_id}")
+    @routes.route("PATCH", "/v1/keys/{key_id}")
     async def patch_key(request: Request, key_id: str) -> Response:
         caller = await admin(request)
         body = json_object(request)
@@ -121,31 +125,31 @@ def register(app: App, gw: "Gateway") -> None:
             values["max_spend_micros"] = usd_to_micros(body["max_spend_usd"])
         if "metadata" in body:
             values["metadata"] = metadata_object(body)
-        key = await asyncio.to_thread(gw.store.update, caller.account_id, key_id, values)
+        key = await asyncio.to_thread(store.update, caller.account_id, key_id, values)
         if key is None:
             raise HTTPError(404, f"no API key with id {key_id!r}", code="not_found")
-        gw.auth.remember(key)
+        auth.remember(key)
         return json_response(200, public(key))
 
-    @app.route("DELETE", "/v1/keys/{key_id}")
+    @routes.route("DELETE", "/v1/keys/{key_id}")
     async def revoke_key(request: Request, key_id: str) -> Response:
         caller = await admin(request)
         await find(caller, key_id)
-        key = await asyncio.to_thread(gw.store.revoke, caller.account_id, key_id)
+        key = await asyncio.to_thread(store.revoke, caller.account_id, key_id)
         if key is None:
             raise HTTPError(404, f"no API key with id {key_id!r}", code="not_found")
-        gw.auth.remember(key)
+        auth.remember(key)
         return json_response(200, {"id": key.id, "object": "api_key", "deleted": True, "revoked_at": key.revoked_at})
 
-    @app.route("GET", "/v1/keys/{key_id}/usage")
+    @routes.route("GET", "/v1/keys/{key_id}/usage")
     async def key_usage(request: Request, key_id: str) -> Response:
-        caller = await gw.auth.authenticate(request.headers)
+        caller = await auth.authenticate(request.headers)
         if not caller.is_admin and caller.id != key_id:
             raise HTTPError(403, "a standard key may read only its own usage", code="admin_key_required")
         key = await find(caller, key_id)
-        await asyncio.to_thread(gw.writer.flush)
-        total, events = await asyncio.to_thread(key_events, gw.db, key.id)
-        _spent, reserved, _cap = gw.ledger.snapshot(key.id)
+        await asyncio.to_thread(writer.flush)
+        total, events = await asyncio.to_thread(key_events, db, key.id)
+        _spent, reserved, _cap = ledger.snapshot(key.id)
         cap = key.max_spend_micros
         return json_response(
             200,
@@ -159,3 +163,5 @@ def register(app: App, gw: "Gateway") -> None:
                 "events": events,
             },
         )
+
+    return Capability(routes)

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
-from tollway.http.core import App, HTTPError, Request, Response, json_response
+from tollway.capabilities import Capability, Routes
+from tollway.http.core import HTTPError, Request, Response, json_response
 from tollway.http.limits import MAX_TIME_MS
+from tollway.keys.auth import Authenticator
 from tollway.ledger.report import month_start_ms, usage_summary
-from tollway.store import now_ms
-
-if TYPE_CHECKING:
-    from tollway.gateway import Gateway
-
+from tollway.ledger.writer import UsageWriter
+from tollway.store import Database, now_ms
 
 def _ms(value: str, name: str) -> int:
     message = f"'{name}' must be a Unix time in milliseconds, from 0 to {MAX_TIME_MS}"
@@ -25,10 +23,12 @@ def _ms(value: str, name: str) -> int:
     return ms
 
 
-def register(app: App, gw: "Gateway") -> None:
-    @app.route("GET", "/v1/usage")
+def capability(*, auth: Authenticator, writer: UsageWriter, db: Database) -> Capability:
+    routes = Routes()
+
+    @routes.route("GET", "/v1/usage")
     async def usage(request: Request) -> Response:
-        caller = await gw.auth.authenticate(request.headers)
+        caller = await auth.authenticate(request.headers)
         if not caller.is_admin:
             raise HTTPError(403, "this endpoint needs an admin key", code="admin_key_required")
         query = request.query()
@@ -37,6 +37,8 @@ def register(app: App, gw: "Gateway") -> None:
         from_ms = _ms(query["from_ms"], "from_ms") if "from_ms" in query else month_start_ms(now)
         if from_ms > to_ms:
             raise HTTPError(400, "'from_ms' must not be after 'to_ms'", param="from_ms")
-        await asyncio.to_thread(gw.writer.flush)
-        summary = await asyncio.to_thread(usage_summary, gw.db, caller.account_id, from_ms, to_ms)
+        await asyncio.to_thread(writer.flush)
+        summary = await asyncio.to_thread(usage_summary, db, caller.account_id, from_ms, to_ms)
         return json_response(200, summary)
+
+    return Capability(routes)

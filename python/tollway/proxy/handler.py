@@ -11,7 +11,7 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Optional, Protocol, Union
 
 import orjson
 
@@ -38,7 +38,33 @@ from tollway.providers import ADAPTERS
 from tollway.providers.base import estimate_input_tokens
 
 if TYPE_CHECKING:
-    from tollway.gateway import Gateway
+    from tollway.background import OpenCounter
+    from tollway.config import Settings
+    from tollway.hooks import Hooks
+    from tollway.ledger import Ledger
+    from tollway.ledger.writer import UsageWriter
+    from tollway.proxy.spin import SpinWait
+    from tollway.tools import ToolStore
+    from tollway.tools.dispatch import Dispatcher
+    from tollway._core import UpstreamClient
+
+
+class Runtime(Protocol):
+    """What the call path uses of the running gateway (``Gateway`` is one)."""
+
+    settings: "Settings"
+    ledger: "Ledger"
+    journal: Journal
+    writer: "UsageWriter"
+    hooks: "Hooks"
+    spin: "SpinWait"
+    client: Optional["UpstreamClient"]  # set at start-up
+    requests_open: int  # non-stream calls in flight (event loop thread only)
+    streams_open: "OpenCounter"
+    tools: "ToolStore"  # the webhook tools the tool loop runs
+    dispatcher: "Dispatcher"
+
+    def serving_alone(self) -> bool: ...
 
 CLAMP_HEADER = "x-tollway-max-tokens-clamped"
 
@@ -68,7 +94,7 @@ class StreamRecorder:
     __slots__ = ("gw", "base", "started", "then")
 
     def __init__(
-        self, gw: "Gateway", base: dict[str, Any], started: float, then: Optional[Callable[[StreamOutcome], None]] = None
+        self, gw: Runtime, base: dict[str, Any], started: float, then: Optional[Callable[[StreamOutcome], None]] = None
     ) -> None:
         self.gw = gw
         self.base = base
@@ -151,7 +177,7 @@ class Completed:
 class Proxy:
     """Forwards model calls for the native routes, the translated ones and threads."""
 
-    def __init__(self, gw: "Gateway") -> None:
+    def __init__(self, gw: Runtime) -> None:
         self.gw = gw
 
     async def handle(self, request: Request, shape: str) -> AnyResponse:

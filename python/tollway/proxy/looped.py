@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 async def handle(
     proxy: "Proxy", request: "Origin", shape: str, key: ApiKey, route: ModelRoute, payload: dict[str, Any], started: float
 ) -> AnyResponse:
-    tools = await resolve_tools(proxy.gw, key, payload.pop("tool_ids"))
+    tools = await resolve_tools(proxy.gw.tools, key, payload.pop("tool_ids"))
     max_turns = max_turns_from(payload)
     model = payload["model"]
     cross = route.provider.kind != shape

@@ -2,32 +2,36 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Callable
 
-from tollway.http.core import AnyResponse, App, Request, Response, json_response
-from tollway.proxy.handler import Proxy
+from tollway.capabilities import Capability, Routes
+from tollway.config import ModelRoute, Settings
+from tollway.http.core import AnyResponse, Request, Response, json_response
+from tollway.keys.auth import Authenticator
+from tollway.proxy.handler import Proxy, Runtime
 
-if TYPE_CHECKING:
-    from tollway.gateway import Gateway
 
+def capability(
+    *, runtime: Runtime, auth: Authenticator, settings: Settings, is_routable: Callable[[ModelRoute], bool], started_at: int
+) -> Capability:
+    """The model routes; provides ``proxy`` (the call path, which threads and tools use)."""
+    routes = Routes()
+    proxy = Proxy(runtime)
 
-def register(app: App, gw: "Gateway") -> Proxy:
-    proxy = Proxy(gw)
-
-    @app.route("POST", "/v1/chat/completions")
+    @routes.route("POST", "/v1/chat/completions")
     async def chat_completions(request: Request) -> AnyResponse:
         return await proxy.handle(request, "openai")
 
-    @app.route("POST", "/v1/messages")
+    @routes.route("POST", "/v1/messages")
     async def messages(request: Request) -> AnyResponse:
         return await proxy.handle(request, "anthropic")
 
-    @app.route("GET", "/v1/models")
+    @routes.route("GET", "/v1/models")
     async def models(request: Request) -> Response:
-        await gw.auth.authenticate(request.headers)
-        routes = [gw.settings.models[name] for name in gw.settings.model_names]
-        routes = [r for r in routes if gw.is_routable(r)]
-        created = gw.started_at // 1000
+        await auth.authenticate(request.headers)
+        routes = [settings.models[name] for name in settings.model_names]
+        routes = [r for r in routes if is_routable(r)]
+        created = started_at // 1000
         if "anthropic-version" in request.headers:
             data = [
                 {"type": "model", "id": r.name, "display_name": r.name, "created_at": "1970-01-01T00:00:00Z"}
@@ -52,4 +56,5 @@ def register(app: App, gw: "Gateway") -> Proxy:
                 ],
             },
         )
-    return proxy
+
+    return Capability(routes, provides={"proxy": proxy})

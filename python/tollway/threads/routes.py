@@ -11,14 +11,18 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Optional
 
-from tollway.http.core import App, HTTPError, Request, Response, json_response
+from tollway.capabilities import Capability, Routes
+from tollway.config import Settings
+from tollway.http.core import HTTPError, Request, Response, json_response
 from tollway.http.params import check_fields, json_object, metadata_object, page, page_limit
 from tollway.keys import ApiKey
-from tollway.threads.store import UNSET, Thread
+from tollway.keys.auth import Authenticator
+from tollway.threads.store import UNSET, Thread, ThreadStore
 from tollway.threads.turns import ThreadTurns
+from tollway.tools import ToolStore
 
 if TYPE_CHECKING:
-    from tollway.gateway import Gateway
+    from tollway.background import BackgroundWork
     from tollway.proxy.handler import Proxy
 
 _CREATE_FIELDS = {"end_user_id", "metadata", "system"}
@@ -51,15 +55,19 @@ def _owner_filter(key: ApiKey) -> dict[str, Optional[str]]:
     return {"key_id": key.id}
 
 
-def register(app: App, gw: "Gateway", proxy: "Proxy") -> ThreadTurns:
-    store = gw.threads
-    turns = ThreadTurns(gw, proxy)
+def capability(
+    *, auth: Authenticator, threads: ThreadStore, tools: ToolStore, proxy: "Proxy", background: "BackgroundWork", settings: Settings
+) -> Capability:
+    """The thread routes; provides ``turns`` (what runs a turn, also with no HTTP request)."""
+    routes = Routes()
+    store = threads
+    turns = ThreadTurns(proxy, threads, tools, background, settings.thread_busy_wait)
 
     visible_thread = turns.visible_thread
 
-    @app.route("POST", "/v1/threads")
+    @routes.route("POST", "/v1/threads")
     async def create_thread(request: Request) -> Response:
-        key = await gw.auth.authenticate(request.headers)
+        key = await auth.authenticate(request.headers)
         body = json_object(request) if request.body else {}
         check_fields(body, _CREATE_FIELDS)
         end_user_id = body.get("end_user_id")
@@ -74,9 +82,9 @@ def register(app: App, gw: "Gateway", proxy: "Proxy") -> ThreadTurns:
         )
         return json_response(201, thread.public())
 
-    @app.route("GET", "/v1/threads")
+    @routes.route("GET", "/v1/threads")
     async def list_threads(request: Request) -> Response:
-        key = await gw.auth.authenticate(request.headers)
+        key = await auth.authenticate(request.headers)
         query = request.query()
         filters: dict[str, Any] = _owner_filter(key)
         if key.is_admin and query.get("end_user_id"):
@@ -89,14 +97,14 @@ def register(app: App, gw: "Gateway", proxy: "Proxy") -> ThreadTurns:
             raise HTTPError(400, str(exc), param="after") from None
         return json_response(200, page(items, more))
 
-    @app.route("GET", "/v1/threads/{thread_id}")
+    @routes.route("GET", "/v1/threads/{thread_id}")
     async def get_thread(request: Request, thread_id: str) -> Response:
-        key = await gw.auth.authenticate(request.headers)
+        key = await auth.authenticate(request.headers)
         return json_response(200, (await visible_thread(key, thread_id)).public())
 
-    @app.route("PATCH", "/v1/threads/{thread_id}")
+    @routes.route("PATCH", "/v1/threads/{thread_id}")
     async def update_thread(request: Request, thread_id: str) -> Response:
-        key = await gw.auth.authenticate(request.headers)
+        key = await auth.authenticate(request.headers)
         body = json_object(request)
         check_fields(body, _PATCH_FIELDS)
         await visible_thread(key, thread_id)
@@ -107,23 +115,23 @@ def register(app: App, gw: "Gateway", proxy: "Proxy") -> ThreadTurns:
             raise HTTPError(404, f"no thread {thread_id!r}", code="thread_not_found")
         return json_response(200, thread.public())
 
-    @app.route("DELETE", "/v1/threads/{thread_id}")
+    @routes.route("DELETE", "/v1/threads/{thread_id}")
     async def delete_thread(request: Request, thread_id: str) -> Response:
-        key = await gw.auth.authenticate(request.headers)
+        key = await auth.authenticate(request.headers)
         await visible_thread(key, thread_id)
         await asyncio.to_thread(store.delete_thread, key.account_id, thread_id)
         return json_response(200, {"id": thread_id, "object": "thread.deleted", "deleted": True})
 
-    @app.route("POST", "/v1/threads/{thread_id}/messages")
+    @routes.route("POST", "/v1/threads/{thread_id}/messages")
     async def add_message(request: Request, thread_id: str):
-        key = await gw.auth.authenticate(request.headers)
+        key = await auth.authenticate(request.headers)
         body = json_object(request)
         thread = await visible_thread(key, thread_id)
         return await turns.run(request, key, thread, body)
 
-    @app.route("GET", "/v1/threads/{thread_id}/messages")
+    @routes.route("GET", "/v1/threads/{thread_id}/messages")
     async def list_messages(request: Request, thread_id: str) -> Response:
-        key = await gw.auth.authenticate(request.headers)
+        key = await auth.authenticate(request.headers)
         await visible_thread(key, thread_id)
         query = request.query()
         order = query.get("order", "asc")
@@ -142,9 +150,9 @@ def register(app: App, gw: "Gateway", proxy: "Proxy") -> ThreadTurns:
             raise HTTPError(400, str(exc), param="before" if query.get("before") else "after") from None
         return json_response(200, page(items, more))
 
-    @app.route("GET", "/v1/threads/{thread_id}/export")
+    @routes.route("GET", "/v1/threads/{thread_id}/export")
     async def export_thread(request: Request, thread_id: str) -> Response:
-        key = await gw.auth.authenticate(request.headers)
+        key = await auth.authenticate(request.headers)
         thread = await visible_thread(key, thread_id)
         messages = await asyncio.to_thread(store.all_messages, thread_id)
         return json_response(
@@ -152,4 +160,4 @@ def register(app: App, gw: "Gateway", proxy: "Proxy") -> ThreadTurns:
             {"object": "thread.export", "thread": thread.public(), "messages": [m.public() for m in messages]},
         )
 
-    return turns
+    return Capability(routes, provides={"turns": turns})

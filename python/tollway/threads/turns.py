@@ -31,7 +31,8 @@ from tollway.proxy.checks import check_model_request, token_count
 from tollway.proxy.handler import CLAMP_HEADER
 from tollway.proxy.translated import translate_stream
 from tollway.threads.history import REQUEST_OVERHEAD_TOKENS, fit, tokens_of
-from tollway.threads.store import NewMessage, Thread
+from tollway.threads.store import NewMessage, Thread, ThreadStore
+from tollway.tools import ToolStore
 from tollway.tools.calls import result_blocks
 from tollway.tools.loop import ToolLoop, max_turns_from, resolve_tools
 from tollway.translate import (
@@ -43,7 +44,7 @@ from tollway.translate import (
 from tollway.translate.stop_reasons import stop_reason as anthropic_stop_reason
 
 if TYPE_CHECKING:
-    from tollway.gateway import Gateway
+    from tollway.background import BackgroundWork
     from tollway.proxy.handler import Call, Completed, Origin, Proxy
 
 log = logging.getLogger("tollway.threads")
@@ -119,7 +120,7 @@ class Turn:
 
     def finish_stream(self, outcome: StreamOutcome) -> None:
         """From the stream's settlement (any thread): persist on a worker thread."""
-        self.turns.gw.background.submit(self._persist_stream, outcome)
+        self.turns.background.submit(self._persist_stream, outcome)
 
     def _persist_stream(self, outcome: StreamOutcome, left_out: frozenset = frozenset()) -> None:
         self.persist(self.from_outcome(outcome, left_out))
@@ -200,10 +201,14 @@ def _result_meta(result: Any) -> dict[str, Any]:
 
 
 class ThreadTurns:
-    def __init__(self, gw: "Gateway", proxy: "Proxy") -> None:
-        self.gw = gw
+    def __init__(
+        self, proxy: "Proxy", store: ThreadStore, tools: ToolStore, background: "BackgroundWork", busy_wait: float
+    ) -> None:
         self.proxy = proxy
-        self.store = gw.threads
+        self.store = store
+        self.tools = tools
+        self.background = background  # where a stream's turn is persisted when it settles
+        self.busy_wait = busy_wait  # seconds a turn waits for the one running on its thread
 
     async def visible_thread(self, key: ApiKey, thread_id: str) -> Thread:
         """The thread, if ``key`` may see it (else 404, as if it did not exist): an admin key
@@ -239,7 +244,7 @@ class ThreadTurns:
             payload.update(model=route.name, max_tokens=max_tokens, stream=stream)
             if system:
                 payload["system"] = system
-            tools = await resolve_tools(self.gw, key, body["tool_ids"]) if "tool_ids" in body else []
+            tools = await resolve_tools(self.tools, key, body["tool_ids"]) if "tool_ids" in body else []
             max_turns = max_turns_from({k: body[k] for k in ("max_tool_turns",) if k in body})
             budget = (route.context_window or DEFAULT_CONTEXT_WINDOW) - max_tokens - REQUEST_OVERHEAD_TOKENS
             budget -= tokens_of(system) + tokens_of(payload.get("tools")) + tokens_of([t.anthropic_definition() for t in tools] or None)
@@ -288,7 +293,7 @@ class ThreadTurns:
     async def _acquire(self, thread_id: str) -> str:
         """Wait (bounded) for the turn running on this thread to finish, then hold the thread."""
         lease = new_id("lease_")
-        deadline = time.monotonic() + self.gw.settings.thread_busy_wait
+        deadline = time.monotonic() + self.busy_wait
         while not await asyncio.to_thread(self.store.acquire_lease, thread_id, lease, LEASE_MS):
             if time.monotonic() >= deadline:
                 raise HTTPError(

@@ -41,11 +41,10 @@ from tollway.tools.calls import (
 )
 from tollway.tools.dispatch import ToolResult
 from tollway.tools.loop_stream import AnthropicLoopWriter, OpenAILoopWriter
-from tollway.tools.store import Tool
+from tollway.tools.store import Tool, ToolStore
 
 if TYPE_CHECKING:
-    from tollway.gateway import Gateway
-    from tollway.proxy.handler import Call, Completed, Proxy
+    from tollway.proxy.handler import Call, Completed, Proxy, Runtime
 
 log = logging.getLogger("tollway.tools")
 
@@ -74,13 +73,13 @@ def max_turns_from(payload: dict[str, Any]) -> int:
     return value
 
 
-async def resolve_tools(gw: "Gateway", key: ApiKey, tool_ids: Any) -> list[Tool]:
+async def resolve_tools(store: ToolStore, key: ApiKey, tool_ids: Any) -> list[Tool]:
     if not isinstance(tool_ids, list) or not tool_ids or not all(isinstance(t, str) for t in tool_ids):
         raise HTTPError(400, "'tool_ids' must be a non-empty list of tool ids", param="tool_ids")
     if len(set(tool_ids)) != len(tool_ids):
         raise HTTPError(400, "'tool_ids' lists a tool twice", param="tool_ids")
     try:
-        return await asyncio.to_thread(gw.tools.by_ids, key.account_id, tool_ids)
+        return await asyncio.to_thread(store.by_ids, key.account_id, tool_ids)
     except LookupError as exc:
         raise HTTPError(404, str(exc).strip("'\""), code="tool_not_found", param="tool_ids") from None
 
@@ -120,7 +119,7 @@ class ToolLoop:
         return self.route.provider.kind
 
     @property
-    def gw(self) -> "Gateway":
+    def gw(self) -> "Runtime":
         return self.proxy.gw
 
     def _prepare(self, stream: bool) -> "Call":

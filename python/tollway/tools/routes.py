@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from tollway.http.core import App, HTTPError, Request, Response, json_response
+from tollway.capabilities import Capability, Routes
+from tollway.http.core import HTTPError, Request, Response, json_response
 from tollway.http.params import check_fields, json_object, page, page_limit
 from tollway.keys import ApiKey
-from tollway.tools.store import MAX_TIMEOUT_MS, MIN_TIMEOUT_MS, DEFAULT_TIMEOUT_MS, DuplicateToolName, Tool
-
-if TYPE_CHECKING:
-    from tollway.gateway import Gateway
+from tollway.keys.auth import Authenticator
+from tollway.tools.store import MAX_TIMEOUT_MS, MIN_TIMEOUT_MS, DEFAULT_TIMEOUT_MS, DuplicateToolName, Tool, ToolStore
 
 _CREATE_FIELDS = {"name", "description", "input_schema", "webhook_url", "timeout_ms"}
 _PATCH_FIELDS = {"name", "description", "input_schema", "webhook_url", "timeout_ms", "rotate_secret"}
@@ -110,11 +109,12 @@ def _duplicate(exc: DuplicateToolName) -> HTTPError:
     return HTTPError(409, str(exc), code="tool_name_taken", param="name")
 
 
-def register(app: App, gw: "Gateway") -> None:
-    store = gw.tools
+def capability(*, auth: Authenticator, tools: ToolStore) -> Capability:
+    routes = Routes()
+    store = tools
 
     async def admin(request: Request) -> ApiKey:
-        key = await gw.auth.authenticate(request.headers)
+        key = await auth.authenticate(request.headers)
         if not key.is_admin:
             raise HTTPError(403, "managing tools needs an admin key", code="admin_key_required")
         return key
@@ -125,7 +125,7 @@ def register(app: App, gw: "Gateway") -> None:
             raise HTTPError(404, f"no tool {tool_id!r}", code="tool_not_found")
         return tool
 
-    @app.route("POST", "/v1/tools")
+    @routes.route("POST", "/v1/tools")
     async def create_tool(request: Request) -> Response:
         key = await admin(request)
         body = json_object(request)
@@ -144,9 +144,9 @@ def register(app: App, gw: "Gateway") -> None:
             raise _duplicate(exc) from None
         return json_response(201, {**tool.public(), "signing_secret": secret})
 
-    @app.route("GET", "/v1/tools")
+    @routes.route("GET", "/v1/tools")
     async def list_tools(request: Request) -> Response:
-        key = await gw.auth.authenticate(request.headers)
+        key = await auth.authenticate(request.headers)
         query = request.query()
         limit = page_limit(query, 20, MAX_LIMIT)
         try:
@@ -155,12 +155,12 @@ def register(app: App, gw: "Gateway") -> None:
             raise HTTPError(400, str(exc), param="after") from None
         return json_response(200, page(items, has_more))
 
-    @app.route("GET", "/v1/tools/{tool_id}")
+    @routes.route("GET", "/v1/tools/{tool_id}")
     async def get_tool(request: Request, tool_id: str) -> Response:
-        key = await gw.auth.authenticate(request.headers)
+        key = await auth.authenticate(request.headers)
         return json_response(200, (await find(key, tool_id)).public())
 
-    @app.route("PATCH", "/v1/tools/{tool_id}")
+    @routes.route("PATCH", "/v1/tools/{tool_id}")
     async def update_tool(request: Request, tool_id: str) -> Response:
         key = await admin(request)
         body = json_object(request)
@@ -194,16 +194,18 @@ def register(app: App, gw: "Gateway") -> None:
             out["signing_secret"] = secret
         return json_response(200, out)
 
-    @app.route("DELETE", "/v1/tools/{tool_id}")
+    @routes.route("DELETE", "/v1/tools/{tool_id}")
     async def delete_tool(request: Request, tool_id: str) -> Response:
         key = await admin(request)
         if not await asyncio.to_thread(store.delete, key.account_id, tool_id):
             raise HTTPError(404, f"no tool {tool_id!r}", code="tool_not_found")
         return json_response(200, {"id": tool_id, "object": "tool.deleted", "deleted": True})
 
+    return Capability(routes)
+
 
 __all__ = [
-    "register",
+    "capability",
     "validate_description",
     "validate_input_schema",
     "validate_name",
