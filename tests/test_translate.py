@@ -779,9 +779,9 @@ def test_openai_error_to_anthropic(status: int, error_type: str, exception: type
     "status, error_type, exception",
     [
         (400, "invalid_request_error", openai.BadRequestError),
-        (401, "authentication_error", openai.AuthenticationError),
+        (401, "invalid_request_error", openai.AuthenticationError),
         (403, "permission_error", openai.PermissionDeniedError),
-        (404, "not_found_error", openai.NotFoundError),
+        (404, "invalid_request_error", openai.NotFoundError),
         (429, "rate_limit_error", openai.RateLimitError),
         (500, "server_error", openai.InternalServerError),
         (529, "server_error", openai.InternalServerError),

@@ -11,18 +11,16 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable, Literal, Optional, Union
+from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Union
 from urllib.parse import parse_qsl
 
 import orjson
 
 from tollway._core import json_scan
+from tollway.errors import Headers, HTTPError, Shape, http_error_body
 from tollway.http.limits import MAX_ID_CHARS, MAX_JSON_DEPTH
 
 log = logging.getLogger("tollway.http")
-
-Shape = Literal["openai", "anthropic"]
-Headers = list[tuple[str, str]]
 
 JSON_HEADERS: Headers = [("content-type", "application/json")]
 SSE_HEADERS: Headers = [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache")]
@@ -86,63 +84,10 @@ def json_response(status: int, data: Any, headers: Optional[Headers] = None) -> 
     return Response(status, orjson.dumps(data), list(JSON_HEADERS) + (headers or []))
 
 
-class HTTPError(Exception):
-    """An error answered to the client in the shape its SDK expects."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        code: Optional[str] = None,
-        param: Optional[str] = None,
-        headers: Optional[Headers] = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.param = param
-        self.headers = headers or []
-
-
-_OPENAI_TYPES = {
-    400: "invalid_request_error",
-    401: "invalid_request_error",
-    402: "insufficient_quota",
-    403: "permission_error",
-    404: "invalid_request_error",
-    405: "invalid_request_error",
-    409: "invalid_request_error",
-    413: "invalid_request_error",
-    429: "rate_limit_error",
-}
-_ANTHROPIC_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    402: "billing_error",
-    403: "permission_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    409: "invalid_request_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    529: "overloaded_error",
-}
-
-
-def error_body(shape: Shape, status: int, message: str, code: Optional[str] = None, param: Optional[str] = None) -> bytes:
-    if shape == "anthropic":
-        kind = _ANTHROPIC_TYPES.get(status, "api_error")
-        return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
-    kind = _OPENAI_TYPES.get(status, "server_error")
-    return orjson.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}})
-
-
 def error_response(shape: Shape, exc: HTTPError) -> Response:
     return Response(
         exc.status,
-        error_body(shape, exc.status, exc.message, exc.code, exc.param),
+        http_error_body(shape, exc),
         list(JSON_HEADERS) + exc.headers,
     )
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from tollway.config import ModelRoute
+from tollway.errors import foreign_error_body
 from tollway.http.core import AnyResponse, Response, StreamResponse
 from tollway.keys import ApiKey
 from tollway.proxy import translated
@@ -42,12 +43,12 @@ async def handle(
         opened = await loop.open(shape, model, include_usage, factory)
         if isinstance(opened, StreamResponse):
             return opened
-        body = translated.error_to_client(shape, opened.status, opened.body) if cross else opened.body
+        body = foreign_error_body(shape, opened.status, opened.body) if cross else opened.body
         return Response(opened.status, body, opened.headers)
 
     done, changed = await loop.complete()
     if not done.ok:
-        body = translated.error_to_client(shape, done.status, done.body) if cross else done.body
+        body = foreign_error_body(shape, done.status, done.body) if cross else done.body
         return Response(done.status, body, done.headers)
     body = orjson.dumps(changed) if changed is not None else done.body
     if cross:

@@ -15,6 +15,7 @@ import orjson
 
 from tollway._core import SseDecoder, UpstreamStream
 from tollway.config import ModelRoute
+from tollway.errors import foreign_error_body
 from tollway.http.core import JSON_HEADERS, SSE_HEADERS, AnyResponse, HTTPError, Response, StreamResponse
 from tollway.keys import ApiKey
 from tollway.proxy.headers import response_headers
@@ -22,10 +23,8 @@ from tollway.translate import (
     AnthropicToOpenAIStream,
     OpenAIToAnthropicStream,
     TranslationError,
-    anthropic_error_to_openai,
     anthropic_request_to_openai,
     anthropic_response_to_openai,
-    openai_error_to_anthropic,
     openai_request_to_anthropic,
     openai_response_to_anthropic,
 )
@@ -61,12 +60,6 @@ def response_to_client(shape: str, body: bytes, model: str) -> bytes:
     if shape == "anthropic":
         return orjson.dumps(openai_response_to_anthropic(message, model))
     return orjson.dumps(anthropic_response_to_openai(message, model))
-
-
-def error_to_client(shape: str, status: int, body: bytes) -> bytes:
-    if shape == "anthropic":
-        return openai_error_to_anthropic(status, body)
-    return anthropic_error_to_openai(status, body)
 
 
 def stream_translator(shape: str, model: str, payload: dict[str, Any]) -> Translator:
@@ -106,13 +99,13 @@ async def handle(
         if stream:
             upstream = await proxy.open_stream(call)
             if not isinstance(upstream, UpstreamStream):
-                return Response(upstream.status, error_to_client(shape, upstream.status, upstream.body), _headers(upstream.headers, JSON_HEADERS))
+                return Response(upstream.status, foreign_error_body(shape, upstream.status, upstream.body), _headers(upstream.headers, JSON_HEADERS))
             headers = _headers(upstream.headers, SSE_HEADERS) + call.extra_headers
             translator = stream_translator(shape, model, payload)
             return StreamResponse(upstream.status, headers, translate_stream(upstream, translator), upstream.close)
         done = await proxy.complete(call)
         if not done.ok:
-            return Response(done.status, error_to_client(shape, done.status, done.body), _headers(done.headers, JSON_HEADERS))
+            return Response(done.status, foreign_error_body(shape, done.status, done.body), _headers(done.headers, JSON_HEADERS))
         return Response(done.status, response_to_client(shape, done.body, model), _headers(done.headers, JSON_HEADERS))
     except BaseException:
         call.release()

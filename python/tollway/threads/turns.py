@@ -23,6 +23,7 @@ import orjson
 
 from tollway._core import StreamOutcome, UpstreamStream
 from tollway.config import ModelRoute
+from tollway.errors import provider_error
 from tollway.http.core import SSE_HEADERS, AnyResponse, HTTPError, StreamResponse, json_response
 from tollway.keys import ApiKey
 from tollway.http.params import metadata_object
@@ -95,15 +96,8 @@ def assistant_content(text: str, tool_calls_json: str) -> list[dict[str, Any]]:
 
 def upstream_error(status: int, body: bytes) -> HTTPError:
     """An upstream failure as our error, keeping the provider's status and message."""
-    message = body.decode("utf-8", "replace")[:2000]
-    try:
-        data = orjson.loads(body)
-        error = data.get("error") if isinstance(data, dict) else None
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            message = error["message"]
-    except orjson.JSONDecodeError:
-        pass
-    return HTTPError(status, f"the upstream provider answered {status}: {message}", code="upstream_error")
+    _, message = provider_error(body)
+    return HTTPError(status, f"the upstream provider answered {status}: {message[:2000]}", code="upstream_error")
 
 
 class Turn:

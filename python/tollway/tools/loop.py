@@ -26,6 +26,7 @@ import orjson
 
 from tollway._core import SseDecoder, StreamOutcome, UpstreamStream
 from tollway.config import ModelRoute
+from tollway.errors import provider_error
 from tollway.http.core import SSE_HEADERS, HTTPError, StreamResponse
 from tollway.keys import ApiKey
 from tollway.tools.calls import (
@@ -51,7 +52,6 @@ log = logging.getLogger("tollway.tools")
 DEFAULT_MAX_TOOL_TURNS = 8
 MAX_TOOL_TURNS_LIMIT = 50
 LOOP_DEADLINE_S = 600.0
-_CAP_TYPES = {"anthropic": "billing_error", "openai": "insufficient_quota"}
 
 
 class StepSink(Protocol):
@@ -224,7 +224,7 @@ class ToolLoop:
         except Exception:
             log.exception("the tool loop of request %s failed", self.request_id)
             if not self.closed:
-                await self._offer(queue, writer.error(500, "api_error", "internal error in the tool loop; the request id is in x-request-id"))
+                await self._offer(queue, writer.error(500, "internal error in the tool loop; the request id is in x-request-id"))
         finally:
             await self._offer(queue, None, force=True)
             try:
@@ -305,11 +305,10 @@ class ToolLoop:
                 call = self._prepare(True)
                 nxt = await self._open_turn(call)
             except HTTPError as exc:  # 402 before the next turn, or the upstream unreachable
-                kind = _CAP_TYPES[client_shape] if exc.status == 402 else "api_error"
-                yield writer.error(exc.status, kind, exc.message)
+                yield writer.error(exc.status, exc.message, exc.code)
                 return
             if not isinstance(nxt, tuple):
-                yield writer.error(nxt.status, "api_error", f"the upstream provider answered {nxt.status}: {nxt.body[:500].decode('utf-8', 'replace')}")
+                yield writer.error(nxt.status, f"the upstream provider answered {nxt.status}: {provider_error(nxt.body)[1][:500]}", "upstream_error")
                 return
             upstream, box = nxt
 

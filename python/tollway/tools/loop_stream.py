@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 import orjson
 
+from tollway.errors import error_object
 from tollway.tools.dispatch import ToolResult
 from tollway.tools.calls import PendingCall
 from tollway.translate.sse import frame
@@ -89,8 +90,8 @@ class AnthropicLoopWriter:
     def tool_completed(self, result: ToolResult) -> bytes:
         return frame("tool_call.completed", orjson.dumps(_completed(result)))
 
-    def error(self, status: int, kind: str, message: str) -> bytes:
-        return frame("error", orjson.dumps({"type": "error", "error": {"type": kind, "message": message}}))
+    def error(self, status: int, message: str, code: Optional[str] = None) -> bytes:
+        return frame("error", orjson.dumps(error_object("anthropic", status, message, code)))
 
 
 class OpenAILoopWriter:
@@ -187,8 +188,8 @@ class OpenAILoopWriter:
     def tool_completed(self, result: ToolResult) -> bytes:
         return frame("tool_call.completed", orjson.dumps(self._chunk([], type="tool_call.completed", tool_call=_completed(result))))
 
-    def error(self, status: int, kind: str, message: str) -> bytes:
-        return frame(None, orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": str(status)}}))
+    def error(self, status: int, message: str, code: Optional[str] = None) -> bytes:
+        return frame(None, orjson.dumps(error_object("openai", status, message, code)))
 
 
 def _completed(result: ToolResult) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-import orjson
+from tollway.errors import error_body
 
 
 class TranslationError(Exception):
@@ -23,10 +23,8 @@ class TranslationError(Exception):
 
     def openai_body(self) -> bytes:
         """This error as an OpenAI 400 body."""
-        return orjson.dumps(
-            {"error": {"message": str(self), "type": "invalid_request_error", "param": self.param, "code": None}}
-        )
+        return error_body("openai", 400, str(self), param=self.param)
 
     def anthropic_body(self) -> bytes:
         """This error as an Anthropic 400 body."""
-        return orjson.dumps({"type": "error", "error": {"type": "invalid_request_error", "message": str(self)}})
+        return error_body("anthropic", 400, str(self))

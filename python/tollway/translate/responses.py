@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from tollway.translate.error_bodies import anthropic_error_to_openai, openai_error_to_anthropic
+from tollway.errors import foreign_error_body
 from tollway.translate.errors import TranslationError
 from tollway.translate.ids import anthropic_message_id, openai_completion_id, tool_use_id
 from tollway.translate.stop_reasons import finish_reason, stop_reason
@@ -137,3 +137,13 @@ def anthropic_response_to_openai(body: dict, model: str) -> dict:
         "usage": openai_usage(body.get("usage")),
         "system_fingerprint": None,
     }
+
+
+def openai_error_to_anthropic(status: int, body: bytes) -> bytes:
+    """An OpenAI error body as an Anthropic one (tollway.errors.foreign_error_body)."""
+    return foreign_error_body("anthropic", status, body)
+
+
+def anthropic_error_to_openai(status: int, body: bytes) -> bytes:
+    """An Anthropic error body as an OpenAI one (tollway.errors.foreign_error_body)."""
+    return foreign_error_body("openai", status, body)

@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import orjson
 
-from tollway.translate.error_bodies import anthropic_error_object, anthropic_type_of_openai_error
+from tollway.errors import error_object, error_type, stream_error_type
 from tollway.translate.ids import anthropic_message_id, tool_use_id
 from tollway.translate.sse import anthropic_event
 from tollway.translate.stop_reasons import stop_reason
@@ -43,15 +43,15 @@ class OpenAIToAnthropicStream:
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
-            return self._error("api_error", "the upstream sent an invalid stream chunk")
+            return self._error(error_type("anthropic", 502), "the upstream sent an invalid stream chunk")
         if not isinstance(chunk, dict):
-            return self._error("api_error", "the upstream sent an invalid stream chunk")
+            return self._error(error_type("anthropic", 502), "the upstream sent an invalid stream chunk")
         error = chunk.get("error")
         if error is not None:
             error = error if isinstance(error, dict) else {"message": str(error)}
             message = error.get("message")
             return self._error(
-                anthropic_type_of_openai_error(error),
+                stream_error_type("anthropic", error, "openai"),
                 message if isinstance(message, str) and message else "upstream stream error",
             )
         out = [self._start(chunk)]
@@ -79,7 +79,7 @@ class OpenAIToAnthropicStream:
         """The upstream ended: an ``error`` event if it ended before its last chunk."""
         if self._ended:
             return b""
-        return self._error("api_error", EARLY_END)
+        return self._error(error_type("anthropic", 502), EARLY_END)
 
     def _start(self, chunk: dict[str, Any]) -> bytes:
         if self._started:
@@ -159,6 +159,6 @@ class OpenAIToAnthropicStream:
             + anthropic_event({"type": "message_stop"})
         )
 
-    def _error(self, error_type: str, message: str) -> bytes:
+    def _error(self, kind: str, message: str) -> bytes:
         self._ended = True
-        return anthropic_event(anthropic_error_object(error_type, message))
+        return anthropic_event(error_object("anthropic", 500, message, kind=kind))

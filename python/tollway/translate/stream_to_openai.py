@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import orjson
 
-from tollway.translate.error_bodies import openai_error_object, openai_type_of_anthropic_error
+from tollway.errors import error_object, error_type, stream_error_type
 from tollway.translate.ids import openai_completion_id, tool_call_id
 from tollway.translate.sse import OPENAI_DONE, openai_data
 from tollway.translate.stop_reasons import finish_reason
@@ -41,9 +41,9 @@ class AnthropicToOpenAIStream:
         try:
             payload = orjson.loads(data) if data.strip() else {}
         except orjson.JSONDecodeError:
-            return self._error("server_error", "the upstream sent an invalid stream event")
+            return self._error(error_type("openai", 502), "the upstream sent an invalid stream event")
         if not isinstance(payload, dict):
-            return self._error("server_error", "the upstream sent an invalid stream event")
+            return self._error(error_type("openai", 502), "the upstream sent an invalid stream event")
         kind = payload.get("type") or event
         if kind == "message_start":
             return self._message_start(payload.get("message"))
@@ -59,7 +59,7 @@ class AnthropicToOpenAIStream:
             error = payload.get("error") if isinstance(payload.get("error"), dict) else {}
             message = error.get("message")
             return self._error(
-                openai_type_of_anthropic_error(error.get("type")),
+                stream_error_type("openai", error, "anthropic"),
                 message if isinstance(message, str) and message else "upstream stream error",
                 error.get("type") if isinstance(error.get("type"), str) else None,
             )
@@ -69,7 +69,7 @@ class AnthropicToOpenAIStream:
         """The upstream ended: an error chunk if it ended before ``message_stop``."""
         if self._ended:
             return b""
-        return self._error("server_error", EARLY_END)
+        return self._error(error_type("openai", 502), EARLY_END)
 
     def _chunk(self, delta: Optional[dict[str, Any]], finish: Optional[str] = None) -> bytes:
         chunk: dict[str, Any] = {
@@ -149,6 +149,6 @@ class AnthropicToOpenAIStream:
             out += self._chunk(None)
         return out + OPENAI_DONE
 
-    def _error(self, error_type: str, message: str, code: Optional[str] = None) -> bytes:
+    def _error(self, kind: str, message: str, code: Optional[str] = None) -> bytes:
         self._ended = True
-        return openai_data(openai_error_object(error_type, message, code))
+        return openai_data(error_object("openai", 500, message, code, kind=kind))
