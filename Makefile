@@ -6,7 +6,7 @@ BIN      := $(VENV)/bin
 CORE     := $(VENV)/.tollway-installed
 RUST_SRC := $(shell find rust -type f 2>/dev/null) Cargo.toml $(wildcard Cargo.lock)
 
-.PHONY: install run test bench clean
+.PHONY: install run lint test bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,7 +21,13 @@ install: $(CORE)
 run: install
 	$(BIN)/tollway serve --host 127.0.0.1 --port 8787
 
-test: install
+# ruff (configured in pyproject.toml) and clippy, warnings as errors.
+lint: install
+	$(BIN)/ruff check python tests benches
+	$(BIN)/ruff format --check python tests benches
+	cargo clippy --release --all-targets --quiet -- -D warnings
+
+test: lint
 	cargo test --release --quiet
 	$(BIN)/python -m pytest
 
