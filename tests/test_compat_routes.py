@@ -14,7 +14,7 @@ from langchain_anthropic import ChatAnthropic
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_openai import OpenAIEmbeddings
 
-from tests.conftest import FAKE_ANTHROPIC_KEY, Gateway, fake_requests
+from tests.conftest import FAKE_ANTHROPIC_KEY, Gateway, fake_requests, gateway_env, start_gateway, stop_gateway
 from tests.fakes import extras as fake_extras
 
 SMALL = "text-embedding-3-small"
@@ -75,6 +75,21 @@ def test_model_path_unencoded_and_errors(gateway: Gateway, user) -> None:
     assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
     r = gateway.request("GET", "/v1/models/test-gpt")
     assert r.status_code == 401 and "error" in r.json()
+
+
+def test_unroutable_model_is_not_found(fake, tmp_data_dir, server: str) -> None:
+    """A catalog model of the environment's anthropic provider, which has no key here."""
+    env = gateway_env(fake, tmp_data_dir, f"sqlite:///{tmp_data_dir / 'tollway.db'}", ANTHROPIC_API_KEY="", ANTHROPIC_BASE_URL="")
+    gw = start_gateway(env, server=server)
+    try:
+        _, secret = gw.mint()
+        client = anthropic.Anthropic(api_key=secret, base_url=gw.url, max_retries=0)
+        with pytest.raises(anthropic.NotFoundError):
+            client.models.retrieve("claude-sonnet-4-5")
+        assert client.models.retrieve("test-claude").id == "test-claude"  # its own provider has a key
+        assert "claude-sonnet-4-5" not in {m.id for m in client.models.list()}
+    finally:
+        stop_gateway(gw)
 
 
 async def test_async_model_retrieve(gateway: Gateway, user) -> None:
