@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional
 
 import orjson
 
@@ -29,7 +29,8 @@ from tollway.http.core import (
 from tollway.http.limits import MAX_TOKENS_LIMIT
 from tollway.proxy.caps import decide_hold
 from tollway.proxy.checks import check_model_request
-from tollway.proxy.handler import Call, Proxy
+from tollway.keys import ApiKey
+from tollway.proxy.handler import Call, Completed, Proxy
 from tollway.proxy.headers import response_headers
 from tollway.providers import ADAPTERS
 from tollway.providers.base import count_message_tokens, estimate_embedding_tokens
@@ -96,29 +97,42 @@ def register(app: App, gw: "Gateway", proxy: Proxy) -> None:
         started = time.perf_counter()
         key = await gw.auth.authenticate(request.headers)
         payload = request.json(allow_nul=True)  # forwarded, never stored
-        inputs = _check_embeddings_request(payload)
-        route = proxy.route(payload["model"], mode="embedding")
-        adapter = ADAPTERS[route.provider.kind]
-        url = adapter.embeddings_url(route.provider)
-        if url is None:
-            raise HTTPError(400, f"the model {route.name!r} is served by {route.provider.name!r}, which has no embeddings API", param="model")
-        body = request.body
-        if payload["model"] != route.upstream_model:
-            body = orjson.dumps({**payload, "model": route.upstream_model})
-        estimate = estimate_embedding_tokens(inputs)
-        decision = decide_hold(gw.ledger, key.id, route, estimate, 0)  # no output tokens
-        base = proxy.usage_base(key, route, request.request_id)
-        gw.journal.hold(base["event_id"], decision.hold, base, False, estimate)
-        call = Call(
-            route, adapter.headers(route.provider, request.headers), body, False, decision.hold, None,
-            estimate, base, started, gw.journal, url,
-        )  # fmt: skip
-        try:
-            done = await proxy.complete(call)
-        except BaseException:
-            call.release()  # a no-op once settled
-            raise
+        done = await create_embeddings(proxy, key, payload, request.body, request.headers, request.request_id, started)
         return Response(done.status, done.body, done.headers)
+
+
+async def create_embeddings(
+    proxy: Proxy,
+    key: ApiKey,
+    payload: Any,
+    raw: Optional[bytes],
+    client_headers: dict[str, str],
+    request_id: str,
+    started: float,
+) -> Completed:
+    """One embeddings call for ``key``: checked (400/404), held (402), forwarded, settled and
+    recorded. ``raw`` is the client's body when ``payload`` is exactly what it sent."""
+    gw = proxy.gw
+    inputs = _check_embeddings_request(payload)
+    route = proxy.route(payload["model"], mode="embedding")
+    adapter = ADAPTERS[route.provider.kind]
+    url = adapter.embeddings_url(route.provider)
+    if url is None:
+        raise HTTPError(400, f"the model {route.name!r} is served by {route.provider.name!r}, which has no embeddings API", param="model")
+    body = raw if raw is not None and payload["model"] == route.upstream_model else orjson.dumps({**payload, "model": route.upstream_model})
+    estimate = estimate_embedding_tokens(inputs)
+    decision = decide_hold(gw.ledger, key.id, route, estimate, 0)  # no output tokens
+    base = proxy.usage_base(key, route, request_id)
+    gw.journal.hold(base["event_id"], decision.hold, base, False, estimate)
+    call = Call(
+        route, adapter.headers(route.provider, client_headers), body, False, decision.hold, None,
+        estimate, base, started, gw.journal, url,
+    )  # fmt: skip
+    try:
+        return await proxy.complete(call)
+    except BaseException:
+        call.release()  # a no-op once settled
+        raise
 
 
 def _check_count_request(payload: Any) -> None:
