@@ -75,6 +75,10 @@ def test_model_path_unencoded_and_errors(gateway: Gateway, user) -> None:
     assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
     r = gateway.request("GET", "/v1/models/test-gpt")
     assert r.status_code == 401 and "error" in r.json()
+    r = gateway.request("POST", "/v1/models/org/test:gpt", user[1])
+    assert r.status_code == 405 and "error" in r.json()
+    r = gateway.request("GET", "/v1/models/test-claude", "tw_live_nope", headers={"anthropic-version": "2023-06-01"})
+    assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
 
 
 def test_unroutable_model_is_not_found(fake, tmp_data_dir, server: str) -> None:
