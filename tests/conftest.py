@@ -153,6 +153,27 @@ context_window = 400
 name = "unpriced-gpt"
 provider = "fake-openai"
 
+# POST /v1/embeddings: 1 micro-USD per input token; a model id with "/" and ":".
+[[models]]
+name = "test-embed"
+provider = "fake-openai"
+upstream_model = "text-embedding-3-small"
+mode = "embedding"
+input_usd_per_mtok = 1.0
+
+[[models]]
+name = "claude-embed"
+provider = "fake-anthropic"
+mode = "embedding"
+input_usd_per_mtok = 1.0
+
+[[models]]
+name = "org/test:gpt"
+provider = "fake-openai"
+upstream_model = "gpt-test-upstream"
+input_usd_per_mtok = 1.0
+output_usd_per_mtok = 10.0
+
 [[models]]
 name = "dead-gpt"
 provider = "nowhere"

@@ -63,7 +63,7 @@ def api(fuzz_gateway: Gateway):
     with requests.Session() as session:
         yield Api(
             gw, schema, {"admin": gw.admin, "standard": secret},
-            {"key_id": key_id, "thread_id": thread.json()["id"], "tool_id": tool_id}, session,
+            {"key_id": key_id, "thread_id": thread.json()["id"], "tool_id": tool_id, "model_id": "org/test:gpt"}, session,
         )  # fmt: skip
 
 
@@ -73,7 +73,7 @@ def _strategy(api: Api, method: str, path: str):
         operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
         operation.as_strategy(generation_mode=GenerationMode.NEGATIVE),
     )
-    return st.tuples(cases, st.sampled_from(["admin", "standard"]), st.booleans(), st.sampled_from([None, *FAST_MODELS]))
+    return st.tuples(cases, st.sampled_from(["admin", "standard"]), st.booleans(), st.sampled_from([None, *FAST_MODELS, "test-embed"]))
 
 
 @pytest.mark.timeout(300)

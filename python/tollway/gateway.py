@@ -31,6 +31,7 @@ from tollway.ledger.journal import Journal
 from tollway.ledger.owner import GatewayLock, die_with_supervisor
 from tollway.ledger.replay import replay
 from tollway.ledger.writer import UsageWriter
+from tollway.proxy import extras as proxy_extras
 from tollway.proxy import routes as proxy_routes
 from tollway.proxy.spin import SpinWait
 from tollway.store import Database, now_ms
@@ -96,6 +97,7 @@ CAPABILITIES = [
     key_routes.capability,
     usage_routes.capability,
     proxy_routes.capability,  # provides proxy
+    proxy_extras.capability,
     thread_routes.capability,  # provides turns
     tool_routes.capability,
     openapi.capability,

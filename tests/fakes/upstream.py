@@ -15,6 +15,7 @@ from functools import lru_cache
 
 import orjson
 
+from . import extras
 from .fdtable import reserve_fd_table
 
 OPENAI_KEY = os.environ.get("FAKE_OPENAI_KEY", "sk-fake-openai")
@@ -631,7 +632,7 @@ async def app(scope, receive, send):
         await _complete(OpenAI, headers, body, receive, send)
     elif method == "POST" and path == "/v1/messages":
         await _complete(Anthropic, headers, body, receive, send)
-    else:
+    elif not await extras.dispatch(method, path, headers, body, send):  # tests/fakes/extras.py
         provider = Anthropic if b"anthropic-version" in headers else OpenAI
         if method == "GET" and path == "/v1/models":
             refused = provider.refuse(headers)

@@ -10,6 +10,9 @@ from tollway._core import Pricing
 
 ProviderKind = Literal["openai", "anthropic"]
 PROVIDER_KINDS: tuple[str, ...] = ("openai", "anthropic")
+# What a model is called for: "chat" (the model-call routes, threads) or "embedding"
+# (POST /v1/embeddings only).
+MODEL_MODES: tuple[str, ...] = ("chat", "embedding")
 
 # USD per million tokens -> atto-dollars (1e-18 USD) per token.
 _ATTO_PER_USD_PER_MTOK = Decimal(10) ** 12
@@ -76,3 +79,8 @@ class ModelRoute:
     pricing: Optional[Pricing]  # price with the markup, in exact integer units
     max_output_tokens: int
     context_window: Optional[int]
+    mode: str = "chat"  # one of MODEL_MODES
+
+    @property
+    def embedding(self) -> bool:
+        return self.mode == "embedding"

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from tollway.config.routes import (
+    MODEL_MODES,
     PROVIDER_KINDS,
     ModelPrice,
     ModelRoute,
@@ -129,7 +130,12 @@ def _route(
     markup: Decimal,
     where: str,
 ) -> ModelRoute:
+    mode = entry.get("mode", "chat")
+    if mode not in MODEL_MODES:
+        raise ConfigError(f"{where}.mode: must be one of {', '.join(MODEL_MODES)}, got {mode!r}")
     prices = {f: entry.get(f) for f in _PRICE_FIELDS}
+    if mode == "embedding" and prices["output_usd_per_mtok"] is None:
+        prices["output_usd_per_mtok"] = 0  # an embedding has no output tokens
     price: Optional[ModelPrice] = None
     if prices["input_usd_per_mtok"] is not None and prices["output_usd_per_mtok"] is not None:
         price = ModelPrice(
@@ -157,6 +163,7 @@ def _route(
             if entry.get("context_window") is not None
             else None
         ),
+        mode=mode,
     )
 
 

@@ -123,21 +123,31 @@ def new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_id_counter):012x}"
 
 
-_PARAM = re.compile(r"\{(\w+)\}")
+_PARAM = re.compile(r"\{(\w+)(:path)?\}")
+
+
+def _param_regex(match: re.Match[str]) -> str:
+    return f"(?P<{match[1]}>.+)" if match[2] else f"(?P<{match[1]}>[^/]+)"
 
 
 class Router:
-    """Exact paths in a dict; paths with ``{param}`` segments as regexes."""
+    """Exact paths in a dict; paths with ``{param}`` segments as regexes.
+
+    ``{name:path}``, last in a path, also takes slashes (a model id such as
+    ``org/model``, which an SDK percent-encodes and the server decodes back).
+    """
 
     def __init__(self) -> None:
         self._exact: dict[str, dict[str, Handler]] = {}
         self._patterns: list[tuple[re.Pattern[str], dict[str, Handler]]] = []
         self.templates: list[tuple[str, str]] = []  # (method, path with {param}s), for adapters
+        self.path_params: set[str] = set()  # the params declared {name:path}
 
     def add(self, method: str, path: str, handler: Handler) -> None:
-        self.templates.append((method, path))
+        self.path_params.update(m[1] for m in _PARAM.finditer(path) if m[2])
+        self.templates.append((method, _PARAM.sub(r"{\1}", path)))
         if "{" in path:
-            regex = re.compile("^" + _PARAM.sub(r"(?P<\1>[^/]+)", path) + "$")
+            regex = re.compile("^" + _PARAM.sub(_param_regex, path) + "$")
             for pattern, methods in self._patterns:
                 if pattern.pattern == regex.pattern:
                     methods[method] = handler

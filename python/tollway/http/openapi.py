@@ -62,6 +62,17 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         tag="models", shape="anthropic", provider=True,
     ),
     ("GET", "/v1/models"): Op("The routable models", {200: "ModelList"}, _AUTH, tag="models"),
+    ("GET", "/v1/models/{model_id}"): Op(
+        "A routable model (its name may contain '/', sent percent-encoded or not)", {200: "Model"}, (*_AUTH, 404), tag="models"
+    ),
+    ("POST", "/v1/messages/count_tokens"): Op(
+        "Count a Messages request's input tokens: the provider's count (Anthropic), else our estimate; not metered",
+        {200: "InputTokens"}, (*_AUTH, *_BODY, 404), "CountTokensRequest", tag="models", shape="anthropic", provider=True,
+    ),
+    ("POST", "/v1/embeddings"): Op(
+        "OpenAI embeddings, capped and metered (a model of mode \"embedding\" on an OpenAI-kind provider)",
+        {200: "EmbeddingList"}, (*_AUTH, *_BODY, 402, 404), "EmbeddingsRequest", tag="models", provider=True,
+    ),
     # ---- keys
     ("POST", "/v1/keys"): Op("Mint a key (the secret is in this response only)", {201: "ApiKeyCreated"}, (*_ADMIN, *_BODY), "KeyCreate"),
     ("GET", "/v1/keys"): Op(
@@ -159,9 +170,10 @@ def _operation(method: str, path: str, op: Op) -> dict[str, Any]:
         "tags": [op.tag],
     }
     params = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "pattern": "^[^\\x00/]+$"}}
+        {"name": name, "in": "path", "required": True,
+         "schema": {"type": "string", "minLength": 1, "pattern": "^[^\\x00]+$" if name in _SLASHED else "^[^\\x00/]+$"}}
         for name in _path_params(path)
-    ]
+    ]  # fmt: skip
     params += [{"name": name, "in": "query", "required": False, "schema": schema} for name, schema in op.query.items()]
     if params:
         out["parameters"] = params
@@ -180,6 +192,9 @@ def _operation(method: str, path: str, op: Op) -> dict[str, Any]:
     return out
 
 
+_SLASHED = {"model_id"}  # path parameters that may contain "/" (the router's {name:path})
+
+
 def _path_params(path: str) -> list[str]:
     return [part[1:-1] for part in path.split("/") if part.startswith("{")]
 
@@ -196,8 +211,9 @@ def document() -> dict[str, Any]:
             "version": __version__,
             "description": (
                 "Self-hosted gateway for LLM APIs: per-user keys with spend caps enforced before the upstream call, "
-                "metering, threads and webhook tools. Errors are OpenAI error objects, except on /v1/messages "
-                "(Anthropic's). Bad input is always a 4xx."
+                "metering, threads and webhook tools. Errors are OpenAI error objects, except on /v1/messages and "
+                "/v1/messages/count_tokens (Anthropic's); the /v1/models routes answer a request with an "
+                "anthropic-version header in Anthropic's shape. Bad input is always a 4xx."
             ),
         },
         "servers": [{"url": "/"}],

@@ -90,6 +90,7 @@ ERRORS: dict[str, Schema] = {
 }
 
 # ---- request bodies -----------------------------------------------------
+_TOKEN_ID: Schema = {"type": "integer", "minimum": 0, "maximum": MAX_TOKENS_LIMIT}
 _WEBHOOK_URL = {
     "type": "string",
     "maxLength": MAX_URL,
@@ -201,6 +202,37 @@ REQUESTS: dict[str, Schema] = {
         ("model",),
         extra=True,
         description="An Anthropic Messages request; every other field goes to the provider unchanged.",
+    ),
+    "CountTokensRequest": obj(
+        {
+            "model": {"type": "string", "minLength": 1},
+            "messages": {"type": "array", "items": ANY_OBJECT, "minItems": 1},
+            "system": {"anyOf": [STRING, {"type": "array", "items": ANY_OBJECT}]},
+            "tools": {"type": "array", "items": ANY_OBJECT},
+        },
+        ("model", "messages"),
+        extra=True,
+        description="An Anthropic count_tokens request (a Messages request without max_tokens).",
+    ),
+    "EmbeddingsRequest": obj(
+        {
+            "model": {"type": "string", "minLength": 1},
+            "input": {
+                "anyOf": [
+                    {"type": "string", "minLength": 1},
+                    {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": 2048},
+                    {"type": "array", "items": _TOKEN_ID, "minItems": 1, "maxItems": 2048},
+                    {"type": "array", "items": {"type": "array", "items": _TOKEN_ID, "minItems": 1}, "minItems": 1, "maxItems": 2048},
+                ],
+                "description": "a string, strings, token ids, or lists of token ids (none empty; at most 2048 items)",
+            },
+            "encoding_format": {"enum": ["float", "base64"]},
+            "dimensions": MAX_TOKENS,
+            "user": STRING,
+        },
+        ("model", "input"),
+        extra=True,
+        description="An OpenAI embeddings request, for a model of mode \"embedding\"; every other field goes to the provider unchanged.",
     ),
 }
 
@@ -320,6 +352,29 @@ RESOURCES: dict[str, Schema] = {
         ],
         "description": "OpenAI's list, or Anthropic's when the request has an anthropic-version header",
     },
+    "Model": {
+        "anyOf": [_OPENAI_MODEL, _ANTHROPIC_MODEL],
+        "description": "OpenAI's model object, or Anthropic's when the request has an anthropic-version header",
+    },
+    "InputTokens": obj(
+        {"input_tokens": INTEGER}, ("input_tokens",), extra=True,
+        description="The provider's count, or (header x-tollway-estimated: true) the gateway's estimate",
+    ),
+    "EmbeddingList": obj(
+        {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": obj(
+                {"object": {"const": "embedding"}, "index": INTEGER,
+                 "embedding": {"anyOf": [{"type": "array", "items": {"type": "number"}}, STRING]}},
+                ("object", "index", "embedding"), extra=True,
+            )},
+            "model": STRING,
+            "usage": obj({"prompt_tokens": INTEGER, "total_tokens": INTEGER}, extra=True),
+        },
+        ("object", "data"),
+        extra=True,
+        description="The provider's embeddings (base64: little-endian float32)",
+    ),
     "ProviderResponse": {"type": "object", "additionalProperties": True, "description": "the provider's own response body"},
 }
 

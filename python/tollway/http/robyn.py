@@ -33,7 +33,10 @@ _METHODS = ("GET", "POST", "PATCH", "DELETE", "PUT")
 _CATCH_ALL = ("/:a", "/:a/:b", "/:a/:b/:c", "/:a/:b/:c/:d", "/:a/:b/:c/:d/:e")
 
 
-def _robyn_path(template: str) -> str:
+def _robyn_path(template: str, path_params: set[str]) -> str:
+    """Robyn's route syntax: ``:name`` for one segment, ``*name`` (last) for the rest of the path."""
+    for name in path_params:
+        template = template.replace("{" + name + "}", "*" + name)
     return template.replace("{", ":").replace("}", "")
 
 
@@ -99,7 +102,7 @@ def build_robyn(app: App) -> Any:
 
     registered = set()
     for method, template in app.router.templates:
-        route = (method, _robyn_path(template))
+        route = (method, _robyn_path(template, app.router.path_params))
         if route not in registered:
             registered.add(route)
             server.add_route(method, route[1], handle)

@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import orjson
 
-from tollway.config import Provider
+from tollway.config import ModelRoute, Provider
 from tollway.providers.base import PreparedRequest, upstream_headers
 
 DEFAULT_VERSION = "2023-06-01"
@@ -43,5 +43,23 @@ class AnthropicAdapter:
             ours["x-api-key"] = provider.api_key
         return upstream_headers(client_headers, ours, _DEFAULTS)
 
+    def count_tokens_url(self, provider: Provider) -> Optional[str]:
+        return provider.base_url.rstrip("/") + "/v1/messages/count_tokens"
 
+    def embeddings_url(self, provider: Provider) -> Optional[str]:
+        return None  # Anthropic has no embeddings API
+
+    def model_object(self, name: str, route: ModelRoute, created: int) -> dict[str, Any]:
+        return {"type": "model", "id": name, "display_name": name, "created_at": _CREATED_AT}
+
+    def model_list(self, objects: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "data": objects,
+            "has_more": False,
+            "first_id": objects[0]["id"] if objects else None,
+            "last_id": objects[-1]["id"] if objects else None,
+        }
+
+
+_CREATED_AT = "1970-01-01T00:00:00Z"  # what a configured model's release date is, we do not know
 ADAPTER = AnthropicAdapter()

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
-from tollway.config import Provider
+import orjson
+
+from tollway.config import ModelRoute, Provider
 
 # Conservative: real tokenizers average ~4 bytes per token on prose; 3 over-counts
 # nearly all text, so holds are on the safe side of the actual input cost.
@@ -44,6 +46,16 @@ class ProviderAdapter(Protocol):
     ) -> PreparedRequest: ...
 
     def headers(self, provider: Provider, client_headers: dict[str, str]) -> list[tuple[str, str]]: ...
+
+    # The provider's other routes (None: it has none).
+    def count_tokens_url(self, provider: Provider) -> Optional[str]: ...
+
+    def embeddings_url(self, provider: Provider) -> Optional[str]: ...
+
+    # A model as this wire format's SDK reads it (GET /v1/models, GET /v1/models/{id}).
+    def model_object(self, name: str, route: ModelRoute, created: int) -> dict[str, Any]: ...
+
+    def model_list(self, objects: list[dict[str, Any]]) -> dict[str, Any]: ...
 
 
 def upstream_headers(
@@ -100,3 +112,61 @@ def estimate_input_tokens(payload: dict[str, Any], body_len: int) -> int:
                                 images += 1
                                 billable -= _image_bytes(inner)
     return -(-billable // BYTES_PER_TOKEN) + count * TOKENS_PER_MESSAGE + images * TOKENS_PER_IMAGE
+
+
+# What real tokenizers average on English prose; used where the count is reported, not held.
+BYTES_PER_TOKEN_TYPICAL = 4
+
+
+def _text_bytes(content: Any) -> tuple[int, int]:
+    """(text bytes, images) of a system prompt or a message's content: strings, text blocks,
+    tool calls' names and inputs, tool results; image and document blocks counted apart."""
+    if isinstance(content, str):
+        return len(content.encode("utf-8", "surrogatepass")), 0
+    size = images = 0
+    for block in content if isinstance(content, list) else ():
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
+        if kind in ("image", "document", "image_url"):
+            images += 1
+        elif kind == "tool_use":
+            size += len(orjson.dumps(block.get("input"))) + len(str(block.get("name", "")))
+        elif kind == "tool_result":
+            inner, inner_images = _text_bytes(block.get("content"))
+            size, images = size + inner, images + inner_images
+        else:
+            for field in ("text", "thinking"):
+                if isinstance(block.get(field), str):
+                    size += len(block[field].encode("utf-8", "surrogatepass"))
+    return size, images
+
+
+def count_message_tokens(payload: dict[str, Any]) -> int:
+    """An estimate of a Messages request's input tokens, as close as we can make it without
+    the model's tokenizer: text at BYTES_PER_TOKEN_TYPICAL bytes a token, tool definitions as
+    their JSON, a per-message overhead and a fixed count per image or document."""
+    size, images = _text_bytes(payload.get("system"))
+    messages = payload.get("messages")
+    messages = messages if isinstance(messages, list) else []
+    for message in messages:
+        more, more_images = _text_bytes(message.get("content") if isinstance(message, dict) else None)
+        size, images = size + more, images + more_images
+    tools = payload.get("tools")
+    if isinstance(tools, list) and tools:
+        size += len(orjson.dumps(tools))
+    return -(-size // BYTES_PER_TOKEN_TYPICAL) + len(messages) * TOKENS_PER_MESSAGE // 2 + images * TOKENS_PER_IMAGE
+
+
+def estimate_embedding_tokens(inputs: list[Any]) -> int:
+    """An upper estimate of an embeddings request's input tokens (for the hold): strings at
+    BYTES_PER_TOKEN bytes a token, token-id arrays by their length."""
+    tokens = 0
+    for item in inputs:
+        if isinstance(item, str):
+            tokens += -(-len(item.encode("utf-8", "surrogatepass")) // BYTES_PER_TOKEN)
+        elif isinstance(item, list):
+            tokens += len(item)
+        else:
+            tokens += 1
+    return max(tokens, 1)

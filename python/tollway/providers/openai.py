@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import orjson
 
-from tollway.config import Provider
+from tollway.config import ModelRoute, Provider
 from tollway.providers.base import PreparedRequest, upstream_headers
 
 
@@ -57,6 +57,18 @@ class OpenAIAdapter:
         if provider.project:
             ours["openai-project"] = provider.project
         return upstream_headers(client_headers, ours)
+
+    def count_tokens_url(self, provider: Provider) -> Optional[str]:
+        return None
+
+    def embeddings_url(self, provider: Provider) -> Optional[str]:
+        return provider.base_url.rstrip("/") + "/embeddings"
+
+    def model_object(self, name: str, route: ModelRoute, created: int) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": created, "owned_by": route.provider.name}
+
+    def model_list(self, objects: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"object": "list", "data": objects}
 
 
 ADAPTER = OpenAIAdapter()

@@ -149,6 +149,7 @@ class Call:
     base: dict[str, Any]  # the usage event's identity: event, request, account, key, model, provider
     started: float
     journal: Journal
+    url: Optional[str] = None  # where it goes: the provider's generation route unless set
 
     def release(self) -> None:
         """Give the hold back, nothing spent (a no-op once settled or released)."""
@@ -223,15 +224,32 @@ class Proxy:
             call.release()  # no-op once the hold was settled
             raise
 
-    def route(self, name: Any) -> ModelRoute:
+    def route(self, name: Any, mode: str = "chat", priced: bool = True) -> ModelRoute:
+        """The route of a model called for ``mode`` (400 if it is for the other, or unpriced when ``priced``; 404 if unknown)."""
         if not isinstance(name, str) or not name:
             raise HTTPError(400, "'model' is required", param="model")
         route = self.gw.settings.models.get(name)
         if route is None:
             raise HTTPError(404, f"the model {name!r} does not exist or is not routable here", code="model_not_found", param="model")
-        if route.pricing is None:
+        if route.mode != mode:
+            if route.embedding:
+                raise HTTPError(400, f"the model {name!r} is an embedding model: call POST /v1/embeddings", param="model")
+            raise HTTPError(400, f"the model {name!r} is not an embedding model (one has mode = \"embedding\" in the catalog or config)", param="model")
+        if priced and route.pricing is None:
             raise HTTPError(400, f"the model {name!r} has no price configured; add input_usd_per_mtok and output_usd_per_mtok", param="model")
         return route
+
+    @staticmethod
+    def usage_base(key: ApiKey, route: ModelRoute, request_id: str) -> dict[str, Any]:
+        """A usage event's identity: event, request, account, key, model, provider."""
+        return {
+            "event_id": new_event_id(),
+            "request_id": request_id,
+            "account_id": key.account_id,
+            "key_id": key.id,
+            "model": route.name,
+            "provider": route.provider.name,
+        }
 
     def prepare(
         self,
@@ -265,14 +283,7 @@ class Proxy:
         except BaseException:
             decision.hold.release()  # not journaled yet
             raise
-        base = {
-            "event_id": new_event_id(),
-            "request_id": request_id,
-            "account_id": key.account_id,
-            "key_id": key.id,
-            "model": route.name,
-            "provider": route.provider.name,
-        }
+        base = self.usage_base(key, route, request_id)
         journal = self.gw.journal
         journal.hold(base["event_id"], decision.hold, base, stream, input_estimate)
         return Call(
@@ -316,7 +327,7 @@ class Proxy:
     def _start_send(self, call: Call) -> Awaitable[UpstreamResponse]:
         gw = self.gw
         client = gw.client
-        pending = client.send("POST", call.route.provider.endpoint, call.headers, call.body)
+        pending = client.send("POST", call.url or call.route.provider.endpoint, call.headers, call.body)
         gw.spin.poll(call.route.provider.name, client, gw.serving_alone)  # see proxy/spin.py
         return pending
 
