@@ -61,7 +61,6 @@ def _units(messages: list[dict[str, Any]]) -> list[list[int]]:
 class Fitted:
     messages: list[dict[str, Any]]  # oldest first, ready to send
     kept: int  # stored messages that made it into the request (the new turn not counted)
-    dropped: int  # older stored messages left out for lack of room
 
 
 def fit(history: list[dict[str, Any]], new: dict[str, Any], budget: int) -> Optional[Fitted]:
@@ -89,7 +88,7 @@ def fit(history: list[dict[str, Any]], new: dict[str, Any], budget: int) -> Opti
         chosen.pop(0)
     indexes = [i for unit in chosen for i in unit]
     kept = len(indexes) - 1
-    return Fitted(sanitize(messages[i] for i in indexes), kept, len(history) - kept)
+    return Fitted(sanitize(messages[i] for i in indexes), kept)
 
 
 def _starts_badly(message: dict[str, Any]) -> bool:

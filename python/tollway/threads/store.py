@@ -415,19 +415,6 @@ class ThreadStore:
             page.reverse()
         return page, len(rows) > limit
 
-    def recent_messages(self, thread_id: str, limit: int) -> list[StoredMessage]:
-        """The newest ``limit`` messages, oldest first."""
-        if limit < 1:
-            return []
-        with self.db.engine.connect() as conn:
-            rows = conn.execute(
-                select(thread_messages)
-                .where(thread_messages.c.thread_id == thread_id)
-                .order_by(thread_messages.c.seq.desc())
-                .limit(limit)
-            ).all()
-        return [_row_to_message(r) for r in reversed(rows)]
-
     def all_messages(self, thread_id: str) -> list[StoredMessage]:
         """Every message, oldest first (for export)."""
         with self.db.engine.connect() as conn:
