@@ -116,9 +116,9 @@ def test_thread_crud_and_messages(env: Env) -> None:
     }
     assert everything[0].content == blocks and everything[0].metadata == {"client": "web"}
     assert s.count_messages(t.id) == 3 and s.count_messages(bare.id) == 0
-    assert [m.id for m in s.recent_messages(t.id, 2)] == [stored[1].id, stored[2].id]
-    assert [m.id for m in s.recent_messages(t.id, 10)] == [m.id for m in stored]
-    assert s.recent_messages(t.id, 0) == []
+    # The newest first, as the history loader pages them.
+    assert [m.id for m in s.list_messages(t.id, order="desc", limit=2)[0]] == [stored[2].id, stored[1].id]
+    assert [m.id for m in s.list_messages(t.id, order="desc", limit=10)[0]] == [m.id for m in stored][::-1]
 
     with pytest.raises(LookupError):
         s.append_messages("thread_missing", [msg("user", "hi")])
@@ -282,7 +282,7 @@ def test_message_cursor_pagination_500(env: Env) -> None:
     page, more = s.list_messages(t.id, after=ids[200], before=ids[210], limit=9)
     assert [m.id for m in page] == ids[201:210] and more is False
 
-    assert [m.id for m in s.recent_messages(t.id, 25)] == ids[-25:]
+    assert [m.id for m in s.list_messages(t.id, order="desc", limit=25)[0]] == ids[-25:][::-1]
 
     # Unknown cursors, and a message of another thread, are errors.
     other_msg = s.all_messages(other.id)[0].id
