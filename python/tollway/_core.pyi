@@ -10,7 +10,7 @@ that every cost is exact integer arithmetic.
 
 from typing import Awaitable, Callable, Literal, Optional
 
-ProviderKind = Literal["openai", "anthropic"]
+ProviderKind = Literal["openai", "anthropic", "openai_responses"]
 
 class UpstreamError(Exception):
     """Any failure to get a response from the upstream (base class)."""
@@ -97,6 +97,9 @@ def extract_usage(kind: ProviderKind, body: bytes) -> Optional[Usage]:
     prompt_tokens_details.cached_tokens, choices[0].finish_reason, model.
     Anthropic message: usage.input_tokens / output_tokens /
     cache_read_input_tokens / cache_creation_input_tokens, stop_reason, model.
+    OpenAI Responses (``"openai_responses"``): usage.input_tokens (cached included,
+    like prompt_tokens) / output_tokens (reasoning included) /
+    input_tokens_details.cached_tokens, incomplete_details.reason or status, model.
     None when the body is not JSON or has no usage object.
     """
 
@@ -149,6 +152,10 @@ class StreamScanner:
     @property
     def model(self) -> Optional[str]:
         """The model named by the stream, if any (extra: not in the original contract)."""
+    @property
+    def final_response(self) -> Optional[bytes]:
+        """``"openai_responses"``: the JSON of the terminal event's ``response`` object
+        (``response.completed`` / ``.incomplete`` / ``.failed``); None before it, or for other kinds."""
 
 class SseDecoder:
     """Incremental SSE decoder, for streams the gateway rewrites (translated formats).
@@ -226,6 +233,10 @@ class StreamOutcome:
     """From the request being sent upstream to the stream settling."""
     first_byte_ms: int
     """From the request being sent upstream to the first body chunk (to the headers when the body was empty)."""
+    final_response: Optional[bytes]
+    """``"openai_responses"`` streams: the JSON bytes of the terminal event's ``response`` object
+    (the whole response with its usage), to record a streamed response without parsing the
+    stream; None when the stream was cut before it, and for the other kinds."""
 
 class UpstreamResponse:
     """A whole (non-stream) upstream response."""

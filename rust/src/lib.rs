@@ -2,6 +2,8 @@
 //!
 //! * [`pricing`]: exact integer pricing and the `Usage` record.
 //! * [`usage`]: usage extraction from whole (non-stream) response bodies.
+//! * [`format`]: the `WireFormat` trait (usage and stream events of one format);
+//!   [`responses`] (OpenAI Responses) implements it.
 //! * [`scanner`]: the incremental SSE scanner that tees streams.
 //! * [`sse`]: a plain SSE decoder for streams the gateway rewrites (translated formats).
 //! * [`jsoncheck`]: nesting depth and NUL escapes of a request body, before it is parsed.
@@ -14,11 +16,13 @@ use std::sync::OnceLock;
 use pyo3::prelude::*;
 
 pub mod client;
+pub mod format;
 pub mod guard;
 pub mod hub;
 pub mod jsoncheck;
 pub mod ledger;
 pub mod pricing;
+pub mod responses;
 pub mod scanner;
 pub mod sse;
 pub mod usage;

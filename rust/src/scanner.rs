@@ -13,7 +13,9 @@ use pyo3::types::PyBytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::format::WireFormat;
 use crate::pricing::Usage;
+use crate::responses::Responses;
 use crate::sse::split_field;
 use crate::usage::{Kind, RawUsage};
 
@@ -54,7 +56,7 @@ pub struct Scanner {
     /// Bytes of output that is not assistant text (reasoning, tool arguments): used for estimates.
     pub other_bytes: usize,
     pub tools: Vec<ToolCall>,
-    anth_blocks: Vec<(usize, usize)>, // (content block index, tool slot)
+    block_tools: Vec<(usize, usize)>, // (content block index, tool slot)
     pub finish_reason: Option<String>,
     pub model: Option<String>,
     counts: Counts,
@@ -64,6 +66,8 @@ pub struct Scanner {
     pub delta_count: u64,
     pub completed: bool,
     pub error_json: Option<String>,
+    /// Responses streams: the JSON of the terminal event's response object.
+    pub final_response: Option<Vec<u8>>,
 }
 
 // ---------- serde structs (borrowed; only what we need) ----------
@@ -327,7 +331,7 @@ impl Scanner {
             text: String::new(),
             other_bytes: 0,
             tools: Vec::new(),
-            anth_blocks: Vec::new(),
+            block_tools: Vec::new(),
             finish_reason: None,
             model: None,
             counts: Counts::default(),
@@ -336,6 +340,7 @@ impl Scanner {
             delta_count: 0,
             completed: false,
             error_json: None,
+            final_response: None,
         }
     }
 
@@ -515,7 +520,36 @@ impl Scanner {
                 self.event = name;
                 Action::Keep
             }
+            Kind::Responses => {
+                let name = std::mem::take(&mut self.event);
+                Responses::on_event(self, &name, data);
+                self.event = name;
+                Action::Keep
+            }
         }
+    }
+
+    // ---------- what a WireFormat may update ----------
+
+    /// A tool call starts at output position `block`.
+    pub(crate) fn open_tool(&mut self, block: usize, id: String, name: String) {
+        self.tools.push(ToolCall { id, name, arguments: String::new() });
+        self.block_tools.push((block, self.tools.len() - 1));
+    }
+
+    /// The tool call slot of output position `block` (the latest one opened there).
+    pub(crate) fn tool_at(&self, block: usize) -> Option<usize> {
+        self.block_tools.iter().rev().find(|(b, _)| *b == block).map(|&(_, slot)| slot)
+    }
+
+    pub(crate) fn set_model(&mut self, model: Option<Cow<'_, str>>) {
+        set_opt(&mut self.model, model);
+    }
+
+    /// The provider's final (input, output, cache_read, cache_write).
+    pub(crate) fn set_counts(&mut self, (input, output, cache_read, cache_write): (i64, i64, i64, i64)) {
+        self.counts = Counts { input, output, cache_read, cache_write };
+        self.usage_seen = true;
     }
 
     fn on_openai(&mut self, data: &[u8]) -> Action {
@@ -627,7 +661,7 @@ impl Scanner {
                         Some("input_json_delta") => {
                             if let Some(pj) = delta.partial_json {
                                 let idx = e.index.unwrap_or(0);
-                                if let Some(&(_, slot)) = self.anth_blocks.iter().rev().find(|(b, _)| *b == idx) {
+                                if let Some(&(_, slot)) = self.block_tools.iter().rev().find(|(b, _)| *b == idx) {
                                     self.tools[slot].arguments.push_str(&pj);
                                 }
                                 self.other_bytes += pj.len();
@@ -665,7 +699,7 @@ impl Scanner {
                                 name: b.name.map(Cow::into_owned).unwrap_or_default(),
                                 arguments: String::new(),
                             });
-                            self.anth_blocks.push((e.index.unwrap_or(0), self.tools.len() - 1));
+                            self.block_tools.push((e.index.unwrap_or(0), self.tools.len() - 1));
                         }
                     }
                 }
@@ -856,6 +890,12 @@ impl StreamScanner {
     #[getter]
     fn model(&self) -> Option<&str> {
         self.inner.model.as_deref()
+    }
+
+    /// Responses streams: the JSON bytes of the terminal event's response object, if seen.
+    #[getter]
+    fn final_response<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        self.inner.final_response.as_deref().map(|b| PyBytes::new(py, b))
     }
 }
 

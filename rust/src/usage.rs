@@ -8,12 +8,16 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use serde::Deserialize;
 
+use crate::format::WireFormat;
 use crate::pricing::Usage;
+use crate::responses::Responses;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     OpenAI,
     Anthropic,
+    /// OpenAI Responses (`POST /v1/responses`), see [`crate::responses`].
+    Responses,
 }
 
 impl Kind {
@@ -21,7 +25,10 @@ impl Kind {
         match s {
             "openai" => Ok(Kind::OpenAI),
             "anthropic" => Ok(Kind::Anthropic),
-            _ => Err(PyValueError::new_err(format!("unknown provider kind {s:?} (expected 'openai' or 'anthropic')"))),
+            "openai_responses" => Ok(Kind::Responses),
+            _ => Err(PyValueError::new_err(format!(
+                "unknown provider kind {s:?} (expected 'openai', 'anthropic' or 'openai_responses')"
+            ))),
         }
     }
 }
@@ -33,11 +40,13 @@ pub struct RawUsage {
     pub prompt_tokens: Option<i64>,
     pub completion_tokens: Option<i64>,
     pub prompt_tokens_details: Option<PromptDetails>,
-    // Anthropic
+    // Anthropic (and OpenAI Responses)
     pub input_tokens: Option<i64>,
     pub output_tokens: Option<i64>,
     pub cache_read_input_tokens: Option<i64>,
     pub cache_creation_input_tokens: Option<i64>,
+    // OpenAI Responses
+    pub input_tokens_details: Option<PromptDetails>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -56,6 +65,18 @@ impl RawUsage {
             .unwrap_or(0)
             .clamp(0, prompt);
         (prompt - cached, self.completion_tokens.unwrap_or(0).max(0), cached, 0)
+    }
+
+    /// OpenAI Responses: `input_tokens` includes the cached tokens, as chat's `prompt_tokens` does.
+    pub fn responses_counts(&self) -> (i64, i64, i64, i64) {
+        let input = self.input_tokens.unwrap_or(0).max(0);
+        let cached = self
+            .input_tokens_details
+            .as_ref()
+            .and_then(|d| d.cached_tokens)
+            .unwrap_or(0)
+            .clamp(0, input);
+        (input - cached, self.output_tokens.unwrap_or(0).max(0), cached, 0)
     }
 
     pub fn anthropic_counts(&self) -> (i64, i64, i64, i64) {
@@ -87,6 +108,9 @@ struct Body<'a> {
 
 /// Usage of a whole response body; None when it is not JSON or has no usage object.
 pub fn extract(kind: Kind, body: &[u8]) -> Option<Usage> {
+    if kind == Kind::Responses {
+        return Responses::extract_usage(body);
+    }
     let b: Body = serde_json::from_slice(body).ok()?;
     let u = b.usage?;
     let (i, o, cr, cw, fr) = match kind {
@@ -103,6 +127,7 @@ pub fn extract(kind: Kind, body: &[u8]) -> Option<Usage> {
             let (i, o, cr, cw) = u.anthropic_counts();
             (i, o, cr, cw, b.stop_reason.map(Cow::into_owned))
         }
+        Kind::Responses => unreachable!("handled above"),
     };
     Some(Usage {
         input_tokens: i,
@@ -121,6 +146,8 @@ pub fn extract(kind: Kind, body: &[u8]) -> Option<Usage> {
 /// prompt_tokens_details.cached_tokens, choices[0].finish_reason, model.
 /// Anthropic message: usage.input_tokens / output_tokens /
 /// cache_read_input_tokens / cache_creation_input_tokens, stop_reason, model.
+/// OpenAI Responses ("openai_responses"): usage.input_tokens / output_tokens /
+/// input_tokens_details.cached_tokens, incomplete_details.reason or status, model.
 /// None when the body is not JSON or has no usage object.
 #[pyfunction]
 pub fn extract_usage(py: Python<'_>, kind: &str, body: &[u8]) -> PyResult<Option<Usage>> {

@@ -39,6 +39,10 @@ class Provider:
     # OpenAI-Organization / OpenAI-Project); a client's own are never forwarded.
     organization: Optional[str] = None
     project: Optional[str] = None
+    # OpenAI: the provider also serves the Responses API ({base_url}/responses), so
+    # POST /v1/responses is passed through to it natively. Default: true for the
+    # OpenAI provider of the environment and for base URLs on api.openai.com.
+    responses: bool = False
 
     @property
     def endpoint(self) -> str:
@@ -76,3 +80,4 @@ class ModelRoute:
     pricing: Optional[Pricing]  # price with the markup, in exact integer units
     max_output_tokens: int
     context_window: Optional[int]
+    responses: bool = False  # called natively in the Responses format (the provider's, unless the model overrides)

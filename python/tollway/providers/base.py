@@ -30,7 +30,12 @@ class PreparedRequest:
 
 
 class ProviderAdapter(Protocol):
-    kind: str
+    kind: str  # the wire format, as the Rust core names it (extract_usage, stream kind)
+    min_output_tokens: int  # the smallest output limit the provider accepts
+
+    def endpoint(self, provider: Provider) -> str: ...
+
+    def estimate_input_tokens(self, payload: dict[str, Any], body_len: int) -> int: ...
 
     def requested_max_tokens(self, payload: dict[str, Any]) -> Optional[int]: ...
 
@@ -44,6 +49,18 @@ class ProviderAdapter(Protocol):
     ) -> PreparedRequest: ...
 
     def headers(self, provider: Provider, client_headers: dict[str, str]) -> list[tuple[str, str]]: ...
+
+
+class MessagesAdapter:
+    """What the chat completions and Anthropic messages adapters share."""
+
+    min_output_tokens = 1
+
+    def endpoint(self, provider: Provider) -> str:
+        return provider.endpoint
+
+    def estimate_input_tokens(self, payload: dict[str, Any], body_len: int) -> int:
+        return estimate_input_tokens(payload, body_len)
 
 
 def upstream_headers(

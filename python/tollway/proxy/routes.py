@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from tollway.http.core import AnyResponse, App, Request, Response, json_response
 from tollway.proxy.handler import Proxy
+from tollway.responses import native as responses_native
 
 if TYPE_CHECKING:
     from tollway.gateway import Gateway
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
 
 def register(app: App, gw: "Gateway") -> Proxy:
     proxy = Proxy(gw)
+    responses_native.register(app, gw, proxy)
 
     @app.route("POST", "/v1/chat/completions")
     async def chat_completions(request: Request) -> AnyResponse:
