@@ -60,6 +60,11 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         {200: "sse:ProviderResponse"}, (*_AUTH, *_BODY, 402, 404), "MessagesRequest",
         tag="models", shape="anthropic", provider=True,
     ),
+    ("POST", "/v1/responses"): Op(
+        "OpenAI Responses, capped and metered (models whose provider serves the Responses API)",
+        {200: "sse:ProviderResponse"}, (*_AUTH, *_BODY, 402, 404), "ResponsesRequest",
+        tag="models", provider=True,
+    ),
     ("GET", "/v1/models"): Op("The routable models", {200: "ModelList"}, _AUTH, tag="models"),
     # ---- keys
     ("POST", "/v1/keys"): Op("Mint a key (the secret is in this response only)", {201: "ApiKeyCreated"}, (*_ADMIN, *_BODY), "KeyCreate"),

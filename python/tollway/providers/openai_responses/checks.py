@@ -27,5 +27,5 @@ def check_request(payload: dict[str, Any]) -> None:
             if not isinstance(item.get("content"), (str, list)):
                 raise HTTPError(400, f"Invalid type for 'input[{i}].content': expected a string or an array.", param=f"input[{i}].content")
     instructions = payload.get("instructions")
-    if instructions is not None and not isinstance(instructions, (str, list)):
+    if instructions is not None and not isinstance(instructions, str):
         raise HTTPError(400, "Invalid type for 'instructions': expected a string.", param="instructions")
