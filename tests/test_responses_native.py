@@ -145,6 +145,25 @@ def test_max_output_tokens_clamped_to_the_budget(gateway: Gateway, fake) -> None
     assert gateway.wait_settled(key_id)["reserved_micros"] == 0
 
 
+def test_previous_response_id_holds_the_context_window(gateway: Gateway, fake) -> None:
+    """The provider adds the stored conversation to the input: the hold covers test-gpt's
+    100,000-token context window (100,000 micros), then settles to the real cost."""
+    key_id, secret = gateway.mint(max_spend_usd="0.2")
+    client = openai.OpenAI(api_key=secret, base_url=gateway.url + "/v1", max_retries=0)
+    first = client.responses.create(model="test-gpt", input="remember lisbon #words=3")
+    spent = gateway.wait_settled(key_id)["spent_micros"]
+    second = client.responses.create(model="test-gpt", input="and then? #words=2", previous_response_id=first.id)
+    assert second.usage.input_tokens > first.usage.input_tokens  # the provider counted the stored turn
+    info = gateway.wait_settled(key_id)
+    assert info["spent_micros"] - spent == test_gpt_micros(second.usage.input_tokens, 2)
+    poor_id, poor = gateway.mint(max_spend_usd="0.05")
+    poor_client = openai.OpenAI(api_key=poor, base_url=gateway.url + "/v1", max_retries=0)
+    assert poor_client.responses.create(model="test-gpt", input="hi #words=2").output_text == "w0 w1"
+    with pytest.raises(openai.APIStatusError) as exc:
+        poor_client.responses.create(model="test-gpt", input="more", previous_response_id=first.id)
+    assert exc.value.status_code == 402
+
+
 def test_cut_stream_settles_estimated(gateway: Gateway) -> None:
     key_id, secret = gateway.mint(max_spend_usd=1)
     body = {"model": "out-gpt", "input": "x #words=50 #cut_after=6", "stream": True}

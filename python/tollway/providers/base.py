@@ -35,7 +35,9 @@ class ProviderAdapter(Protocol):
 
     def endpoint(self, provider: Provider) -> str: ...
 
-    def estimate_input_tokens(self, payload: dict[str, Any], body_len: int) -> int: ...
+    def estimate_input_tokens(self, payload: dict[str, Any], body_len: int, context_window: Optional[int]) -> int:
+        """An upper estimate of the call's input tokens (``context_window``: the model's, if known)."""
+        ...
 
     def requested_max_tokens(self, payload: dict[str, Any]) -> Optional[int]: ...
 
@@ -59,7 +61,7 @@ class MessagesAdapter:
     def endpoint(self, provider: Provider) -> str:
         return provider.endpoint
 
-    def estimate_input_tokens(self, payload: dict[str, Any], body_len: int) -> int:
+    def estimate_input_tokens(self, payload: dict[str, Any], body_len: int, context_window: Optional[int]) -> int:
         return estimate_input_tokens(payload, body_len)
 
 

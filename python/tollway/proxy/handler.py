@@ -210,7 +210,7 @@ class Proxy:
             token_count(requested, "max_tokens")
         if raw is None:
             raw = orjson.dumps(payload)
-        input_estimate = adapter.estimate_input_tokens(payload, len(raw))
+        input_estimate = adapter.estimate_input_tokens(payload, len(raw), route.context_window)
         decision = decide_hold(self.gw.ledger, key.id, route, input_estimate, requested, adapter.min_output_tokens)
         try:
             prepared = adapter.prepare(payload, raw, route.upstream_model, decision.clamp_to, stream)

@@ -14,6 +14,8 @@ KIND = "openai_responses"
 # The Responses API refuses a max_output_tokens below 16.
 MIN_OUTPUT_TOKENS = 16
 _IMAGE_PARTS = ("input_image", "input_file")
+# Input the provider adds from its own storage, which the request body does not show.
+STORED_CONTEXT = ("previous_response_id", "conversation", "prompt")
 
 
 class OpenAIResponsesAdapter:
@@ -51,9 +53,20 @@ class OpenAIResponsesAdapter:
     def headers(self, provider: Provider, client_headers: dict[str, str]) -> list[tuple[str, str]]:
         return openai.ADAPTER.headers(provider, client_headers)  # the same key, organization and project
 
-    def estimate_input_tokens(self, payload: dict[str, Any], body_len: int) -> int:
+    def estimate_input_tokens(self, payload: dict[str, Any], body_len: int, context_window: Optional[int]) -> int:
         """An upper estimate of the input: every body byte at 3 bytes per token, plus a
-        per-item overhead; inline image and file data count as one image each."""
+        per-item overhead; inline image and file data count as one image each.
+
+        A request that continues stored state (``previous_response_id``, ``conversation``,
+        a stored ``prompt``) is billed for input the body does not show: its estimate is
+        the model's whole context window, when known (the hold shrinks to the real cost
+        when the call settles)."""
+        body = self._body_estimate(payload, body_len)
+        if context_window is not None and any(payload.get(name) is not None for name in STORED_CONTEXT):
+            return max(body, context_window)
+        return body
+
+    def _body_estimate(self, payload: dict[str, Any], body_len: int) -> int:
         items = payload.get("input")
         if not isinstance(items, list):
             return -(-body_len // BYTES_PER_TOKEN) + TOKENS_PER_MESSAGE
