@@ -1,19 +1,19 @@
 //! What one upstream wire format knows about billing: where the usage is in a whole
 //! response body, and what each event of its streams means (text, tool calls, usage,
 //! the end). The stream's framing (lines and events, split anywhere) is the
-//! [`Scanner`]'s; a format only sees dispatched events.
+//! [`crate::sse::Framer`]'s; a format only sees dispatched events.
 //!
 //! The OpenAI Responses format is the first implementor ([`crate::responses`]);
 //! chat completions and Anthropic messages are still matched on [`crate::usage::Kind`]
 //! inside the scanner and `usage::extract`.
 
 use crate::pricing::Usage;
-use crate::scanner::Scanner;
+use crate::scanner::Scan;
 
 pub trait WireFormat {
     /// Usage of a whole (non-stream) response body; None when it is not JSON or has no usage.
     fn extract_usage(body: &[u8]) -> Option<Usage>;
 
     /// One dispatched SSE event of a stream (`name` is empty when the event had no `event:` line).
-    fn on_event(scan: &mut Scanner, name: &[u8], data: &[u8]);
+    fn on_event(scan: &mut Scan, name: &[u8], data: &[u8]);
 }

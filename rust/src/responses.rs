@@ -7,7 +7,7 @@
 //! `output_tokens` includes the reasoning tokens (billed as output). A stream reports
 //! it once, in the `response` of its terminal event (`response.completed`,
 //! `response.incomplete` or `response.failed`), whose JSON is also kept whole
-//! ([`Scanner::final_response`]) for whoever records the response.
+//! ([`Scan::final_response`]) for whoever records the response.
 
 use std::borrow::Cow;
 
@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 
 use crate::format::WireFormat;
 use crate::pricing::Usage;
-use crate::scanner::Scanner;
+use crate::scanner::Scan;
 use crate::usage::RawUsage;
 
 pub struct Responses;
@@ -90,7 +90,7 @@ impl WireFormat for Responses {
         })
     }
 
-    fn on_event(scan: &mut Scanner, name: &[u8], data: &[u8]) {
+    fn on_event(scan: &mut Scan, name: &[u8], data: &[u8]) {
         let Ok(event) = serde_json::from_slice::<Event>(data) else { return };
         let kind: &[u8] = if name.is_empty() { event.ty.as_deref().unwrap_or("").as_bytes() } else { name };
         match kind {
@@ -157,6 +157,7 @@ impl WireFormat for Responses {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scanner::Scanner;
     use crate::usage::Kind;
 
     const BODY: &[u8] = br#"{"id":"resp_1","object":"response","status":"completed","model":"gpt-5","output":[{"type":"reasoning","id":"rs_1","summary":[]},{"type":"message","content":[{"type":"output_text","text":"hi","annotations":[]}]}],"usage":{"input_tokens":100,"input_tokens_details":{"cached_tokens":60},"output_tokens":30,"output_tokens_details":{"reasoning_tokens":20},"total_tokens":130}}"#;
@@ -245,6 +246,6 @@ mod tests {
         let s = scan(failed.as_bytes(), 3);
         assert!(s.error_json.is_some() && s.completed && s.usage().is_none());
         let err = "event: error\ndata: {\"type\":\"error\",\"code\":\"rate_limit_exceeded\",\"message\":\"slow\"}\n\n";
-        assert!(scan(err.as_bytes(), 2).error_json.unwrap().contains("slow"));
+        assert!(scan(err.as_bytes(), 2).error_json.as_deref().unwrap().contains("slow"));
     }
 }

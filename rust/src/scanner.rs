@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use crate::format::WireFormat;
 use crate::pricing::Usage;
 use crate::responses::Responses;
-use crate::sse::split_field;
+use crate::sse::{Action, Framer};
 use crate::usage::{Kind, RawUsage};
 
 #[derive(Serialize, Default, Clone, Debug, PartialEq, Eq)]
@@ -34,23 +34,11 @@ struct Counts {
     cache_write: i64,
 }
 
-enum Action {
-    Keep,
-    Drop,
-    Delete(usize, usize),
-}
-
-pub struct Scanner {
+/// What a stream said so far: the accumulators every format fills.
+pub struct Scan {
     kind: Kind,
-    strip: bool,
-    // line state
-    partial: Vec<u8>,
-    // event state
-    data: Vec<u8>,
-    has_data: bool,
-    event: Vec<u8>,
-    ev_raw: Vec<u8>,
-    spans: Vec<(usize, usize, usize)>,
+    /// Strip mode (OpenAI): the framer rewrites, and the format says what to cut.
+    pub(crate) strip: bool,
     // accumulated
     pub text: String,
     /// Bytes of output that is not assistant text (reasoning, tool arguments): used for estimates.
@@ -68,6 +56,25 @@ pub struct Scanner {
     pub error_json: Option<String>,
     /// Responses streams: the JSON of the terminal event's response object.
     pub final_response: Option<Vec<u8>>,
+}
+
+/// A provider's stream, framed by the one SSE [`Framer`] and read by its format.
+pub struct Scanner {
+    framer: Framer,
+    scan: Scan,
+}
+
+impl std::ops::Deref for Scanner {
+    type Target = Scan;
+    fn deref(&self) -> &Scan {
+        &self.scan
+    }
+}
+
+impl std::ops::DerefMut for Scanner {
+    fn deref_mut(&mut self) -> &mut Scan {
+        &mut self.scan
+    }
 }
 
 // ---------- serde structs (borrowed; only what we need) ----------
@@ -319,15 +326,34 @@ fn set_opt(slot: &mut Option<String>, v: Option<Cow<'_, str>>) {
 
 impl Scanner {
     pub fn new(kind: Kind, strip: bool) -> Self {
-        Scanner {
+        let strip = strip && kind == Kind::OpenAI;
+        Scanner { framer: Framer::new(strip), scan: Scan::new(kind, strip) }
+    }
+
+    pub fn strips(&self) -> bool {
+        self.framer.rewrites()
+    }
+
+    /// Scan `chunk`. In strip mode, the bytes to forward are appended to `out`;
+    /// otherwise `out` is untouched and the caller forwards `chunk` itself.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        let scan = &mut self.scan;
+        self.framer.feed(chunk, out, &mut |name, data| scan.on_event(name, data));
+    }
+
+    /// End of input: process a trailing line / event for accounting and, in strip
+    /// mode, append whatever was held back (as is) to `out`.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        let scan = &mut self.scan;
+        self.framer.finish(out, &mut |name, data| scan.on_event(name, data));
+    }
+}
+
+impl Scan {
+    fn new(kind: Kind, strip: bool) -> Self {
+        Scan {
             kind,
-            strip: strip && kind == Kind::OpenAI,
-            partial: Vec::new(),
-            data: Vec::new(),
-            has_data: false,
-            event: Vec::new(),
-            ev_raw: Vec::new(),
-            spans: Vec::new(),
+            strip,
             text: String::new(),
             other_bytes: 0,
             tools: Vec::new(),
@@ -344,186 +370,15 @@ impl Scanner {
         }
     }
 
-    pub fn strips(&self) -> bool {
-        self.strip
-    }
-
-    /// Scan `chunk`. In strip mode, the bytes to forward are appended to `out`;
-    /// otherwise `out` is untouched and the caller forwards `chunk` itself.
-    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        if chunk.is_empty() {
-            return;
-        }
-        let mut rest = chunk;
-        if !self.partial.is_empty() {
-            let mut p = std::mem::take(&mut self.partial);
-            if p.last() == Some(&b'\r') {
-                // Deferred CR: the line is complete; swallow a following LF.
-                let extra = usize::from(rest[0] == b'\n');
-                let raw_start = self.ev_raw.len();
-                if self.strip {
-                    self.ev_raw.extend_from_slice(&p);
-                    self.ev_raw.extend_from_slice(&rest[..extra]);
-                }
-                let l = p.len() - 1;
-                self.handle_line(&p[..l], raw_start, out);
-                rest = &rest[extra..];
-            } else {
-                match memchr2(b'\n', b'\r', rest) {
-                    None => {
-                        p.extend_from_slice(rest);
-                        self.partial = p;
-                        return;
-                    }
-                    Some(i) if rest[i] == b'\r' && i + 1 == rest.len() => {
-                        p.extend_from_slice(rest);
-                        self.partial = p;
-                        return;
-                    }
-                    Some(i) => {
-                        let end = i + 1 + usize::from(rest[i] == b'\r' && rest[i + 1] == b'\n');
-                        let l = p.len() + i;
-                        p.extend_from_slice(&rest[..end]);
-                        let raw_start = self.ev_raw.len();
-                        if self.strip {
-                            self.ev_raw.extend_from_slice(&p);
-                        }
-                        self.handle_line(&p[..l], raw_start, out);
-                        rest = &rest[end..];
-                    }
-                }
-            }
-            p.clear();
-            self.partial = p;
-        }
-        loop {
-            match memchr2(b'\n', b'\r', rest) {
-                None => {
-                    self.partial.extend_from_slice(rest);
-                    return;
-                }
-                Some(i) if rest[i] == b'\r' && i + 1 == rest.len() => {
-                    self.partial.extend_from_slice(rest);
-                    return;
-                }
-                Some(i) => {
-                    let end = i + 1 + usize::from(rest[i] == b'\r' && rest[i + 1] == b'\n');
-                    let raw_start = self.ev_raw.len();
-                    if self.strip {
-                        self.ev_raw.extend_from_slice(&rest[..end]);
-                    }
-                    self.handle_line(&rest[..i], raw_start, out);
-                    rest = &rest[end..];
-                }
-            }
-        }
-    }
-
-    /// End of input: process a trailing line / event for accounting and, in strip
-    /// mode, append whatever was held back (as is) to `out`.
-    pub fn finish(&mut self, out: &mut Vec<u8>) {
-        if !self.partial.is_empty() {
-            let p = std::mem::take(&mut self.partial);
-            let raw_start = self.ev_raw.len();
-            if self.strip {
-                self.ev_raw.extend_from_slice(&p);
-            }
-            let l = if p.last() == Some(&b'\r') { p.len() - 1 } else { p.len() };
-            self.handle_line(&p[..l], raw_start, out);
-        }
-        if self.has_data {
-            let data = std::mem::take(&mut self.data);
-            let _ = self.on_event(&data);
-            self.data = data;
-        }
-        if self.strip {
-            out.extend_from_slice(&self.ev_raw);
-        }
-        self.reset_event();
-    }
-
-    fn reset_event(&mut self) {
-        self.data.clear();
-        self.has_data = false;
-        self.event.clear();
-        self.ev_raw.clear();
-        self.spans.clear();
-    }
-
-    fn handle_line(&mut self, line: &[u8], raw_start: usize, out: &mut Vec<u8>) {
-        if line.is_empty() {
-            self.dispatch(out);
-            return;
-        }
-        if line[0] == b':' {
-            return;
-        }
-        let (field, value) = split_field(line);
-        match field {
-            b"data" => {
-                if self.has_data {
-                    self.data.push(b'\n');
-                }
-                let joined = self.data.len();
-                self.data.extend_from_slice(value);
-                self.has_data = true;
-                if self.strip {
-                    let voff = line.len() - value.len();
-                    self.spans.push((raw_start + voff, raw_start + line.len(), joined));
-                }
-            }
-            b"event" => {
-                self.event.clear();
-                self.event.extend_from_slice(value);
-            }
-            _ => {}
-        }
-    }
-
-    fn dispatch(&mut self, out: &mut Vec<u8>) {
-        let action = if self.has_data {
-            let data = std::mem::take(&mut self.data);
-            let a = self.on_event(&data);
-            self.data = data;
-            a
-        } else {
-            Action::Keep
-        };
-        if self.strip {
-            match action {
-                Action::Keep => out.extend_from_slice(&self.ev_raw),
-                Action::Drop => {}
-                Action::Delete(a, b) => {
-                    let mut pos = 0;
-                    for &(rs, re, js) in &self.spans {
-                        out.extend_from_slice(&self.ev_raw[pos..rs]);
-                        let len = re - rs;
-                        let da = a.clamp(js, js + len) - js;
-                        let db = b.clamp(js, js + len) - js;
-                        out.extend_from_slice(&self.ev_raw[rs..rs + da]);
-                        out.extend_from_slice(&self.ev_raw[rs + db..re]);
-                        pos = re;
-                    }
-                    out.extend_from_slice(&self.ev_raw[pos..]);
-                }
-            }
-        }
-        self.reset_event();
-    }
-
-    fn on_event(&mut self, data: &[u8]) -> Action {
+    fn on_event(&mut self, name: &[u8], data: &[u8]) -> Action {
         match self.kind {
             Kind::OpenAI => self.on_openai(data),
             Kind::Anthropic => {
-                let name = std::mem::take(&mut self.event);
-                self.on_anthropic(&name, data);
-                self.event = name;
+                self.on_anthropic(name, data);
                 Action::Keep
             }
             Kind::Responses => {
-                let name = std::mem::take(&mut self.event);
-                Responses::on_event(self, &name, data);
-                self.event = name;
+                Responses::on_event(self, name, data);
                 Action::Keep
             }
         }
