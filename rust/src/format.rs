@@ -3,17 +3,19 @@
 //! the end). The stream's framing (lines and events, split anywhere) is the
 //! [`crate::sse::Framer`]'s; a format only sees dispatched events.
 //!
-//! The OpenAI Responses format is the first implementor ([`crate::responses`]);
-//! chat completions and Anthropic messages are still matched on [`crate::usage::Kind`]
-//! inside the scanner and `usage::extract`.
+//! One implementor per format: [`crate::openai::ChatCompletions`],
+//! [`crate::anthropic::Messages`], [`crate::responses::Responses`]; [`crate::usage::Kind`]
+//! (the name Python passes) picks one.
 
 use crate::pricing::Usage;
 use crate::scanner::Scan;
+use crate::sse::Action;
 
 pub trait WireFormat {
     /// Usage of a whole (non-stream) response body; None when it is not JSON or has no usage.
     fn extract_usage(body: &[u8]) -> Option<Usage>;
 
-    /// One dispatched SSE event of a stream (`name` is empty when the event had no `event:` line).
-    fn on_event(scan: &mut Scan, name: &[u8], data: &[u8]);
+    /// One dispatched SSE event of a stream (`name` is empty when the event had no
+    /// `event:` line). The action matters in strip mode only (what the client gets).
+    fn on_event(scan: &mut Scan, name: &[u8], data: &[u8]) -> Action;
 }

@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 use crate::format::WireFormat;
 use crate::pricing::Usage;
 use crate::scanner::Scan;
+use crate::sse::Action;
 use crate::usage::RawUsage;
 
 pub struct Responses;
@@ -90,67 +91,73 @@ impl WireFormat for Responses {
         })
     }
 
-    fn on_event(scan: &mut Scan, name: &[u8], data: &[u8]) {
-        let Ok(event) = serde_json::from_slice::<Event>(data) else { return };
-        let kind: &[u8] = if name.is_empty() { event.ty.as_deref().unwrap_or("").as_bytes() } else { name };
-        match kind {
-            b"response.output_text.delta" => {
-                if let Some(d) = event.delta.filter(|d| !d.is_empty()) {
-                    scan.text.push_str(&d);
-                    scan.delta_count += 1;
-                }
-            }
-            b"response.refusal.delta"
-            | b"response.reasoning_text.delta"
-            | b"response.reasoning_summary_text.delta"
-            | b"response.custom_tool_call_input.delta" => {
-                if let Some(d) = event.delta.filter(|d| !d.is_empty()) {
-                    scan.other_bytes += d.len();
-                    scan.delta_count += 1;
-                }
-            }
-            b"response.function_call_arguments.delta" => {
-                if let Some(d) = event.delta.filter(|d| !d.is_empty()) {
-                    if let Some(slot) = scan.tool_at(event.output_index.unwrap_or(0)) {
-                        scan.tools[slot].arguments.push_str(&d);
-                    }
-                    scan.other_bytes += d.len();
-                    scan.delta_count += 1;
-                }
-            }
-            b"response.output_item.added" => {
-                if let Some(item) = event.item {
-                    if item.ty.as_deref() == Some("function_call") {
-                        let id = item.call_id.map(Cow::into_owned).unwrap_or_default();
-                        let name = item.name.map(Cow::into_owned).unwrap_or_default();
-                        scan.open_tool(event.output_index.unwrap_or(0), id, name);
-                    }
-                }
-            }
-            b"response.created" | b"response.in_progress" | b"response.queued" => {
-                if let Some(object) = event.response.and_then(|r| serde_json::from_str::<Object>(r.get()).ok()) {
-                    scan.set_model(object.model);
-                }
-            }
-            b"response.completed" | b"response.incomplete" | b"response.failed" => {
-                let Some(raw) = event.response else { return };
-                if let Ok(object) = serde_json::from_str::<Object>(raw.get()) {
-                    scan.finish_reason = object.finish_reason();
-                    if let Some(u) = &object.usage {
-                        scan.set_counts(u.responses_counts());
-                        scan.final_output = true;
-                    }
-                    scan.set_model(object.model);
-                }
-                if kind == b"response.failed" {
-                    scan.error_json = Some(String::from_utf8_lossy(data).into_owned());
-                }
-                scan.final_response = Some(raw.get().as_bytes().to_vec());
-                scan.completed = true;
-            }
-            b"error" => scan.error_json = Some(String::from_utf8_lossy(data).into_owned()),
-            _ => {}
+    fn on_event(scan: &mut Scan, name: &[u8], data: &[u8]) -> Action {
+        if let Ok(event) = serde_json::from_slice::<Event>(data) {
+            on_typed(scan, name, event, data);
         }
+        Action::Keep
+    }
+}
+
+fn on_typed(scan: &mut Scan, name: &[u8], event: Event<'_>, data: &[u8]) {
+    let kind: &[u8] = if name.is_empty() { event.ty.as_deref().unwrap_or("").as_bytes() } else { name };
+    match kind {
+        b"response.output_text.delta" => {
+            if let Some(d) = event.delta.filter(|d| !d.is_empty()) {
+                scan.text.push_str(&d);
+                scan.delta_count += 1;
+            }
+        }
+        b"response.refusal.delta"
+        | b"response.reasoning_text.delta"
+        | b"response.reasoning_summary_text.delta"
+        | b"response.custom_tool_call_input.delta" => {
+            if let Some(d) = event.delta.filter(|d| !d.is_empty()) {
+                scan.other_bytes += d.len();
+                scan.delta_count += 1;
+            }
+        }
+        b"response.function_call_arguments.delta" => {
+            if let Some(d) = event.delta.filter(|d| !d.is_empty()) {
+                if let Some(slot) = scan.tool_at(event.output_index.unwrap_or(0)) {
+                    scan.tools[slot].arguments.push_str(&d);
+                }
+                scan.other_bytes += d.len();
+                scan.delta_count += 1;
+            }
+        }
+        b"response.output_item.added" => {
+            if let Some(item) = event.item {
+                if item.ty.as_deref() == Some("function_call") {
+                    let id = item.call_id.map(Cow::into_owned).unwrap_or_default();
+                    let name = item.name.map(Cow::into_owned).unwrap_or_default();
+                    scan.open_tool(event.output_index.unwrap_or(0), id, name);
+                }
+            }
+        }
+        b"response.created" | b"response.in_progress" | b"response.queued" => {
+            if let Some(object) = event.response.and_then(|r| serde_json::from_str::<Object>(r.get()).ok()) {
+                scan.set_model(object.model);
+            }
+        }
+        b"response.completed" | b"response.incomplete" | b"response.failed" => {
+            let Some(raw) = event.response else { return };
+            if let Ok(object) = serde_json::from_str::<Object>(raw.get()) {
+                scan.finish_reason = object.finish_reason();
+                if let Some(u) = &object.usage {
+                    scan.set_counts(u.responses_counts());
+                    scan.final_output = true;
+                }
+                scan.set_model(object.model);
+            }
+            if kind == b"response.failed" {
+                scan.error_json = Some(String::from_utf8_lossy(data).into_owned());
+            }
+            scan.final_response = Some(raw.get().as_bytes().to_vec());
+            scan.completed = true;
+        }
+        b"error" => scan.error_json = Some(String::from_utf8_lossy(data).into_owned()),
+        _ => {}
     }
 }
 
