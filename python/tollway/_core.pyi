@@ -119,7 +119,7 @@ class StreamScanner:
     """
 
     def __init__(self, kind: ProviderKind, strip_usage_chunk: bool = False) -> None:
-        """``strip_usage_chunk`` is ignored for ``"anthropic"``. Unknown kinds raise ValueError."""
+        """``strip_usage_chunk`` is ignored but for ``"openai"``. Unknown kinds raise ValueError."""
     def feed(self, chunk: bytes) -> bytes:
         """Scan ``chunk``; return the bytes to forward now.
 
@@ -145,7 +145,7 @@ class StreamScanner:
         """Number of content/tool deltas seen (used to estimate output when usage is missing)."""
     @property
     def completed(self) -> bool:
-        """True once the provider's terminal event was seen (OpenAI ``[DONE]``, Anthropic ``message_stop``)."""
+        """True once the provider's terminal event was seen (OpenAI ``[DONE]``, Anthropic ``message_stop``, Responses ``response.completed`` / ``.incomplete`` / ``.failed``)."""
     @property
     def error_json(self) -> Optional[str]:
         """The data of an in-stream error event, if any (Anthropic ``error`` event, OpenAI chunk with an ``error`` member)."""
