@@ -189,7 +189,7 @@ class Responses(OpenAI):
     def _items(cls, turn: ResponsesTurn, reply: Reply) -> list:
         """The output items of the finished response."""
         items = []
-        if turn.reasoning_tokens or isinstance(turn.req.get("reasoning"), dict):
+        if turn.reasoning_tokens:
             items.append({"id": _new_id("rs_"), "type": "reasoning", "summary": []})
         if reply.finish == "tool":
             for name in turn.tools:
