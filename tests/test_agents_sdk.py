@@ -49,3 +49,18 @@ def test_default_client_uses_responses(gateway: Gateway, fake) -> None:
     result = agents.Runner.run_sync(agents.Agent(name="a", model="test-gpt"), f"hi {tag} #words=3")
     assert result.final_output == "w0 w1 w2"
     assert [q["path"] for q in fake_requests(fake) if tag in json.dumps(q["body"])] == ["/v1/responses"]
+
+
+async def test_streamed_run_is_metered(gateway: Gateway) -> None:
+    key_id, secret = gateway.mint(max_spend_usd=1)
+    client = openai.AsyncOpenAI(api_key=secret, base_url=gateway.url + "/v1", max_retries=0)
+    agents.set_tracing_disabled(True)
+    agent = agents.Agent(name="a", model=agents.OpenAIResponsesModel(model="test-gpt", openai_client=client))
+    run = agents.Runner.run_streamed(agent, "stream please #words=5")
+    deltas = [e.data.delta async for e in run.stream_events() if e.type == "raw_response_event" and e.data.type == "response.output_text.delta"]
+    assert "".join(deltas) == run.final_output == "w0 w1 w2 w3 w4"
+    info = gateway.wait_settled(key_id)
+    event = gateway.key_usage(key_id)["events"][0]
+    assert event["stream"] is True and event["output_tokens"] == 5 and event["estimated"] is False
+    assert event["cost_micros"] == info["spent_micros"] > 0
+    await client.close()
