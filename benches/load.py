@@ -87,6 +87,8 @@ def _body(content: str, max_tokens: int, stream: bool) -> bytes:
 
 
 NONSTREAM_BODY = _body("hello there", 16, False)
+RESPONSES_PATH = "/v1/responses"
+RESPONSES_BODY = orjson.dumps({"model": MODEL, "input": "hello there", "max_output_tokens": 16})
 
 
 def bin_path(name: str) -> str | None:
@@ -252,6 +254,9 @@ class Target:
     key = ""
     label = ""
     note = ""
+    path = CHAT_PATH  # the route wrk posts to, with ``body``
+    body = NONSTREAM_BODY
+    non_stream_only = False  # only the wrk rows (no stream and hold tests)
 
     def unavailable(self) -> str | None:
         """A reason this target cannot run here, or None."""
@@ -372,9 +377,19 @@ class TollwayRobynTarget(TollwayTarget):
     extra_args = ("--server", "robyn")
 
 
+class TollwayResponsesTarget(TollwayTarget):
+    key = "tollway-responses"
+    label = "Tollway, Responses API"
+    note = ("tollway serve (granian, 1 worker), POST /v1/responses passed through natively (capped, metered); "
+            "non-stream only, its c1 baseline the fake's own /v1/responses")
+    path = RESPONSES_PATH
+    body = RESPONSES_BODY
+    non_stream_only = True
+
+
 # Rows of the table, in order. A new row = a Target subclass + an entry here.
 TARGETS: dict[str, type[Target]] = {
-    t.key: t for t in (DirectTarget, PassthroughTarget, TollwayTarget, TollwayRobynTarget)
+    t.key: t for t in (DirectTarget, PassthroughTarget, TollwayTarget, TollwayRobynTarget, TollwayResponsesTarget)
 }
 BASELINE = "direct"
 
@@ -382,13 +397,14 @@ BASELINE = "direct"
 # --------------------------------------------------------------------------- wrk
 
 
-def run_wrk(ep: Endpoint, threads: int, conns: int, seconds: float) -> dict:
+def run_wrk(ep: Endpoint, threads: int, conns: int, seconds: float,
+            path: str = CHAT_PATH, body: bytes = NONSTREAM_BODY) -> dict:
     wrk = shutil.which("wrk") or "/usr/bin/wrk"
     env = dict(os.environ)
-    env["BENCH_BODY"] = NONSTREAM_BODY.decode()
+    env["BENCH_BODY"] = body.decode()
     env["BENCH_AUTH"] = ep.auth or ""
     cmd = [wrk, f"-t{threads}", f"-c{conns}", f"-d{max(1, int(round(seconds)))}s", "--latency",
-           "--timeout", "5s", "-s", str(WRK_SCRIPT), ep.base + CHAT_PATH]
+           "--timeout", "5s", "-s", str(WRK_SCRIPT), ep.base + path]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 60)
     m = re.search(r"^BENCH_JSON (\{.*\})$", out.stdout, re.M)
     if out.returncode != 0 or not m:
@@ -770,7 +786,9 @@ def measure_target(target: Target, ctx: Context, st: Settings, runner: asyncio.R
     log(f"[{target.key}] starting")
     try:
         ep = target.start(ctx)
-        runner.run(stream_sanity(ep))
+        if not target.non_stream_only:
+            runner.run(stream_sanity(ep))
+        on = {"path": target.path, "body": target.body}
 
         row["foreign_cpu"] = {}
 
@@ -788,19 +806,21 @@ def measure_target(target: Target, ctx: Context, st: Settings, runner: asyncio.R
                     log(f"[{target.key}]   warning: other processes used {busy:.0f}% of the CPU during {name}")
 
         if st.warmup > 0:
-            step("warmup", lambda: run_wrk(ep, st.threads, st.conns, st.warmup))
+            step("warmup", lambda: run_wrk(ep, st.threads, st.conns, st.warmup, **on))
         log(f"[{target.key}] wrk -t{st.threads} -c{st.conns} -d{st.duration:g}s")
-        row["wrk"] = step("wrk", lambda: run_wrk(ep, st.threads, st.conns, st.duration))
+        row["wrk"] = step("wrk", lambda: run_wrk(ep, st.threads, st.conns, st.duration, **on))
         log(f"[{target.key}]   {_brief(row['wrk'], ('rps', 'p50_ms', 'p99_ms', 'errors'))}")
         if target.key != BASELINE:
             # the same one-client run against the fake right before: "added p50" compares the two
             # under the same machine conditions (an idle vs a busy CPU alone moves p50 by ~0.2 ms)
             log(f"[{target.key}] wrk -t1 -c1 -d{st.c1_duration:g}s against the fake (paired baseline)")
-            row["c1_base"] = step("wrk c1 baseline", lambda: run_wrk(ctx.baseline, 1, 1, st.c1_duration))
+            row["c1_base"] = step("wrk c1 baseline", lambda: run_wrk(ctx.baseline, 1, 1, st.c1_duration, **on))
             log(f"[{target.key}]   {_brief(row['c1_base'], ('rps', 'p50_ms', 'p99_ms', 'errors'))}")
         log(f"[{target.key}] wrk -t1 -c1 -d{st.c1_duration:g}s")
-        row["c1"] = step("wrk c1", lambda: run_wrk(ep, 1, 1, st.c1_duration))
+        row["c1"] = step("wrk c1", lambda: run_wrk(ep, 1, 1, st.c1_duration, **on))
         log(f"[{target.key}]   {_brief(row['c1'], ('rps', 'p50_ms', 'p99_ms', 'errors'))}")
+        if target.non_stream_only:
+            return row
         time.sleep(0.5)
         log(f"[{target.key}] streams: {st.stream_workers} clients x {st.stream_duration:g}s, {st.stream_words} tokens")
         row["streams"] = step("streams", lambda: run_no_gc(runner,

@@ -90,6 +90,7 @@ name = "fake-openai"
 kind = "openai"
 base_url = "{fake}/v1"
 api_key_env = "FAKE_OPENAI_KEY"
+responses = true  # the fake serves POST /v1/responses (tests/fakes/responses.py)
 
 [[providers]]
 name = "fake-anthropic"

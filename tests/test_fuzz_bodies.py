@@ -1,5 +1,5 @@
-"""Hypothesis fuzz of the model routes' request bodies (POST /v1/chat/completions, /v1/messages and a
-thread turn): arbitrary JSON and raw bytes mixed with near-valid bodies whose fields take wrong types,
+"""Hypothesis fuzz of the model routes' request bodies (POST /v1/chat/completions, /v1/messages,
+/v1/responses and a thread turn): arbitrary JSON and raw bytes mixed with near-valid bodies whose fields take wrong types,
 huge integers, deep nesting, NUL characters and long strings.
 
 Every answer: below 500 unless the provider answered 5xx, any error in the route's shape, and no
@@ -103,6 +103,23 @@ def anthropic_bodies(real_tool: str):
     return bodies(base, fields)
 
 
+RESPONSES_INPUTS = st.sampled_from(
+    [[], [1], [{"role": "user", "content": "hi"}], [{"role": "bogus", "content": "x"}], [{"role": "user"}],
+     [{"role": "user", "content": [{"type": "input_text", "text": 5}]}], [{"role": "user", "content": [{"type": "input_image"}]}],
+     [{"type": "function_call_output", "call_id": "call_x", "output": "1"}], [{"type": "function_call", "call_id": 1}]]
+) | PROMPTS | DEEP  # fmt: skip
+
+
+def responses_bodies(real_tool: str):
+    base = {"model": "test-gpt", "input": "hi", "max_output_tokens": 16}
+    fields = {
+        "model": st.sampled_from(FAST_MODELS) | ODD, "max_output_tokens": HUGE_INTS | ODD, "stream": STREAMS,
+        "input": RESPONSES_INPUTS | ODD, "instructions": ODD, "tools": TOOLS, "tool_ids": tool_ids(real_tool),
+        "previous_response_id": ODD, "reasoning": ODD, "text": ODD | st.just({"format": {"type": "json_schema", "schema": 1}}),
+    }  # fmt: skip
+    return bodies(base, fields)
+
+
 def turn_bodies(real_tool: str):
     base = {"model": "out-claude", "content": "hi", "max_tokens": 16}
     fields = {
@@ -141,6 +158,7 @@ def seeds(route: str, tool: str) -> list[Any]:
 ROUTES = {
     "chat": ("/v1/chat/completions", chat_bodies),
     "messages": ("/v1/messages", anthropic_bodies),
+    "responses": ("/v1/responses", responses_bodies),
     "thread-turn": ("/v1/threads/{thread}/messages", turn_bodies),
 }
 

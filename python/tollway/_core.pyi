@@ -10,7 +10,7 @@ that every cost is exact integer arithmetic.
 
 from typing import Awaitable, Callable, Literal, Optional
 
-ProviderKind = Literal["openai", "anthropic"]
+ProviderKind = Literal["openai", "anthropic", "openai_responses"]
 
 class UpstreamError(Exception):
     """Any failure to get a response from the upstream (base class)."""
@@ -97,6 +97,9 @@ def extract_usage(kind: ProviderKind, body: bytes) -> Optional[Usage]:
     prompt_tokens_details.cached_tokens, choices[0].finish_reason, model.
     Anthropic message: usage.input_tokens / output_tokens /
     cache_read_input_tokens / cache_creation_input_tokens, stop_reason, model.
+    OpenAI Responses (``"openai_responses"``): usage.input_tokens (cached included,
+    like prompt_tokens) / output_tokens (reasoning included) /
+    input_tokens_details.cached_tokens, incomplete_details.reason or status, model.
     None when the body is not JSON or has no usage object.
     """
 
@@ -116,7 +119,7 @@ class StreamScanner:
     """
 
     def __init__(self, kind: ProviderKind, strip_usage_chunk: bool = False) -> None:
-        """``strip_usage_chunk`` is ignored for ``"anthropic"``. Unknown kinds raise ValueError."""
+        """``strip_usage_chunk`` is ignored but for ``"openai"``. Unknown kinds raise ValueError."""
     def feed(self, chunk: bytes) -> bytes:
         """Scan ``chunk``; return the bytes to forward now.
 
@@ -142,13 +145,17 @@ class StreamScanner:
         """Number of content/tool deltas seen (used to estimate output when usage is missing)."""
     @property
     def completed(self) -> bool:
-        """True once the provider's terminal event was seen (OpenAI ``[DONE]``, Anthropic ``message_stop``)."""
+        """True once the provider's terminal event was seen (OpenAI ``[DONE]``, Anthropic ``message_stop``, Responses ``response.completed`` / ``.incomplete`` / ``.failed``)."""
     @property
     def error_json(self) -> Optional[str]:
         """The data of an in-stream error event, if any (Anthropic ``error`` event, OpenAI chunk with an ``error`` member)."""
     @property
     def model(self) -> Optional[str]:
         """The model named by the stream, if any (extra: not in the original contract)."""
+    @property
+    def final_response(self) -> Optional[bytes]:
+        """``"openai_responses"``: the JSON of the terminal event's ``response`` object
+        (``response.completed`` / ``.incomplete`` / ``.failed``); None before it, or for other kinds."""
 
 class SseDecoder:
     """Incremental SSE decoder, for streams the gateway rewrites (translated formats).
@@ -226,6 +233,10 @@ class StreamOutcome:
     """From the request being sent upstream to the stream settling."""
     first_byte_ms: int
     """From the request being sent upstream to the first body chunk (to the headers when the body was empty)."""
+    final_response: Optional[bytes]
+    """``"openai_responses"`` streams: the JSON bytes of the terminal event's ``response`` object
+    (the whole response with its usage), to record a streamed response without parsing the
+    stream; None when the stream was cut before it, and for the other kinds."""
 
 class UpstreamResponse:
     """A whole (non-stream) upstream response."""

@@ -380,6 +380,8 @@ pub struct StreamOutcome {
     latency_ms: u64,
     /// From the request being sent upstream to the first body chunk (the headers when there was none).
     first_byte_ms: u64,
+    /// Responses streams: the JSON bytes of the terminal event's response object (None when cut before it).
+    final_response: Option<Py<PyBytes>>,
 }
 
 #[pymethods]
@@ -666,6 +668,7 @@ async fn pump(
     let tool_calls_json = s.scanner.tool_calls_json();
     let finish_reason = s.scanner.finish_reason.clone();
     let error_json = s.scanner.error_json.clone();
+    let final_response = s.scanner.final_response.take();
     let on_done = s.on_done;
     let hold = s.hold;
     let shared2 = shared.clone();
@@ -685,6 +688,7 @@ async fn pump(
                         bytes_forwarded: forwarded,
                         latency_ms: ms(latency),
                         first_byte_ms,
+                        final_response: final_response.map(|b| PyBytes::new(py, &b).unbind()),
                     },
                 )
             });

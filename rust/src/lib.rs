@@ -2,6 +2,9 @@
 //!
 //! * [`pricing`]: exact integer pricing and the `Usage` record.
 //! * [`usage`]: usage extraction from whole (non-stream) response bodies.
+//! * [`format`]: the `WireFormat` trait (usage and stream events of one format),
+//!   implemented by [`openai`] (chat completions), [`anthropic`] (messages) and
+//!   [`responses`] (OpenAI Responses).
 //! * [`scanner`]: the incremental SSE scanner that tees streams.
 //! * [`sse`]: a plain SSE decoder for streams the gateway rewrites (translated formats).
 //! * [`jsoncheck`]: nesting depth and NUL escapes of a request body, before it is parsed.
@@ -13,12 +16,16 @@ use std::sync::OnceLock;
 
 use pyo3::prelude::*;
 
+pub mod anthropic;
 pub mod client;
+pub mod format;
 pub mod guard;
 pub mod hub;
 pub mod jsoncheck;
 pub mod ledger;
+pub mod openai;
 pub mod pricing;
+pub mod responses;
 pub mod scanner;
 pub mod sse;
 pub mod usage;

@@ -1,12 +1,17 @@
-//! A plain incremental SSE decoder: bytes in, `(event, data)` pairs out.
+//! The one SSE framer: bytes in, events out, split anywhere.
 //!
-//! The [`scanner`](crate::scanner) observes a provider's stream for billing and
-//! forwards it untouched; this decoder is for streams the gateway must rewrite
-//! (a stream translated between the OpenAI and Anthropic formats). It follows
-//! the SSE rules: lines end in CRLF, LF or CR (split anywhere across chunks, also
-//! between the CR and the LF), `:` starts a comment, several `data:` lines join
-//! with `\n`, one space after the colon is dropped, a blank line dispatches the
-//! event, and an event without data is not dispatched.
+//! [`Framer`] follows the SSE rules: lines end in CRLF, LF or CR (split anywhere
+//! across chunks, also between the CR and the LF), `:` starts a comment, several
+//! `data:` lines join with `\n`, one space after the colon is dropped, a blank line
+//! dispatches the event, and an event without data is not dispatched. Each event
+//! goes to a callback as `(event name, data)` (the name is empty without an
+//! `event:` line). In rewrite mode the framer also keeps each event's raw bytes and
+//! writes them out as the callback's [`Action`] says (kept, dropped, or with a range
+//! of its data deleted), event-aligned; otherwise it only observes.
+//!
+//! The [`scanner`](crate::scanner) frames a provider's stream with it for billing;
+//! [`Decoder`] (and the Python `SseDecoder`) frames streams the gateway rewrites (a
+//! stream translated between the OpenAI and Anthropic formats).
 
 use memchr::{memchr, memchr2};
 use pyo3::prelude::*;
@@ -23,62 +28,137 @@ pub fn split_field(line: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-#[derive(Default)]
-pub struct Decoder {
-    line: Vec<u8>,
-    pending_cr: bool,
-    event: Option<String>,
-    data: Vec<u8>,
-    has_data: bool,
+/// What a rewriting framer writes for one event.
+pub enum Action {
+    Keep,
+    Drop,
+    /// The event without this byte range of its (joined) data.
+    Delete(usize, usize),
 }
 
-pub type Event = (Option<String>, String);
+#[derive(Default)]
+pub struct Framer {
+    rewrite: bool,
+    partial: Vec<u8>,
+    data: Vec<u8>,
+    has_data: bool,
+    event: Vec<u8>,
+    ev_raw: Vec<u8>,
+    spans: Vec<(usize, usize, usize)>, // (raw start, raw end, joined start) of each data value
+}
 
-impl Decoder {
-    pub fn feed(&mut self, mut chunk: &[u8], out: &mut Vec<Event>) {
-        if self.pending_cr {
-            self.pending_cr = false;
-            if chunk.first() == Some(&b'\n') {
-                chunk = &chunk[1..];
-            }
+impl Framer {
+    pub fn new(rewrite: bool) -> Self {
+        Framer { rewrite, ..Framer::default() }
+    }
+
+    pub fn rewrites(&self) -> bool {
+        self.rewrite
+    }
+
+    /// Frame `chunk`, calling `on(event, data)` for every completed event. In rewrite
+    /// mode the bytes to forward are appended to `out`; otherwise `out` is untouched.
+    pub fn feed<F: FnMut(&[u8], &[u8]) -> Action>(&mut self, chunk: &[u8], out: &mut Vec<u8>, on: &mut F) {
+        if chunk.is_empty() {
+            return;
         }
-        while let Some(i) = memchr2(b'\n', b'\r', chunk) {
-            let line_end = i;
-            let mut next = i + 1;
-            if chunk[i] == b'\r' {
-                if i + 1 == chunk.len() {
-                    self.pending_cr = true;
-                } else if chunk[i + 1] == b'\n' {
-                    next += 1;
+        let mut rest = chunk;
+        if !self.partial.is_empty() {
+            let mut p = std::mem::take(&mut self.partial);
+            if p.last() == Some(&b'\r') {
+                // Deferred CR: the line is complete; swallow a following LF.
+                let extra = usize::from(rest[0] == b'\n');
+                let raw_start = self.ev_raw.len();
+                if self.rewrite {
+                    self.ev_raw.extend_from_slice(&p);
+                    self.ev_raw.extend_from_slice(&rest[..extra]);
+                }
+                let l = p.len() - 1;
+                self.handle_line(&p[..l], raw_start, out, on);
+                rest = &rest[extra..];
+            } else {
+                match memchr2(b'\n', b'\r', rest) {
+                    None => {
+                        p.extend_from_slice(rest);
+                        self.partial = p;
+                        return;
+                    }
+                    Some(i) if rest[i] == b'\r' && i + 1 == rest.len() => {
+                        p.extend_from_slice(rest);
+                        self.partial = p;
+                        return;
+                    }
+                    Some(i) => {
+                        let end = i + 1 + usize::from(rest[i] == b'\r' && rest[i + 1] == b'\n');
+                        let l = p.len() + i;
+                        p.extend_from_slice(&rest[..end]);
+                        let raw_start = self.ev_raw.len();
+                        if self.rewrite {
+                            self.ev_raw.extend_from_slice(&p);
+                        }
+                        self.handle_line(&p[..l], raw_start, out, on);
+                        rest = &rest[end..];
+                    }
                 }
             }
-            if self.line.is_empty() {
-                self.handle_line(&chunk[..line_end], out);
-            } else {
-                let mut line = std::mem::take(&mut self.line);
-                line.extend_from_slice(&chunk[..line_end]);
-                self.handle_line(&line, out);
-                line.clear();
-                self.line = line;
+            p.clear();
+            self.partial = p;
+        }
+        loop {
+            match memchr2(b'\n', b'\r', rest) {
+                None => {
+                    self.partial.extend_from_slice(rest);
+                    return;
+                }
+                Some(i) if rest[i] == b'\r' && i + 1 == rest.len() => {
+                    self.partial.extend_from_slice(rest);
+                    return;
+                }
+                Some(i) => {
+                    let end = i + 1 + usize::from(rest[i] == b'\r' && rest[i + 1] == b'\n');
+                    let raw_start = self.ev_raw.len();
+                    if self.rewrite {
+                        self.ev_raw.extend_from_slice(&rest[..end]);
+                    }
+                    self.handle_line(&rest[..i], raw_start, out, on);
+                    rest = &rest[end..];
+                }
             }
-            chunk = &chunk[next..];
         }
-        self.line.extend_from_slice(chunk);
     }
 
-    /// End of input: an unterminated last line counts, and a pending event is dispatched.
-    pub fn finish(&mut self, out: &mut Vec<Event>) {
-        if !self.line.is_empty() {
-            let line = std::mem::take(&mut self.line);
-            self.handle_line(&line, out);
+    /// End of input: an unterminated last line counts and a pending event is
+    /// dispatched; in rewrite mode whatever was held back is appended to `out` as is.
+    pub fn finish<F: FnMut(&[u8], &[u8]) -> Action>(&mut self, out: &mut Vec<u8>, on: &mut F) {
+        if !self.partial.is_empty() {
+            let p = std::mem::take(&mut self.partial);
+            let raw_start = self.ev_raw.len();
+            if self.rewrite {
+                self.ev_raw.extend_from_slice(&p);
+            }
+            let l = if p.last() == Some(&b'\r') { p.len() - 1 } else { p.len() };
+            self.handle_line(&p[..l], raw_start, out, on);
         }
-        self.dispatch(out);
-        self.pending_cr = false;
+        if self.has_data {
+            let _ = on(&self.event, &self.data);
+        }
+        if self.rewrite {
+            out.extend_from_slice(&self.ev_raw);
+        }
+        self.reset_event();
     }
 
-    fn handle_line(&mut self, line: &[u8], out: &mut Vec<Event>) {
+    fn reset_event(&mut self) {
+        self.data.clear();
+        self.has_data = false;
+        self.event.clear();
+        self.ev_raw.clear();
+        self.spans.clear();
+    }
+
+    fn handle_line<F: FnMut(&[u8], &[u8]) -> Action>(&mut self, line: &[u8], raw_start: usize, out: &mut Vec<u8>, on: &mut F) {
         if line.is_empty() {
-            self.dispatch(out);
+            self.dispatch(out, on);
             return;
         }
         if line[0] == b':' {
@@ -90,21 +170,71 @@ impl Decoder {
                 if self.has_data {
                     self.data.push(b'\n');
                 }
+                let joined = self.data.len();
                 self.data.extend_from_slice(value);
                 self.has_data = true;
+                if self.rewrite {
+                    let voff = line.len() - value.len();
+                    self.spans.push((raw_start + voff, raw_start + line.len(), joined));
+                }
             }
-            b"event" => self.event = Some(String::from_utf8_lossy(value).into_owned()),
+            b"event" => {
+                self.event.clear();
+                self.event.extend_from_slice(value);
+            }
             _ => {}
         }
     }
 
-    fn dispatch(&mut self, out: &mut Vec<Event>) {
-        let event = self.event.take();
-        if self.has_data {
-            out.push((event, String::from_utf8_lossy(&self.data).into_owned()));
+    fn dispatch<F: FnMut(&[u8], &[u8]) -> Action>(&mut self, out: &mut Vec<u8>, on: &mut F) {
+        let action = if self.has_data { on(&self.event, &self.data) } else { Action::Keep };
+        if self.rewrite {
+            match action {
+                Action::Keep => out.extend_from_slice(&self.ev_raw),
+                Action::Drop => {}
+                Action::Delete(a, b) => {
+                    let mut pos = 0;
+                    for &(rs, re, js) in &self.spans {
+                        out.extend_from_slice(&self.ev_raw[pos..rs]);
+                        let len = re - rs;
+                        let da = a.clamp(js, js + len) - js;
+                        let db = b.clamp(js, js + len) - js;
+                        out.extend_from_slice(&self.ev_raw[rs..rs + da]);
+                        out.extend_from_slice(&self.ev_raw[rs + db..re]);
+                        pos = re;
+                    }
+                    out.extend_from_slice(&self.ev_raw[pos..]);
+                }
+            }
         }
-        self.data.clear();
-        self.has_data = false;
+        self.reset_event();
+    }
+}
+
+/// Events as owned `(name or None, data)` pairs, for streams the gateway rewrites.
+#[derive(Default)]
+pub struct Decoder {
+    framer: Framer,
+}
+
+pub type Event = (Option<String>, String);
+
+fn collect(out: &mut Vec<Event>) -> impl FnMut(&[u8], &[u8]) -> Action + '_ {
+    move |name, data| {
+        let name = (!name.is_empty()).then(|| String::from_utf8_lossy(name).into_owned());
+        out.push((name, String::from_utf8_lossy(data).into_owned()));
+        Action::Keep
+    }
+}
+
+impl Decoder {
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<Event>) {
+        self.framer.feed(chunk, &mut Vec::new(), &mut collect(out));
+    }
+
+    /// End of input: an unterminated last line counts, and a pending event is dispatched.
+    pub fn finish(&mut self, out: &mut Vec<Event>) {
+        self.framer.finish(&mut Vec::new(), &mut collect(out));
     }
 }
 

@@ -2,18 +2,22 @@
 //! with the stream scanner. Only the fields we need are declared; everything else
 //! is skipped by serde without being materialised.
 
-use std::borrow::Cow;
-
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use serde::Deserialize;
 
+use crate::anthropic::Messages;
+use crate::format::WireFormat;
+use crate::openai::ChatCompletions;
 use crate::pricing::Usage;
+use crate::responses::Responses;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     OpenAI,
     Anthropic,
+    /// OpenAI Responses (`POST /v1/responses`), see [`crate::responses`].
+    Responses,
 }
 
 impl Kind {
@@ -21,7 +25,10 @@ impl Kind {
         match s {
             "openai" => Ok(Kind::OpenAI),
             "anthropic" => Ok(Kind::Anthropic),
-            _ => Err(PyValueError::new_err(format!("unknown provider kind {s:?} (expected 'openai' or 'anthropic')"))),
+            "openai_responses" => Ok(Kind::Responses),
+            _ => Err(PyValueError::new_err(format!(
+                "unknown provider kind {s:?} (expected 'openai', 'anthropic' or 'openai_responses')"
+            ))),
         }
     }
 }
@@ -33,11 +40,13 @@ pub struct RawUsage {
     pub prompt_tokens: Option<i64>,
     pub completion_tokens: Option<i64>,
     pub prompt_tokens_details: Option<PromptDetails>,
-    // Anthropic
+    // Anthropic (and OpenAI Responses)
     pub input_tokens: Option<i64>,
     pub output_tokens: Option<i64>,
     pub cache_read_input_tokens: Option<i64>,
     pub cache_creation_input_tokens: Option<i64>,
+    // OpenAI Responses
+    pub input_tokens_details: Option<PromptDetails>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -58,6 +67,18 @@ impl RawUsage {
         (prompt - cached, self.completion_tokens.unwrap_or(0).max(0), cached, 0)
     }
 
+    /// OpenAI Responses: `input_tokens` includes the cached tokens, as chat's `prompt_tokens` does.
+    pub fn responses_counts(&self) -> (i64, i64, i64, i64) {
+        let input = self.input_tokens.unwrap_or(0).max(0);
+        let cached = self
+            .input_tokens_details
+            .as_ref()
+            .and_then(|d| d.cached_tokens)
+            .unwrap_or(0)
+            .clamp(0, input);
+        (input - cached, self.output_tokens.unwrap_or(0).max(0), cached, 0)
+    }
+
     pub fn anthropic_counts(&self) -> (i64, i64, i64, i64) {
         (
             self.input_tokens.unwrap_or(0).max(0),
@@ -68,51 +89,13 @@ impl RawUsage {
     }
 }
 
-#[derive(Deserialize)]
-struct FinishOnly<'a> {
-    #[serde(borrow)]
-    finish_reason: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct Body<'a> {
-    #[serde(borrow)]
-    model: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    choices: Option<Vec<FinishOnly<'a>>>,
-    #[serde(borrow)]
-    stop_reason: Option<Cow<'a, str>>,
-    usage: Option<RawUsage>,
-}
-
 /// Usage of a whole response body; None when it is not JSON or has no usage object.
 pub fn extract(kind: Kind, body: &[u8]) -> Option<Usage> {
-    let b: Body = serde_json::from_slice(body).ok()?;
-    let u = b.usage?;
-    let (i, o, cr, cw, fr) = match kind {
-        Kind::OpenAI => {
-            let (i, o, cr, cw) = u.openai_counts();
-            let fr = b
-                .choices
-                .and_then(|c| c.into_iter().next())
-                .and_then(|c| c.finish_reason)
-                .map(Cow::into_owned);
-            (i, o, cr, cw, fr)
-        }
-        Kind::Anthropic => {
-            let (i, o, cr, cw) = u.anthropic_counts();
-            (i, o, cr, cw, b.stop_reason.map(Cow::into_owned))
-        }
-    };
-    Some(Usage {
-        input_tokens: i,
-        output_tokens: o,
-        cache_read_tokens: cr,
-        cache_write_tokens: cw,
-        estimated: false,
-        model: b.model.map(Cow::into_owned),
-        finish_reason: fr,
-    })
+    match kind {
+        Kind::OpenAI => ChatCompletions::extract_usage(body),
+        Kind::Anthropic => Messages::extract_usage(body),
+        Kind::Responses => Responses::extract_usage(body),
+    }
 }
 
 /// Usage of a whole non-stream response body, parsed in Rust (no Python dicts).
@@ -121,6 +104,8 @@ pub fn extract(kind: Kind, body: &[u8]) -> Option<Usage> {
 /// prompt_tokens_details.cached_tokens, choices[0].finish_reason, model.
 /// Anthropic message: usage.input_tokens / output_tokens /
 /// cache_read_input_tokens / cache_creation_input_tokens, stop_reason, model.
+/// OpenAI Responses ("openai_responses"): usage.input_tokens / output_tokens /
+/// input_tokens_details.cached_tokens, incomplete_details.reason or status, model.
 /// None when the body is not JSON or has no usage object.
 #[pyfunction]
 pub fn extract_usage(py: Python<'_>, kind: &str, body: &[u8]) -> PyResult<Option<Usage>> {
@@ -129,29 +114,5 @@ pub fn extract_usage(py: Python<'_>, kind: &str, body: &[u8]) -> PyResult<Option
         Ok(py.detach(|| extract(kind, body)))
     } else {
         Ok(extract(kind, body))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn openai_body() {
-        let body = br#"{"id":"x","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"hi \"there\""},"finish_reason":"stop"}],"usage":{"prompt_tokens":100,"completion_tokens":7,"total_tokens":107,"prompt_tokens_details":{"cached_tokens":60}}}"#;
-        let u = extract(Kind::OpenAI, body).unwrap();
-        assert_eq!((u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens), (40, 7, 60, 0));
-        assert_eq!(u.finish_reason.as_deref(), Some("stop"));
-        assert_eq!(u.model.as_deref(), Some("gpt-4o"));
-        assert!(extract(Kind::OpenAI, b"not json").is_none());
-        assert!(extract(Kind::OpenAI, br#"{"usage":null}"#).is_none());
-    }
-
-    #[test]
-    fn anthropic_body() {
-        let body = br#"{"id":"m","type":"message","model":"claude","content":[{"type":"text","text":"a"}],"stop_reason":"end_turn","usage":{"input_tokens":5,"output_tokens":9,"cache_read_input_tokens":3,"cache_creation_input_tokens":null}}"#;
-        let u = extract(Kind::Anthropic, body).unwrap();
-        assert_eq!((u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens), (5, 9, 3, 0));
-        assert_eq!(u.finish_reason.as_deref(), Some("end_turn"));
     }
 }

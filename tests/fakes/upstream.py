@@ -632,6 +632,10 @@ async def app(scope, receive, send):
         await _complete(OpenAI, headers, body, receive, send)
     elif method == "POST" and path == "/v1/messages":
         await _complete(Anthropic, headers, body, receive, send)
+    elif method == "POST" and path == "/v1/responses":
+        from .responses import Responses  # the Responses API lives in its own module (it imports this one)
+
+        await _complete(Responses, headers, body, receive, send)
     elif not await extras.dispatch(method, path, headers, body, send):  # tests/fakes/extras.py
         provider = Anthropic if b"anthropic-version" in headers else OpenAI
         if method == "GET" and path == "/v1/models":

@@ -42,6 +42,10 @@ class Provider:
     # OpenAI-Organization / OpenAI-Project); a client's own are never forwarded.
     organization: Optional[str] = None
     project: Optional[str] = None
+    # OpenAI: the provider also serves the Responses API ({base_url}/responses), so
+    # POST /v1/responses is passed through to it natively. Default: true for the
+    # OpenAI provider of the environment and for base URLs on api.openai.com.
+    responses: bool = False
 
     @property
     def endpoint(self) -> str:
@@ -84,3 +88,4 @@ class ModelRoute:
     @property
     def embedding(self) -> bool:
         return self.mode == "embedding"
+    responses: bool = False  # called natively in the Responses format (the provider's, unless the model overrides)

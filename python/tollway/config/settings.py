@@ -94,6 +94,7 @@ def _env_providers(env: Mapping[str, str]) -> dict[str, Provider]:
             api_key=env.get(f"{prefix}_API_KEY") or None,
             organization=(env.get("OPENAI_ORG_ID") or None) if kind == "openai" else None,
             project=(env.get("OPENAI_PROJECT_ID") or None) if kind == "openai" else None,
+            responses=kind == "openai",
         )
     return providers
 
@@ -120,8 +121,19 @@ def _file_providers(entries: list[Any], env: Mapping[str, str]) -> dict[str, Pro
             if value is not None and (not isinstance(value, str) or not value or kind != "openai"):
                 raise ConfigError(f"{where} ({name}): '{option}' must be a non-empty string, on an openai provider")
             extras[option] = value
+        extras["responses"] = _responses_option(entry, kind, base_url, where, name)
         providers[name] = Provider(name=name, kind=kind, base_url=base_url, api_key=api_key, **extras)
     return providers
+
+
+def _responses_option(entry: Mapping[str, Any], kind: str, base_url: str, where: str, name: str) -> bool:
+    """A provider's ``responses``: whether it serves the OpenAI Responses API."""
+    value = entry.get("responses")
+    if value is None:
+        return kind == "openai" and base_url.startswith("https://api.openai.com/")
+    if not isinstance(value, bool) or (value and kind != "openai"):
+        raise ConfigError(f"{where} ({name}): 'responses' must be true or false, and true only on an openai provider")
+    return value
 
 
 def _route(
@@ -149,6 +161,9 @@ def _route(
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
     upstream_model = entry.get("upstream_model") or entry["name"]
+    responses = entry.get("responses", provider.responses)
+    if not isinstance(responses, bool) or (responses and not provider.responses):
+        raise ConfigError(f"{where}.responses: must be true or false, and true only when its provider has responses = true")
     return ModelRoute(
         name=entry["name"],
         provider=provider,
@@ -164,6 +179,7 @@ def _route(
             else None
         ),
         mode=mode,
+        responses=responses,
     )
 
 

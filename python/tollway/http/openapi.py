@@ -61,6 +61,11 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         {200: "sse:ProviderResponse"}, (*_AUTH, *_BODY, 402, 404), "MessagesRequest",
         tag="models", shape="anthropic", provider=True,
     ),
+    ("POST", "/v1/responses"): Op(
+        "OpenAI Responses, capped and metered (models whose provider serves the Responses API)",
+        {200: "sse:ProviderResponse"}, (*_AUTH, *_BODY, 402, 404), "ResponsesRequest",
+        tag="models", provider=True,
+    ),
     ("GET", "/v1/models"): Op("The routable models", {200: "ModelList"}, _AUTH, tag="models"),
     ("GET", "/v1/models/{model_id}"): Op(
         "A routable model (its name may contain '/', sent percent-encoded or not)", {200: "Model"}, (*_AUTH, 404), tag="models"

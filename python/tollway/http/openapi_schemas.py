@@ -190,6 +190,18 @@ REQUESTS: dict[str, Schema] = {
         extra=True,
         description="An OpenAI Chat Completions request; every other field goes to the provider unchanged.",
     ),
+    "ResponsesRequest": obj(
+        {
+            "model": {"type": "string", "minLength": 1},
+            "input": {"oneOf": [{"type": "string"}, {"type": "array", "items": ANY_OBJECT}]},
+            "instructions": {"type": "string"},
+            "max_output_tokens": MAX_TOKENS,
+            "stream": BOOLEAN,
+        },
+        ("model",),
+        extra=True,
+        description="An OpenAI Responses request; every other field goes to the provider unchanged.",
+    ),
     "MessagesRequest": obj(
         {
             "model": {"type": "string", "minLength": 1},

@@ -7,13 +7,13 @@ from typing import Any, Optional
 import orjson
 
 from tollway.config import ModelRoute, Provider
-from tollway.providers.base import PreparedRequest, upstream_headers
+from tollway.providers.base import MessagesAdapter, PreparedRequest, upstream_headers
 
 DEFAULT_VERSION = "2023-06-01"
 _DEFAULTS = {"anthropic-version": DEFAULT_VERSION}  # the client's own version wins
 
 
-class AnthropicAdapter:
+class AnthropicAdapter(MessagesAdapter):
     kind = "anthropic"
 
     def requested_max_tokens(self, payload: dict[str, Any]) -> Optional[int]:

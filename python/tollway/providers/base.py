@@ -32,7 +32,14 @@ class PreparedRequest:
 
 
 class ProviderAdapter(Protocol):
-    kind: str
+    kind: str  # the wire format, as the Rust core names it (extract_usage, stream kind)
+    min_output_tokens: int  # the smallest output limit the provider accepts
+
+    def endpoint(self, provider: Provider) -> str: ...
+
+    def estimate_input_tokens(self, payload: dict[str, Any], body_len: int, context_window: Optional[int]) -> int:
+        """An upper estimate of the call's input tokens (``context_window``: the model's, if known)."""
+        ...
 
     def requested_max_tokens(self, payload: dict[str, Any]) -> Optional[int]: ...
 
@@ -56,6 +63,18 @@ class ProviderAdapter(Protocol):
     def model_object(self, name: str, route: ModelRoute, created: int) -> dict[str, Any]: ...
 
     def model_list(self, objects: list[dict[str, Any]]) -> dict[str, Any]: ...
+
+
+class MessagesAdapter:
+    """What the chat completions and Anthropic messages adapters share."""
+
+    min_output_tokens = 1
+
+    def endpoint(self, provider: Provider) -> str:
+        return provider.endpoint
+
+    def estimate_input_tokens(self, payload: dict[str, Any], body_len: int, context_window: Optional[int]) -> int:
+        return estimate_input_tokens(payload, body_len)
 
 
 def upstream_headers(

@@ -7,10 +7,10 @@ from typing import Any, Optional
 import orjson
 
 from tollway.config import ModelRoute, Provider
-from tollway.providers.base import PreparedRequest, upstream_headers
+from tollway.providers.base import MessagesAdapter, PreparedRequest, upstream_headers
 
 
-class OpenAIAdapter:
+class OpenAIAdapter(MessagesAdapter):
     kind = "openai"
 
     def requested_max_tokens(self, payload: dict[str, Any]) -> Optional[int]:

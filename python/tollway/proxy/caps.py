@@ -36,7 +36,10 @@ def decide_hold(
     route: ModelRoute,
     input_estimate: int,
     requested_max_tokens: Optional[int],
+    min_output_tokens: int = 1,
 ) -> CapDecision:
+    """``min_output_tokens``: the smallest output limit the provider accepts; a key that
+    cannot afford that many is refused (402) rather than sent a request the provider refuses."""
     pricing = route.pricing
     assert pricing is not None
     worst_output = requested_max_tokens if requested_max_tokens is not None else route.max_output_tokens
@@ -57,4 +60,12 @@ def decide_hold(
         affordable = pricing.affordable_output_tokens(hold.micros - input_hold)
         if affordable < worst_output:
             clamp_to = max(1, affordable)
+            if clamp_to < min_output_tokens:
+                hold.release()
+                raise HTTPError(
+                    402,
+                    f"{CAP_MESSAGE} (it can pay for {clamp_to} output tokens; this model's provider needs "
+                    f"max output tokens of at least {min_output_tokens})",
+                    code="spend_cap_reached",
+                )
     return CapDecision(hold, clamp_to)

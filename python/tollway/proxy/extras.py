@@ -133,8 +133,8 @@ async def create_embeddings(
     base = proxy.usage_base(key, route, request_id)
     gw.journal.hold(base["event_id"], decision.hold, base, False, estimate)
     call = Call(
-        route, adapter.headers(route.provider, client_headers), body, False, decision.hold, None,
-        estimate, base, started, gw.journal, url,
+        route, adapter.kind, url, adapter.headers(route.provider, client_headers), body, False, decision.hold, None,
+        estimate, base, started, gw.journal,
     )  # fmt: skip
     try:
         return await proxy.complete(call)

@@ -34,8 +34,7 @@ from tollway.proxy import looped, translated
 from tollway.proxy.caps import decide_hold
 from tollway.proxy.checks import check_model_request, token_count
 from tollway.proxy.headers import response_headers
-from tollway.providers import ADAPTERS
-from tollway.providers.base import estimate_input_tokens
+from tollway.providers import ADAPTERS, ProviderAdapter
 
 if TYPE_CHECKING:
     from tollway.background import OpenCounter
@@ -140,6 +139,8 @@ class Call:
     """One model call, ready to send: the money is held, the upstream body built."""
 
     route: ModelRoute
+    kind: str  # the wire format of the upstream call (usage extraction, stream scanning)
+    endpoint: str
     headers: list[tuple[str, str]]
     body: bytes
     strip_usage_chunk: bool
@@ -149,7 +150,6 @@ class Call:
     base: dict[str, Any]  # the usage event's identity: event, request, account, key, model, provider
     started: float
     journal: Journal
-    url: Optional[str] = None  # where it goes: the provider's generation route unless set
 
     def release(self) -> None:
         """Give the hold back, nothing spent (a no-op once settled or released)."""
@@ -212,6 +212,10 @@ class Proxy:
             return await translated.handle(self, origin, shape, key, route, payload, started)
         stream = payload.get("stream") is True
         call = self.prepare(key, route, payload, raw, origin.headers, origin.request_id, stream, started)
+        return await self.forward(call, stream)
+
+    async def forward(self, call: Call, stream: bool) -> AnyResponse:
+        """Send a prepared call in the provider's own shape and answer with what it sent."""
         try:
             if stream:
                 upstream = await self.open_stream(call)
@@ -261,13 +265,17 @@ class Proxy:
         request_id: str,
         stream: bool,
         started: float,
+        adapter: Optional[ProviderAdapter] = None,
     ) -> Call:
         """Hold money for a request in the provider's own shape (or 402), and build its upstream body.
 
         ``raw`` is the client's body when ``payload`` is exactly what it sent (it is
         then forwarded unchanged unless the model is renamed or max_tokens clamped).
+        ``adapter``: the wire format to call the provider in, when not its ``kind``'s
+        (the Responses API of an OpenAI provider).
         """
-        adapter = ADAPTERS[route.provider.kind]
+        if adapter is None:
+            adapter = ADAPTERS[route.provider.kind]
         requested = adapter.requested_max_tokens(payload)
         if requested is not None:
             token_count(requested, "max_tokens")
@@ -276,8 +284,8 @@ class Proxy:
             hooks.before(CallIntent(key, route, payload, stream, requested))
         if raw is None:
             raw = orjson.dumps(payload)
-        input_estimate = estimate_input_tokens(payload, len(raw))
-        decision = decide_hold(self.gw.ledger, key.id, route, input_estimate, requested)
+        input_estimate = adapter.estimate_input_tokens(payload, len(raw), route.context_window)
+        decision = decide_hold(self.gw.ledger, key.id, route, input_estimate, requested, adapter.min_output_tokens)
         try:
             prepared = adapter.prepare(payload, raw, route.upstream_model, decision.clamp_to, stream)
         except BaseException:
@@ -288,6 +296,8 @@ class Proxy:
         journal.hold(base["event_id"], decision.hold, base, stream, input_estimate)
         return Call(
             route,
+            adapter.kind,
+            adapter.endpoint(route.provider),
             adapter.headers(route.provider, client_headers),
             prepared.body,
             prepared.strip_usage_chunk,
@@ -327,7 +337,7 @@ class Proxy:
     def _start_send(self, call: Call) -> Awaitable[UpstreamResponse]:
         gw = self.gw
         client = gw.client
-        pending = client.send("POST", call.url or call.route.provider.endpoint, call.headers, call.body)
+        pending = client.send("POST", call.endpoint, call.headers, call.body)
         gw.spin.poll(call.route.provider.name, client, gw.serving_alone)  # see proxy/spin.py
         return pending
 
@@ -350,7 +360,7 @@ class Proxy:
                 call.release()
                 self._record_failure(base, response.status, "upstream_error", False, call.started)
                 return Completed(response.status, out_headers, response.body)
-            usage = extract_usage(route.provider.kind, response.body)
+            usage = extract_usage(call.kind, response.body)
             if usage is None:
                 estimated = True
                 input_tokens, output_tokens, cache_read, cache_write = call.input_estimate, -(-len(response.body) // 4), 0, 0
@@ -395,10 +405,10 @@ class Proxy:
                 route,
                 lambda: gw.client.stream(
                     "POST",
-                    route.provider.endpoint,
+                    call.endpoint,
                     call.headers,
                     call.body,
-                    kind=route.provider.kind,
+                    kind=call.kind,
                     strip_usage_chunk=call.strip_usage_chunk,
                     pricing=route.pricing,
                     hold=call.hold,

@@ -1,0 +1,53 @@
+"""Popular JavaScript clients in their default mode, against the gateway.
+
+The Vercel AI SDK's ``openai(id)`` speaks the Responses API: ``generateText`` and
+``streamText`` go through POST /v1/responses, capped and metered. The packages are
+installed with npm into tests/node/node_modules (package-lock.json pins them).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Gateway, fake_requests
+
+NODE_DIR = Path(__file__).parent / "node"
+pytestmark = pytest.mark.skipif(
+    shutil.which("node") is None or shutil.which("npm") is None,
+    reason="node and npm are needed for the JavaScript client tests (apt-get install nodejs npm)",
+)
+
+
+@pytest.fixture(scope="module")
+def node_modules() -> Path:
+    if not (NODE_DIR / "node_modules" / "@ai-sdk" / "openai").exists():
+        done = subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, capture_output=True, text=True, timeout=300
+        )
+        if done.returncode != 0:
+            pytest.fail(f"npm ci failed in {NODE_DIR}:\n{done.stdout}\n{done.stderr}")
+    return NODE_DIR / "node_modules"
+
+
+def test_vercel_ai_sdk_default_openai_provider(gateway: Gateway, fake, node_modules: Path) -> None:
+    key_id, secret = gateway.mint(max_spend_usd=1)
+    done = subprocess.run(
+        ["node", "ai_sdk.mjs", gateway.url + "/v1", secret, "test-gpt", secret[-8:]],
+        cwd=NODE_DIR, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["generated"]["text"] == "w0 w1 w2 w3 w4"
+    assert out["streamed"]["text"] == "w0 w1 w2 w3 w4 w5 w6"
+    assert out["streamed"]["usage"]["outputTokens"] == 7
+    ours = [q for q in fake_requests(fake) if secret[-8:] in json.dumps(q["body"])]
+    assert [q["path"] for q in ours] == ["/v1/responses", "/v1/responses"]  # the SDK's default: the Responses API
+    info = gateway.wait_settled(key_id)
+    events = gateway.key_usage(key_id)["events"]
+    assert sorted((e["stream"], e["output_tokens"], e["estimated"]) for e in events) == [(False, 5, False), (True, 7, False)]
+    assert sum(e["cost_micros"] for e in events) == info["spent_micros"] > 0
