@@ -28,6 +28,7 @@ from tollway.http.core import SSE_HEADERS, AnyResponse, HTTPError, StreamRespons
 from tollway.keys import ApiKey
 from tollway.http.params import metadata_object
 from tollway.keys.secrets import new_id
+from tollway.providers import CANONICAL_TOOLS
 from tollway.proxy.checks import check_model_request, token_count
 from tollway.proxy.handler import CLAMP_HEADER
 from tollway.proxy.translated import translate_stream
@@ -241,7 +242,7 @@ class ThreadTurns:
             tools = await resolve_tools(self.tools, key, body["tool_ids"]) if "tool_ids" in body else []
             max_turns = max_turns_from({k: body[k] for k in ("max_tool_turns",) if k in body})
             budget = (route.context_window or DEFAULT_CONTEXT_WINDOW) - max_tokens - REQUEST_OVERHEAD_TOKENS
-            budget -= tokens_of(system) + tokens_of(payload.get("tools")) + tokens_of([t.anthropic_definition() for t in tools] or None)
+            budget -= tokens_of(system) + tokens_of(payload.get("tools")) + tokens_of([CANONICAL_TOOLS.definition(t) for t in tools] or None)
             history, total = await asyncio.to_thread(self._history, thread.id, budget)
             fitted = fit(history, {"role": "user", "content": content}, budget)
             if fitted is None:

@@ -10,7 +10,7 @@ its calls. The registered calls of that turn are left out and not run on the pla
 routes (the client could not send their results back); in threads (``run_mixed``)
 they run and their results are stored, to go with the client's results next turn.
 
-The loop works in the provider's request shape. Threads pass a ``StepSink`` to
+The loop works in the provider's request shape, through its ``ToolFormat``. Threads pass a ``StepSink`` to
 store every step (the assistant's calls, then the results) in order.
 """
 
@@ -29,19 +29,9 @@ from tollway.config import ModelRoute
 from tollway.errors import provider_error
 from tollway.http.core import SSE_HEADERS, HTTPError, StreamResponse
 from tollway.keys import ApiKey
-from tollway.tools.calls import (
-    PendingCall,
-    add_definitions,
-    assistant_turn,
-    body_text,
-    calls_in_body,
-    calls_in_outcome,
-    forbid_tools,
-    result_messages,
-    strip_calls,
-)
+from tollway.providers import CANONICAL_TOOLS, TOOL_FORMATS, ToolFormat
+from tollway.tools.calls import PendingCall, add_definitions, calls_in_outcome
 from tollway.tools.dispatch import ToolResult
-from tollway.tools.loop_stream import AnthropicLoopWriter, OpenAILoopWriter
 from tollway.tools.store import Tool, ToolStore
 
 if TYPE_CHECKING:
@@ -112,11 +102,11 @@ class ToolLoop:
     def __post_init__(self) -> None:
         self.by_name = {t.name: t for t in self.tools}
         self.deadline = time.monotonic() + LOOP_DEADLINE_S
-        add_definitions(self.kind, self.payload, self.tools)
+        add_definitions(self.fmt, self.payload, self.tools)
 
     @property
-    def kind(self) -> str:
-        return self.route.provider.kind
+    def fmt(self) -> ToolFormat:
+        return TOOL_FORMATS[self.route.provider.kind]
 
     @property
     def gw(self) -> "Runtime":
@@ -125,7 +115,7 @@ class ToolLoop:
     def _prepare(self, stream: bool) -> "Call":
         self.turns += 1
         if self.turns == self.max_turns:
-            forbid_tools(self.kind, self.payload)
+            self.fmt.forbid_tools(self.payload)
         try:
             return self.proxy.prepare(
                 self.key, self.route, self.payload, None, self.client_headers, self.request_id, stream, self.started
@@ -160,11 +150,11 @@ class ToolLoop:
     async def _next_turn(
         self, text: str, calls: list[PendingCall], results: list[ToolResult], body: Optional[dict[str, Any]] = None
     ) -> None:
-        assistant = assistant_turn(self.kind, text, calls, body)
+        assistant = self.fmt.assistant_turn(text, calls, body)
         if self.steps is not None:
-            canonical = assistant if self.kind == "anthropic" else assistant_turn("anthropic", text, calls)
+            canonical = assistant if self.fmt is CANONICAL_TOOLS else CANONICAL_TOOLS.assistant_turn(text, calls)
             await self.steps.step(canonical["content"], results)
-        self.payload["messages"] = list(self.payload.get("messages") or []) + [assistant] + result_messages(self.kind, results)
+        self.payload["messages"] = list(self.payload.get("messages") or []) + [assistant] + self.fmt.result_messages(results)
 
     # ------------------------------------------------------------ whole responses
     async def complete(self) -> tuple["Completed", Optional[dict[str, Any]]]:
@@ -186,16 +176,16 @@ class ToolLoop:
                 return done, None
             if not isinstance(body, dict):
                 return done, None
-            ours, theirs = self._split(calls_in_body(self.kind, body))
+            ours, theirs = self._split(self.fmt.calls_in_body(body))
             if not ours:
                 return done, None
             if theirs and self.run_mixed:
                 self.trailing = await self._dispatch(ours)
                 return done, None
             if theirs or self.turns >= self.max_turns:
-                return done, strip_calls(self.kind, body, set(self.by_name))
+                return done, self.fmt.strip_calls(body, set(self.by_name))
             results = await self._dispatch(ours)
-            await self._next_turn(body_text(self.kind, body), ours, results, body)
+            await self._next_turn(self.fmt.body_text(body), ours, results, body)
 
     # ------------------------------------------------------------ streams
     async def open(self, client_shape: str, model: str, include_usage: bool, translator_factory: Optional[Callable[[], Any]]) -> Union[StreamResponse, "Completed"]:
@@ -204,7 +194,7 @@ class ToolLoop:
         first = await self._open_turn(call)
         if not isinstance(first, tuple):
             return first
-        writer = AnthropicLoopWriter(set(self.by_name)) if client_shape == "anthropic" else OpenAILoopWriter(set(self.by_name), model, include_usage)
+        writer = TOOL_FORMATS[client_shape].loop_writer(set(self.by_name), model, include_usage)
         headers = SSE_HEADERS + call.extra_headers
         # The loop runs in a task of its own, so it ends (and is stored and billed)
         # whether or not the server notices that the client went away.

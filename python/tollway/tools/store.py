@@ -21,6 +21,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tollway.keys.secrets import new_id
+from tollway.providers import anthropic_tools, openai_tools
 from tollway.store import Database, now_ms, tools
 
 SECRET_PREFIX = "whsec_"
@@ -71,14 +72,11 @@ class Tool:
 
     def openai_definition(self) -> dict[str, Any]:
         """The tool as an OpenAI Chat Completions ``tools`` entry."""
-        return {
-            "type": "function",
-            "function": {"name": self.name, "description": self.description, "parameters": self.input_schema},
-        }
+        return openai_tools.FORMAT.definition(self)
 
     def anthropic_definition(self) -> dict[str, Any]:
         """The tool as an Anthropic Messages ``tools`` entry."""
-        return {"name": self.name, "description": self.description, "input_schema": self.input_schema}
+        return anthropic_tools.FORMAT.definition(self)
 
 
 def _row_to_tool(row: Any) -> Tool:
