@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from tollway.providers.canonical import tool_input
 from tollway.translate.error_bodies import anthropic_error_to_openai, openai_error_to_anthropic
 from tollway.translate.errors import TranslationError
 from tollway.translate.ids import anthropic_message_id, openai_completion_id, tool_use_id
@@ -24,21 +25,6 @@ __all__ = [
     "openai_response_to_anthropic",
     "tool_input",
 ]
-
-
-def tool_input(arguments: Any) -> dict[str, Any]:
-    """Tool call arguments (a JSON string) as an Anthropic ``input`` object.
-
-    Arguments that are not a JSON object (a model's malformed output) are kept,
-    not lost, as ``{"_raw_arguments": "<text>"}``.
-    """
-    if not isinstance(arguments, str) or not arguments.strip():
-        return {}
-    try:
-        parsed = orjson.loads(arguments)
-    except orjson.JSONDecodeError:
-        return {"_raw_arguments": arguments}
-    return parsed if isinstance(parsed, dict) else {"_raw_arguments": arguments}
 
 
 def _first_choice(body: Any) -> dict[str, Any]:
