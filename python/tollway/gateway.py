@@ -153,6 +153,7 @@ class Gateway:
         from tollway.keys import routes as key_routes
         from tollway.ledger import routes as usage_routes
         from tollway.proxy import routes as proxy_routes
+        from tollway.responses import routes as response_routes
         from tollway.threads import routes as thread_routes
         from tollway.tools import routes as tool_routes
 
@@ -160,6 +161,7 @@ class Gateway:
         usage_routes.register(self.app, self)
         proxy = proxy_routes.register(self.app, self)
         thread_routes.register(self.app, self, proxy)
+        response_routes.register(self.app, self, proxy)
         tool_routes.register(self.app, self)
         openapi.register(self.app)
 

@@ -61,6 +61,18 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         tag="models", shape="anthropic", provider=True,
     ),
     ("GET", "/v1/models"): Op("The routable models", {200: "ModelList"}, _AUTH, tag="models"),
+    ("POST", "/v1/responses"): Op(
+        "OpenAI Responses on any configured model, capped and metered; stored unless store is false",
+        {200: "sse:ResponseObject"}, (*_AUTH, *_BODY, 402, 404), "ResponsesRequest", tag="responses", provider=True,
+    ),
+    ("GET", "/v1/responses/{response_id}"): Op("Read a stored response", {200: "ResponseObject"}, (*_AUTH, 404), tag="responses"),
+    ("DELETE", "/v1/responses/{response_id}"): Op(
+        "Erase a stored response and its conversation", {200: "ResponseDeleted"}, (*_AUTH, 404), tag="responses"
+    ),
+    ("GET", "/v1/responses/{response_id}/input_items"): Op(
+        "A page of a stored response's input items", {200: "ResponseItemList"}, (*_AUTH, 400, 404), tag="responses",
+        query={"order": {"enum": ["asc", "desc"], "default": "desc"}, "limit": _limit(20, 100), "after": _CURSOR},
+    ),
     # ---- keys
     ("POST", "/v1/keys"): Op("Mint a key (the secret is in this response only)", {201: "ApiKeyCreated"}, (*_ADMIN, *_BODY), "KeyCreate"),
     ("GET", "/v1/keys"): Op(

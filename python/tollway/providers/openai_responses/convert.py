@@ -184,21 +184,22 @@ def _text_format(text: Any) -> Optional[c.ResponseFormat]:
     raise TranslationError("must be text, json_object or json_schema", "text.format.type")
 
 
-def to_canonical(payload: Any, history: Optional[list[c.Message]] = None) -> c.Request:
-    """A Responses request body as a canonical Request; ``history`` (the messages of
-    ``previous_response_id``) goes before the input."""
+def to_canonical(payload: Any, history: Optional[list[tuple[str, list[c.Block]]]] = None) -> c.Request:
+    """A Responses request body as a canonical Request; ``history`` (the (role, blocks)
+    of ``previous_response_id``'s conversation) goes before the input."""
     payload = as_dict(payload, "body")
     system = [as_str(payload["instructions"], "instructions")] if payload.get("instructions") else []
-    messages = list(history or [])
+    messages: list[c.Message] = []
+    turns = list(history or [])
     for i, item in enumerate(input_items(payload.get("input", []))):
         found = item_to_message(item, f"input[{i}]")
-        if found is None:
-            continue
-        role, blocks = found
+        if found is not None:
+            turns.append(found)
+    for role, blocks in turns:
         if role == "system":
             system.append(c.text_of(blocks))
         elif blocks:
-            messages.append(c.Message(role, blocks))
+            messages.append(c.Message(role, list(blocks)))
     if not messages:
         raise TranslationError("must hold at least one message", "input")
     request = c.Request(model=as_str(payload.get("model"), "model"), messages=messages, system="\n\n".join(system) or None)

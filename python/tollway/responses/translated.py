@@ -1,0 +1,99 @@
+"""A Responses call to a model whose provider does not speak Responses.
+
+Responses -> canonical -> the provider's format (providers/formats.py), sent
+through the Proxy (capped, held, billed like any call); the response, the error
+or the stream comes back through canonical to the Responses format. ``on_done``
+gets the finished response object (for a stream: once the stream completed).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
+
+import orjson
+
+from tollway._core import SseDecoder, UpstreamStream
+from tollway.config import ModelRoute
+from tollway.http.core import JSON_HEADERS, SSE_HEADERS, AnyResponse, HTTPError, Request, Response, StreamResponse
+from tollway.keys import ApiKey
+from tollway.providers import canonical
+from tollway.providers.formats import FORMATS, Format, openai_error_body
+from tollway.providers.openai_responses.convert import response_from_canonical
+from tollway.providers.openai_responses.stream import StreamEncoder
+from tollway.proxy.headers import response_headers
+from tollway.translate.errors import TranslationError
+
+if TYPE_CHECKING:
+    from tollway.proxy.handler import Proxy
+
+OnDone = Callable[[dict[str, Any]], Awaitable[None]]
+# Provider headers that describe the provider's body, not ours.
+_DROP = {"content-type", "openai-processing-ms", "openai-version"}
+
+
+def _headers(upstream: list[tuple[str, str]], content: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(n, v) for n, v in response_headers(upstream) if n not in _DROP] + content
+
+
+def _error(fmt: Format, status: int, headers: list[tuple[str, str]], body: bytes) -> Response:
+    return Response(status, openai_error_body(status, fmt.error_to_canonical(status, body)), _headers(headers, JSON_HEADERS))
+
+
+async def _relay(
+    upstream: UpstreamStream, fmt: Format, encoder: StreamEncoder, on_done: OnDone
+) -> AsyncIterator[bytes]:
+    decoder = SseDecoder()
+    events = fmt.stream_decoder()
+    async for chunk in upstream:
+        out = b"".join(encoder.encode(e) for event, data in decoder.feed(chunk) for e in events.feed(event, data))
+        if out:
+            yield out
+    tail = [e for event, data in decoder.finish() for e in events.feed(event, data)] + events.finish()
+    out = b"".join(encoder.encode(e) for e in tail)
+    if out:
+        yield out
+    if encoder.final is not None:
+        await on_done(encoder.final)
+
+
+async def handle(
+    proxy: "Proxy",
+    request: Request,
+    key: ApiKey,
+    route: ModelRoute,
+    payload: dict[str, Any],
+    call_request: canonical.Request,
+    response_id: str,
+    started: float,
+    on_done: OnDone,
+) -> AnyResponse:
+    fmt = FORMATS[route.provider.kind]
+    model = payload["model"]
+    try:
+        body = fmt.request_from_canonical(call_request, route)
+    except TranslationError as exc:
+        raise HTTPError(400, exc.message, param=exc.param) from None
+    stream = call_request.stream
+    client_headers = {n: v for n, v in request.headers.items() if not n.startswith(fmt.foreign_header_prefix)}
+    call = proxy.prepare(key, route, body, None, client_headers, request.request_id, stream, started)
+    try:
+        if stream:
+            upstream = await proxy.open_stream(call)
+            if not isinstance(upstream, UpstreamStream):
+                return _error(fmt, upstream.status, upstream.headers, upstream.body)
+            encoder = StreamEncoder(payload, response_id, model)
+            headers = _headers(upstream.headers, SSE_HEADERS) + call.extra_headers
+            return StreamResponse(upstream.status, headers, _relay(upstream, fmt, encoder, on_done), upstream.close)
+        done = await proxy.complete(call)
+        if not done.ok:
+            return _error(fmt, done.status, done.headers, done.body)
+        try:
+            answer = fmt.response_to_canonical(orjson.loads(done.body))
+        except (orjson.JSONDecodeError, TranslationError):
+            raise HTTPError(502, "the upstream provider returned an unexpected body", code="upstream_bad_response") from None
+        result = response_from_canonical(answer, payload, response_id, model)
+        await on_done(result)
+        return Response(done.status, orjson.dumps(result), _headers(done.headers, JSON_HEADERS))
+    except BaseException:
+        call.release()
+        raise
