@@ -8,7 +8,6 @@ instruction, which the model follows but the API does not enforce.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, Optional
 
 import orjson
@@ -17,91 +16,116 @@ from tollway.providers import canonical as c
 from tollway.translate.checks import as_bool, as_dict, as_int, as_list, as_number, as_str, opt_str
 from tollway.translate.error_bodies import anthropic_error_object, anthropic_error_type
 from tollway.translate.errors import TranslationError
-from tollway.translate.sse import anthropic_event
+from tollway.translate.ids import anthropic_message_id
 
 JSON_ONLY = "Respond only with a single valid JSON object, with no other text and no Markdown code fences."
 _CHOICES = {"auto", "any", "none", "tool"}
-_EFFORT_BUDGET = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
+
+
+def _text_blocks(content: Any, param: str) -> str:
+    """Text blocks (or a string) as one string; other blocks are an error."""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for i, block in enumerate(as_list(content, param)):
+        block = as_dict(block, f"{param}[{i}]")
+        if block.get("type") != "text":
+            raise TranslationError("only text blocks are allowed here", f"{param}[{i}].type")
+        texts.append(as_str(block.get("text"), f"{param}[{i}].text"))
+    return "\n\n".join(texts)
 
 
 def _blocks(content: Any, param: str) -> list[c.Block]:
+    """A message's content as blocks (a string is one text block); the target checks
+    which block types it can take."""
     if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
+        return [{"type": "text", "text": content}]
+    return [as_dict(block, f"{param}[{i}]") for i, block in enumerate(as_list(content, param))]
+
+
+def _tools(tools: Any) -> list[c.Tool]:
     out = []
-    for i, block in enumerate(as_list(content, param)):
-        block = as_dict(block, f"{param}[{i}]")
-        kind = block.get("type")
-        if kind == "text":
-            as_str(block.get("text"), f"{param}[{i}].text")
-        elif kind == "tool_use":
-            as_str(block.get("id"), f"{param}[{i}].id")
-            as_str(block.get("name"), f"{param}[{i}].name")
-            as_dict(block.get("input", {}), f"{param}[{i}].input")
-        elif kind == "tool_result":
-            as_str(block.get("tool_use_id"), f"{param}[{i}].tool_use_id")
-        elif kind in ("image", "document"):
-            as_dict(block.get("source"), f"{param}[{i}].source")
-        out.append(block)
+    for i, tool in enumerate(as_list(tools, "tools")):
+        tool = as_dict(tool, f"tools[{i}]")
+        if tool.get("type") not in (None, "custom"):
+            raise TranslationError(f"server tool {tool.get('type')!r} is only available on Anthropic models", f"tools[{i}].type")
+        name = as_str(tool.get("name"), f"tools[{i}].name")
+        description = opt_str(tool.get("description"), f"tools[{i}].description")
+        schema = as_dict(tool.get("input_schema"), f"tools[{i}].input_schema")
+        strict = None if tool.get("strict") is None else as_bool(tool["strict"], f"tools[{i}].strict")
+        out.append(c.Tool(name, schema, description, strict))
     return out
 
 
+def _tool_choice(choice: Any) -> c.ToolChoice:
+    choice = as_dict(choice, "tool_choice")
+    kind = choice.get("type")
+    if kind not in _CHOICES:
+        raise TranslationError("must be one of auto, any, tool, none", "tool_choice.type")
+    name = as_str(choice.get("name"), "tool_choice.name") if kind == "tool" else None
+    disable = choice.get("disable_parallel_tool_use")
+    disable = disable is not None and as_bool(disable, "tool_choice.disable_parallel_tool_use")
+    return c.ToolChoice(kind, name, disable)
+
+
+def _output_config(request: c.Request, output_config: Any) -> None:
+    output_format = as_dict(output_config, "output_config").get("format")
+    if output_format is not None:
+        output_format = as_dict(output_format, "output_config.format")
+        if output_format.get("type") != "json_schema":
+            raise TranslationError("must be json_schema", "output_config.format.type")
+        schema = as_dict(output_format.get("schema"), "output_config.format.schema")
+        request.response_format = c.ResponseFormat("json_schema", schema)
+    effort = output_config.get("effort")
+    if isinstance(effort, str):
+        request.reasoning_effort = effort
+
+
 def to_canonical(payload: Any) -> c.Request:
-    """A Messages request body as a canonical Request."""
+    """A Messages request body as a canonical Request (``top_k``, ``thinking``,
+    ``cache_control`` and ``service_tier`` are not carried)."""
     payload = as_dict(payload, "body")
-    system = payload.get("system")
-    if system is not None and not isinstance(system, str):
-        system = "\n\n".join(b["text"] for b in _blocks(system, "system") if b.get("type") == "text")
+    system = None if payload.get("system") is None else _text_blocks(payload["system"], "system")
     messages = []
     for i, message in enumerate(as_list(payload.get("messages"), "messages")):
         message = as_dict(message, f"messages[{i}]")
+        if "content" not in message:
+            raise TranslationError("is required", f"messages[{i}].content")
         role = message.get("role")
         if role not in ("user", "assistant"):
             raise TranslationError(f"role must be 'user' or 'assistant', not {role!r}", f"messages[{i}].role")
-        if "content" not in message:
-            raise TranslationError("is required", f"messages[{i}].content")
         messages.append(c.Message(role, _blocks(message["content"], f"messages[{i}].content")))
-    request = c.Request(model=as_str(payload.get("model"), "model"), messages=messages, system=system or None)
+    model = payload.get("model")
+    request = c.Request(messages, model if isinstance(model, str) else "", system=system or None)
     if payload.get("max_tokens") is not None:
         request.max_tokens = as_int(payload["max_tokens"], "max_tokens", minimum=1)
-    for name in ("temperature", "top_p"):
-        if payload.get(name) is not None:
-            setattr(request, name, as_number(payload[name], name))
     if payload.get("stop_sequences") is not None:
-        request.stop = [as_str(s, f"stop_sequences[{i}]") for i, s in enumerate(as_list(payload["stop_sequences"], "stop_sequences"))]
-    request.stream = payload.get("stream") is not None and as_bool(payload["stream"], "stream")
-    for i, tool in enumerate(as_list(payload.get("tools") or [], "tools")):
-        tool = as_dict(tool, f"tools[{i}]")
-        if tool.get("type") not in (None, "custom"):
-            raise TranslationError(f"server tool {tool.get('type')!r} cannot be translated", f"tools[{i}].type")
-        request.tools.append(
-            c.Tool(
-                as_str(tool.get("name"), f"tools[{i}].name"),
-                as_dict(tool.get("input_schema"), f"tools[{i}].input_schema"),
-                opt_str(tool.get("description"), f"tools[{i}].description"),
-                None if tool.get("strict") is None else as_bool(tool["strict"], f"tools[{i}].strict"),
-            )
-        )
-    if payload.get("tool_choice") is not None:
-        choice = as_dict(payload["tool_choice"], "tool_choice")
-        if choice.get("type") not in _CHOICES:
-            raise TranslationError("must be one of auto, any, tool, none", "tool_choice.type")
-        name = as_str(choice.get("name"), "tool_choice.name") if choice["type"] == "tool" else None
-        disable = choice.get("disable_parallel_tool_use")
-        request.tool_choice = c.ToolChoice(choice["type"], name, disable is not None and as_bool(disable, "tool_choice.disable_parallel_tool_use"))
+        stops = as_list(payload["stop_sequences"], "stop_sequences")
+        request.stop = [as_str(stop, f"stop_sequences[{i}]") for i, stop in enumerate(stops)]
+    for key in ("temperature", "top_p"):
+        if payload.get(key) is not None:
+            setattr(request, key, as_number(payload[key], key))
     metadata = payload.get("metadata")
     if metadata is not None:
-        request.user = opt_str(as_dict(metadata, "metadata").get("user_id"), "metadata.user_id")
-    output_config = payload.get("output_config")
-    if output_config is not None:
-        output_config = as_dict(output_config, "output_config")
-        if output_config.get("format") is not None:
-            fmt = as_dict(output_config["format"], "output_config.format")
-            if fmt.get("type") != "json_schema":
-                raise TranslationError("must be json_schema", "output_config.format.type")
-            request.response_format = c.ResponseFormat("json_schema", as_dict(fmt.get("schema"), "output_config.format.schema"))
-        if output_config.get("effort") is not None:
-            request.reasoning_effort = as_str(output_config["effort"], "output_config.effort")
+        request.user = opt_str(as_dict(metadata, "metadata").get("user_id"), "metadata.user_id") or None
+    if payload.get("tools"):
+        request.tools = _tools(payload["tools"])
+        if payload.get("tool_choice") is not None:
+            request.tool_choice = _tool_choice(payload["tool_choice"])
+    elif payload.get("tool_choice") is not None:
+        as_dict(payload["tool_choice"], "tool_choice")  # validated; meaningless without tools
+    if payload.get("output_config") is not None:
+        _output_config(request, payload["output_config"])
+    if payload.get("stream") is not None:
+        request.stream = as_bool(payload["stream"], "stream")
     return request
+
+
+def stop_reason(raw: Any) -> str:
+    """The canonical stop reason of an Anthropic ``stop_reason`` (unknown: end_turn)."""
+    if raw in c.STOP_REASONS:
+        return raw
+    return "max_tokens" if raw == "model_context_window_exceeded" else "end_turn"
 
 
 def format_instruction(response_format: Optional[c.ResponseFormat]) -> Optional[str]:
@@ -155,8 +179,8 @@ def from_canonical(request: c.Request, upstream_model: str, default_max_tokens: 
             if choice.disable_parallel and choice.type != "none":
                 spec["disable_parallel_tool_use"] = True
             out["tool_choice"] = spec
-    if request.stream:
-        out["stream"] = True
+    if request.stream is not None:
+        out["stream"] = request.stream
     return out
 
 
@@ -168,7 +192,7 @@ _USAGE_KEYS = (
 )
 
 
-def _update_usage(usage: c.Usage, raw: Any) -> c.Usage:
+def update_usage(usage: c.Usage, raw: Any) -> c.Usage:
     """``usage`` with the counts present in ``raw`` (an Anthropic usage object)."""
     if isinstance(raw, dict):
         for name, key in _USAGE_KEYS:
@@ -178,8 +202,8 @@ def _update_usage(usage: c.Usage, raw: Any) -> c.Usage:
     return usage
 
 
-def _usage(raw: Any) -> c.Usage:
-    return _update_usage(c.Usage(), raw)
+def usage_of(raw: Any) -> c.Usage:
+    return update_usage(c.Usage(), raw)
 
 
 def usage_body(usage: c.Usage) -> dict[str, int]:
@@ -213,21 +237,20 @@ def response_to_canonical(body: Any) -> c.Response:
             )
         elif kind == "thinking" and isinstance(block.get("thinking"), str):
             content.append(block)
-    reason = body.get("stop_reason")
     stop = body.get("stop_sequence")
     return c.Response(
         id=body["id"] if isinstance(body.get("id"), str) else "",
         model=body["model"] if isinstance(body.get("model"), str) else "",
         content=content,
-        stop_reason=reason if reason in c.STOP_REASONS else ("max_tokens" if reason == "model_context_window_exceeded" else "end_turn"),
+        stop_reason=stop_reason(body.get("stop_reason")),
         stop_sequence=stop if isinstance(stop, str) else None,
-        usage=_usage(body.get("usage")),
+        usage=usage_of(body.get("usage")),
     )
 
 
 def response_from_canonical(response: c.Response, model: str) -> dict[str, Any]:
     return {
-        "id": response.id if response.id.startswith("msg_") else "msg_" + response.id,
+        "id": anthropic_message_id(response.id),
         "type": "message",
         "role": "assistant",
         "model": model,
@@ -245,126 +268,11 @@ def error_to_canonical(status: int, body: bytes) -> c.Error:
         data = None
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict) and isinstance(error.get("message"), str):
-        kind = error.get("type") if isinstance(error.get("type"), str) else anthropic_error_type(status)
-        return c.Error(kind, error["message"], kind)
+        code = error.get("type") if isinstance(error.get("type"), str) else None
+        return c.Error(code or anthropic_error_type(status), error["message"] or f"upstream HTTP {status}", code)
     text = body.decode("utf-8", "replace").strip()
     return c.Error(anthropic_error_type(status), text or f"upstream HTTP {status}")
 
 
 def error_body(status: int, error: c.Error) -> bytes:
     return orjson.dumps(anthropic_error_object(anthropic_error_type(status), error.message))
-
-
-class StreamDecoder:
-    """Anthropic SSE events -> canonical events."""
-
-    def __init__(self) -> None:
-        self._usage = c.Usage()
-        self._ended = False
-
-    def feed(self, event: Optional[str], data: str) -> list[c.Event]:
-        if self._ended:
-            return []
-        try:
-            payload = orjson.loads(data) if data.strip() else {}
-        except orjson.JSONDecodeError:
-            payload = None
-        if not isinstance(payload, dict):
-            return self._fail(c.Error("api_error", "the upstream sent an invalid stream event"))
-        kind = payload.get("type") or event
-        index = payload.get("index")
-        if kind == "message_start":
-            message = payload.get("message") if isinstance(payload.get("message"), dict) else {}
-            self._usage = _usage(message.get("usage"))
-            ident = message.get("id") if isinstance(message.get("id"), str) else ""
-            model = message.get("model") if isinstance(message.get("model"), str) else ""
-            return [c.MessageStart(ident, model, replace(self._usage))]
-        if kind == "content_block_start" and isinstance(index, int):
-            block = payload.get("content_block")
-            if not isinstance(block, dict) or block.get("type") not in ("text", "tool_use", "thinking"):
-                return []
-            out: list[c.Event] = []
-            if block["type"] == "tool_use":
-                start = {"type": "tool_use", "id": block.get("id") or "", "name": block.get("name") or "", "input": {}}
-                out.append(c.BlockStart(index, start))
-                if block.get("input"):
-                    out.append(c.ToolArgumentsDelta(index, orjson.dumps(block["input"]).decode()))
-            elif block["type"] == "text":
-                out.append(c.BlockStart(index, {"type": "text", "text": ""}))
-                if isinstance(block.get("text"), str) and block["text"]:
-                    out.append(c.TextDelta(index, block["text"]))
-            else:
-                out.append(c.BlockStart(index, {"type": "thinking", "thinking": ""}))
-            return out
-        if kind == "content_block_delta" and isinstance(index, int):
-            delta = payload.get("delta") if isinstance(payload.get("delta"), dict) else {}
-            if delta.get("type") == "text_delta" and isinstance(delta.get("text"), str) and delta["text"]:
-                return [c.TextDelta(index, delta["text"])]
-            if delta.get("type") == "input_json_delta" and isinstance(delta.get("partial_json"), str) and delta["partial_json"]:
-                return [c.ToolArgumentsDelta(index, delta["partial_json"])]
-            if delta.get("type") == "thinking_delta" and isinstance(delta.get("thinking"), str):
-                return [c.ThinkingDelta(index, delta["thinking"])]
-            return []
-        if kind == "content_block_stop" and isinstance(index, int):
-            return [c.BlockStop(index)]
-        if kind == "message_delta":
-            _update_usage(self._usage, payload.get("usage"))
-            delta = payload.get("delta") if isinstance(payload.get("delta"), dict) else {}
-            reason = delta.get("stop_reason")
-            if reason is None:
-                return []
-            stop = delta.get("stop_sequence")
-            reason = reason if reason in c.STOP_REASONS else "end_turn"
-            return [c.MessageDelta(reason, replace(self._usage), stop if isinstance(stop, str) else None)]
-        if kind == "message_stop":
-            self._ended = True
-            return [c.MessageStop()]
-        if kind == "error":
-            error = payload.get("error") if isinstance(payload.get("error"), dict) else {}
-            kind = error.get("type") if isinstance(error.get("type"), str) else "api_error"
-            message = error.get("message") if isinstance(error.get("message"), str) and error["message"] else "upstream stream error"
-            return self._fail(c.Error(kind, message, kind))
-        return []
-
-    def finish(self) -> list[c.Event]:
-        return [] if self._ended else self._fail(c.Error("api_error", c.EARLY_END))
-
-    def _fail(self, error: c.Error) -> list[c.Event]:
-        self._ended = True
-        return [c.StreamError(error)]
-
-
-class StreamEncoder:
-    """Canonical events -> Anthropic SSE bytes."""
-
-    def encode(self, event: c.Event) -> bytes:
-        if isinstance(event, c.MessageStart):
-            message = {
-                "id": event.id if event.id.startswith("msg_") else "msg_" + event.id,
-                "type": "message",
-                "role": "assistant",
-                "model": event.model,
-                "content": [],
-                "stop_reason": None,
-                "stop_sequence": None,
-                "usage": usage_body(event.usage),
-            }
-            return anthropic_event({"type": "message_start", "message": message})
-        if isinstance(event, c.BlockStart):
-            return anthropic_event({"type": "content_block_start", "index": event.index, "content_block": event.block})
-        if isinstance(event, c.TextDelta):
-            delta: dict[str, Any] = {"type": "text_delta", "text": event.text}
-        elif isinstance(event, c.ToolArgumentsDelta):
-            delta = {"type": "input_json_delta", "partial_json": event.partial_json}
-        elif isinstance(event, c.ThinkingDelta):
-            delta = {"type": "thinking_delta", "thinking": event.thinking}
-        elif isinstance(event, c.BlockStop):
-            return anthropic_event({"type": "content_block_stop", "index": event.index})
-        elif isinstance(event, c.MessageDelta):
-            body = {"stop_reason": event.stop_reason, "stop_sequence": event.stop_sequence}
-            return anthropic_event({"type": "message_delta", "delta": body, "usage": usage_body(event.usage)})
-        elif isinstance(event, c.MessageStop):
-            return anthropic_event({"type": "message_stop"})
-        else:
-            return anthropic_event(anthropic_error_object(event.error.type, event.error.message))
-        return anthropic_event({"type": "content_block_delta", "index": event.index, "delta": delta})

@@ -67,8 +67,8 @@ class ResponseFormat:
 
 @dataclass(slots=True)
 class Request:
-    model: str
     messages: list[Message]
+    model: str = ""
     system: Optional[str] = None
     tools: list[Tool] = field(default_factory=list)
     tool_choice: Optional[ToolChoice] = None
@@ -76,7 +76,7 @@ class Request:
     temperature: Optional[float] = None
     top_p: Optional[float] = None
     stop: list[str] = field(default_factory=list)
-    stream: bool = False
+    stream: Optional[bool] = None  # None: not said (the target's default)
     response_format: Optional[ResponseFormat] = None
     reasoning_effort: Optional[str] = None
     user: Optional[str] = None  # the end user, for the provider's abuse monitoring

@@ -1,4 +1,4 @@
-"""Error bodies: OpenAI ``{"error": {...}}`` <-> Anthropic ``{"type": "error", "error": {...}}``.
+"""Error types and bodies: OpenAI ``{"error": {...}}`` and Anthropic ``{"type": "error", "error": {...}}``.
 
 The HTTP status is kept by the caller; both SDKs pick the exception class from it,
 so the ``type`` written here is informational and follows each provider's usage.
@@ -7,8 +7,6 @@ so the ``type`` written here is informational and follows each provider's usage.
 from __future__ import annotations
 
 from typing import Any, Optional
-
-import orjson
 
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error",
@@ -64,18 +62,6 @@ def openai_error_type(status: int) -> str:
     return _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
 
 
-def _upstream_error(body: bytes) -> tuple[Optional[dict[str, Any]], str]:
-    """The ``error`` object of a body of either shape, and its message (or the raw text)."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        data = None
-    error = data.get("error") if isinstance(data, dict) else None
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return error, error["message"]
-    return None, body.decode("utf-8", "replace").strip()
-
-
 def anthropic_error_object(error_type: str, message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": error_type, "message": message}}
 
@@ -84,23 +70,6 @@ def openai_error_object(
     error_type: str, message: str, code: Optional[str] = None, param: Optional[str] = None
 ) -> dict[str, Any]:
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
-
-
-def openai_error_to_anthropic(status: int, body: bytes) -> bytes:
-    """An OpenAI error body as an Anthropic one, typed from the status."""
-    _, message = _upstream_error(body)
-    return orjson.dumps(anthropic_error_object(anthropic_error_type(status), message or f"upstream HTTP {status}"))
-
-
-def anthropic_error_to_openai(status: int, body: bytes) -> bytes:
-    """An Anthropic error body as an OpenAI one, typed from the status; ``code`` keeps
-    Anthropic's own type (``overloaded_error``...)."""
-    error, message = _upstream_error(body)
-    code = error.get("type") if error is not None and isinstance(error.get("type"), str) else None
-    error_type = openai_error_type(status)
-    if status == 429 and code == "billing_error":
-        error_type = "insufficient_quota"
-    return orjson.dumps(openai_error_object(error_type, message or f"upstream HTTP {status}", code))
 
 
 def anthropic_type_of_openai_error(error: dict[str, Any]) -> str:
