@@ -3,13 +3,15 @@
 An Anthropic model (and a Chat-only OpenAI one) behind /v1/responses: create
 (sync, async), the .stream() helper, function tools, structured output, the
 stored conversation (previous_response_id, across providers), GET / DELETE /
-input_items, and the scoping of stored responses to the key that made them.
+input_items, the scoping of stored responses to the key that made them, and
+webhook tools (tool_ids) run by the gateway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 
 import httpx
 import openai
@@ -17,6 +19,8 @@ import pytest
 from pydantic import BaseModel
 
 from tests.conftest import Gateway, fake_requests
+from tests.fakes.webhooks import start_webhook_server
+from tests.test_tool_loop import register
 
 WEATHER = {
     "type": "function",
@@ -186,3 +190,31 @@ def test_upstream_error_in_openai_shape(oai: openai.OpenAI) -> None:
     with pytest.raises(openai.RateLimitError) as caught:
         oai.responses.create(model="test-claude", input="hi #status=429")
     assert caught.value.body["type"] == "rate_limit_error"
+
+
+@pytest.fixture(scope="module")
+def hooks():
+    server = start_webhook_server()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_webhook_tools_run_by_the_gateway(oai: openai.OpenAI, gateway: Gateway, hooks, fake) -> None:
+    path = "/lookup-" + uuid.uuid4().hex[:8]
+    tool = register(gateway, hooks, "lookup_account", path)
+    try:
+        marker = "acme" + uuid.uuid4().hex[:8]
+        resp = oai.responses.create(
+            model="test-claude", input=f"{marker} #tool=lookup_account #words=3", extra_body={"tool_ids": [tool["id"]]}
+        )
+        assert resp.output_text == "w0 w1 w2" and [item.type for item in resp.output] == ["message"]
+        assert "tool_ids" not in resp.model_dump()
+        sent = [q["body"] for q in fake_requests(fake) if marker in json.dumps(q["body"])]
+        assert len(sent) == 2  # the call, then the follow-up with the webhook's result
+        assert any(b.get("type") == "tool_result" for m in sent[1]["messages"] if isinstance(m["content"], list) for b in m["content"])
+        with pytest.raises(openai.BadRequestError):
+            oai.responses.create(model="test-claude", input="x", stream=True, extra_body={"tool_ids": [tool["id"]]})
+    finally:
+        gateway.request("DELETE", f"/v1/tools/{tool['id']}", gateway.admin)

@@ -23,6 +23,7 @@ from tollway.providers.openai_responses.convert import input_items, new_id, to_c
 from tollway.proxy.checks import check_model_request
 from tollway.responses import translated
 from tollway.responses.store import ResponseStore, Stored
+from tollway.tools.loop import max_turns_from, resolve_tools
 from tollway.translate.errors import TranslationError
 
 if TYPE_CHECKING:
@@ -34,7 +35,6 @@ _UNSUPPORTED = {
     "background": "background responses are not supported",
     "conversation": "conversations are not supported; use previous_response_id",
     "prompt": "stored prompts are not supported",
-    "tool_ids": "webhook tools (tool_ids) are not supported on /v1/responses yet",
 }
 
 
@@ -102,6 +102,11 @@ def register(app: App, gw: "Gateway", proxy: "Proxy") -> None:
             from tollway.responses import native
 
             return await native.passthrough(proxy, request, key, route, payload, request.body, started)
+        loop_tools = None
+        if "tool_ids" in payload:
+            if payload.get("stream") is True:
+                raise HTTPError(400, "tool_ids cannot be combined with stream on /v1/responses yet", param="tool_ids")
+            loop_tools = (await resolve_tools(gw, key, payload.pop("tool_ids")), max_turns_from(payload))
         previous: Optional[Stored] = None
         if payload.get("previous_response_id") is not None:
             previous = await asyncio.to_thread(store.get, key, payload["previous_response_id"])
@@ -123,7 +128,9 @@ def register(app: App, gw: "Gateway", proxy: "Proxy") -> None:
             if payload.get("store") is not False:
                 await asyncio.to_thread(store.save, key, response, items, previous)
 
-        return await translated.handle(proxy, request, key, route, payload, call_request, response_id, started, on_done)
+        return await translated.handle(
+            proxy, request, key, route, payload, call_request, response_id, started, on_done, loop_tools
+        )
 
     @app.route("GET", "/v1/responses/{response_id}")
     async def retrieve(request: Request, response_id: str) -> Response:

@@ -8,7 +8,7 @@ gets the finished response object (for a stream: once the stream completed).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Optional
 
 import orjson
 
@@ -21,10 +21,13 @@ from tollway.providers.formats import FORMATS, Format, openai_error_body
 from tollway.providers.openai_responses.convert import response_from_canonical
 from tollway.providers.openai_responses.stream import StreamEncoder
 from tollway.proxy.headers import response_headers
+from tollway.proxy.translated import client_headers
+from tollway.tools.loop import ToolLoop
+from tollway.tools.store import Tool
 from tollway.translate.errors import TranslationError
 
 if TYPE_CHECKING:
-    from tollway.proxy.handler import Proxy
+    from tollway.proxy.handler import Completed, Proxy
 
 OnDone = Callable[[dict[str, Any]], Awaitable[None]]
 # Provider headers that describe the provider's body, not ours.
@@ -66,16 +69,25 @@ async def handle(
     response_id: str,
     started: float,
     on_done: OnDone,
+    loop_tools: Optional[tuple[list[Tool], int]] = None,
 ) -> AnyResponse:
+    """``loop_tools``: the registered tools (and the most model turns) the gateway runs
+    itself (``tool_ids``), for calls that do not stream."""
     fmt = FORMATS[route.provider.kind]
     model = payload["model"]
     try:
         body = fmt.request_from_canonical(call_request, route)
     except TranslationError as exc:
         raise HTTPError(400, exc.message, param=exc.param) from None
-    stream = call_request.stream
-    client_headers = {n: v for n, v in request.headers.items() if not n.startswith(fmt.foreign_header_prefix)}
-    call = proxy.prepare(key, route, body, None, client_headers, request.request_id, stream, started)
+    stream = call_request.stream is True
+    headers = client_headers(request, route)
+    if loop_tools is not None and not stream:
+        loop = ToolLoop(proxy, key, route, body, loop_tools[0], request.request_id, headers, started, loop_tools[1])
+        done, changed = await loop.complete()
+        if not done.ok:
+            return _error(fmt, done.status, done.headers, done.body)
+        return await _finish(fmt, done, orjson.dumps(changed) if changed is not None else done.body, payload, response_id, model, on_done)
+    call = proxy.prepare(key, route, body, None, headers, request.request_id, stream, started)
     try:
         if stream:
             upstream = await proxy.open_stream(call)
@@ -87,13 +99,19 @@ async def handle(
         done = await proxy.complete(call)
         if not done.ok:
             return _error(fmt, done.status, done.headers, done.body)
-        try:
-            answer = fmt.response_to_canonical(orjson.loads(done.body))
-        except (orjson.JSONDecodeError, TranslationError):
-            raise HTTPError(502, "the upstream provider returned an unexpected body", code="upstream_bad_response") from None
-        result = response_from_canonical(answer, payload, response_id, model)
-        await on_done(result)
-        return Response(done.status, orjson.dumps(result), _headers(done.headers, JSON_HEADERS))
+        return await _finish(fmt, done, done.body, payload, response_id, model, on_done)
     except BaseException:
         call.release()
         raise
+
+
+async def _finish(
+    fmt: Format, done: "Completed", body: bytes, payload: dict[str, Any], response_id: str, model: str, on_done: OnDone
+) -> Response:
+    try:
+        answer = fmt.response_to_canonical(orjson.loads(body))
+    except (orjson.JSONDecodeError, TranslationError):
+        raise HTTPError(502, "the upstream provider returned an unexpected body", code="upstream_bad_response") from None
+    result = response_from_canonical(answer, payload, response_id, model)
+    await on_done(result)
+    return Response(done.status, orjson.dumps(result), _headers(done.headers, JSON_HEADERS))
