@@ -15,6 +15,8 @@ import openai
 import orjson
 import pydantic
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openai.types.responses import Response as OpenAIResponse
 from openai.types.responses import ResponseStreamEvent
 
@@ -350,13 +352,39 @@ def test_stream_translator_between_chat_and_messages() -> None:
     assert openai_data({"x": 1}) == b'data: {"x":1}\n\n'
 
 
-def test_accumulator_rebuilds_the_response() -> None:
-    accumulator = c.Accumulator()
-    for event in anthropic_events(*TEXT_AND_TOOL):
-        accumulator.add(event)
-    answer = accumulator.response()
-    assert accumulator.done and answer.stop_reason == "tool_use" and answer.usage == c.Usage(10, 12, 4, 0, 0)
-    assert answer.content[1:] == [
-        {"type": "text", "text": "Hello"},
-        {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Paris"}},
-    ]
+# ================================================================== malformed input
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from(
+        ["", "x", "user", "assistant", "developer", "system", "message", "input_text", "output_text", "input_image",
+         "input_file", "function_call", "function_call_output", "reasoning", "function", "json_schema", "{}", "{",
+         "data:image/png;base64,AA", "https://a/b.png", "auto", "required"]
+    ),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(
+        st.sampled_from(["type", "role", "content", "text", "image_url", "file_data", "call_id", "name", "arguments",
+                         "output", "tools", "tool_choice", "parameters", "format", "schema", "effort", "instructions",
+                         "max_output_tokens", "stream", "text", "reasoning", "metadata", "input"]),
+        inner,
+        max_size=4,
+    ),
+    max_leaves=16,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_json, extra=_json)
+def test_malformed_responses_requests_raise_only_translation_error(value: Any, extra: Any) -> None:
+    payload = {"model": "m", "input": value, **(extra if isinstance(extra, dict) else {})}
+    try:
+        request = responses.to_canonical(payload)
+    except TranslationError as error:
+        assert error.message
+        return
+    for target in (
+        lambda: anthropic_convert.from_canonical(request, "claude", 10),
+        lambda: openai_chat_convert.from_canonical(request, "gpt"),
+    ):
+        try:
+            assert isinstance(target(), dict)
+        except TranslationError as error:
+            assert error.message

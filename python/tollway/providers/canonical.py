@@ -27,12 +27,10 @@ import orjson
 
 Block = dict[str, Any]
 
-BLOCK_TYPES = ("text", "image", "document", "tool_use", "tool_result", "thinking")
 # end_turn: the model finished; max_tokens: cut at the output limit; tool_use: it called
 # tools; stop_sequence: a stop sequence matched; refusal: a safety refusal or content
 # filter; pause_turn: a long server-side turn paused (continue it to go on).
 STOP_REASONS = ("end_turn", "max_tokens", "tool_use", "stop_sequence", "refusal", "pause_turn")
-EFFORTS = ("minimal", "low", "medium", "high")
 EARLY_END = "the upstream stream ended early; the response is incomplete"
 
 
@@ -206,46 +204,3 @@ def tool_input(arguments: Any) -> dict[str, Any]:
 
 def text_of(blocks: list[Block]) -> str:
     return "".join(block["text"] for block in blocks if block.get("type") == "text")
-
-
-class Accumulator:
-    """Builds the canonical Response of a stream from its events (for storing a stream's result)."""
-
-    def __init__(self) -> None:
-        self.id = ""
-        self.model = ""
-        self.blocks: dict[int, Block] = {}
-        self.arguments: dict[int, str] = {}
-        self.stop_reason: Optional[str] = None
-        self.stop_sequence: Optional[str] = None
-        self.usage = Usage()
-        self.error: Optional[Error] = None
-        self.done = False
-
-    def add(self, event: Event) -> None:
-        if isinstance(event, MessageStart):
-            self.id, self.model, self.usage = event.id, event.model, event.usage
-        elif isinstance(event, BlockStart):
-            self.blocks[event.index] = dict(event.block)
-        elif isinstance(event, TextDelta) and event.index in self.blocks:
-            self.blocks[event.index]["text"] = self.blocks[event.index].get("text", "") + event.text
-        elif isinstance(event, ThinkingDelta) and event.index in self.blocks:
-            block = self.blocks[event.index]
-            block["thinking"] = block.get("thinking", "") + event.thinking
-        elif isinstance(event, ToolArgumentsDelta):
-            self.arguments[event.index] = self.arguments.get(event.index, "") + event.partial_json
-        elif isinstance(event, MessageDelta):
-            self.stop_reason, self.stop_sequence, self.usage = event.stop_reason, event.stop_sequence, event.usage
-        elif isinstance(event, MessageStop):
-            self.done = True
-        elif isinstance(event, StreamError):
-            self.error = event.error
-
-    def response(self) -> Response:
-        content = []
-        for index in sorted(self.blocks):
-            block = self.blocks[index]
-            if block.get("type") == "tool_use" and index in self.arguments:
-                block = {**block, "input": tool_input(self.arguments[index])}
-            content.append(block)
-        return Response(self.id, self.model, content, self.stop_reason or "end_turn", self.stop_sequence, self.usage)

@@ -8,6 +8,7 @@ gets the finished response object (for a stream: once the stream completed).
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Optional
 
 import orjson
@@ -28,6 +29,8 @@ from tollway.translate.errors import TranslationError
 
 if TYPE_CHECKING:
     from tollway.proxy.handler import Completed, Proxy
+
+log = logging.getLogger("tollway.responses")
 
 OnDone = Callable[[dict[str, Any]], Awaitable[None]]
 # Provider headers that describe the provider's body, not ours.
@@ -56,7 +59,10 @@ async def _relay(
     if out:
         yield out
     if encoder.final is not None:
-        await on_done(encoder.final)
+        try:
+            await on_done(encoder.final)
+        except Exception:  # the client has its whole stream; only the stored copy is missing
+            log.exception("could not store streamed response %s", encoder.response_id)
 
 
 async def handle(
