@@ -214,7 +214,13 @@ def test_webhook_tools_run_by_the_gateway(oai: openai.OpenAI, gateway: Gateway, 
         sent = [q["body"] for q in fake_requests(fake) if marker in json.dumps(q["body"])]
         assert len(sent) == 2  # the call, then the follow-up with the webhook's result
         assert any(b.get("type") == "tool_result" for m in sent[1]["messages"] if isinstance(m["content"], list) for b in m["content"])
-        with pytest.raises(openai.BadRequestError):
-            oai.responses.create(model="test-claude", input="x", stream=True, extra_body={"tool_ids": [tool["id"]]})
+        # Streamed, on a Chat model too: the turns merged into one Responses stream, stored at its end.
+        with oai.responses.stream(
+            model="test-gpt", input=f"{marker} #tool=lookup_account #words=4", extra_body={"tool_ids": [tool["id"]]}
+        ) as stream:
+            final = stream.get_final_response()
+        assert final.output_text == "w0 w1 w2 w3" and [item.type for item in final.output] == ["message"]
+        assert final.status == "completed" and final.usage.output_tokens > 4  # both model turns
+        assert oai.responses.retrieve(final.id).output_text == "w0 w1 w2 w3"
     finally:
         gateway.request("DELETE", f"/v1/tools/{tool['id']}", gateway.admin)

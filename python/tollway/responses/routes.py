@@ -104,8 +104,6 @@ def register(app: App, gw: "Gateway", proxy: "Proxy") -> None:
             return await native.passthrough(proxy, request, key, route, payload, request.body, started)
         loop_tools = None
         if "tool_ids" in payload:
-            if payload.get("stream") is True:
-                raise HTTPError(400, "tool_ids cannot be combined with stream on /v1/responses yet", param="tool_ids")
             loop_tools = (await resolve_tools(gw, key, payload.pop("tool_ids")), max_turns_from(payload))
         previous: Optional[Stored] = None
         if payload.get("previous_response_id") is not None:
