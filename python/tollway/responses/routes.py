@@ -12,6 +12,7 @@ threads: another key's response answers 404.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -30,7 +31,9 @@ if TYPE_CHECKING:
     from tollway.gateway import Gateway
     from tollway.proxy.handler import Proxy
 
-# Accepted and not acted on here: they only matter to OpenAI's own service.
+log = logging.getLogger("tollway.responses")
+
+# Refused on translated calls: only OpenAI's own service has them.
 _UNSUPPORTED = {
     "background": "background responses are not supported",
     "conversation": "conversations are not supported; use previous_response_id",
@@ -48,9 +51,6 @@ def _not_found(response_id: str) -> HTTPError:
 
 
 def _check(payload: dict[str, Any]) -> None:
-    for name, message in _UNSUPPORTED.items():
-        if payload.get(name) not in (None, False):
-            raise HTTPError(400, message, param=name)
     check_model_request(payload)
     store = payload.get("store")
     if store is not None and not isinstance(store, bool):
@@ -102,6 +102,9 @@ def register(app: App, gw: "Gateway", proxy: "Proxy") -> None:
             from tollway.responses import native
 
             return await native.passthrough(proxy, request, key, route, payload, request.body, started)
+        for name, message in _UNSUPPORTED.items():
+            if payload.get(name) not in (None, False):
+                raise HTTPError(400, message, param=name)
         loop_tools = None
         if "tool_ids" in payload:
             loop_tools = (await resolve_tools(gw, key, payload.pop("tool_ids")), max_turns_from(payload))
@@ -123,8 +126,12 @@ def register(app: App, gw: "Gateway", proxy: "Proxy") -> None:
         response_id = new_id("resp_")
 
         async def on_done(response: dict[str, Any]) -> None:
-            if payload.get("store") is not False:
+            if payload.get("store") is False:
+                return
+            try:
                 await asyncio.to_thread(store.save, key, response, items, previous)
+            except Exception:  # the call is made and paid for: the client still gets its answer
+                log.exception("could not store response %s", response["id"])
 
         return await translated.handle(
             proxy, request, key, route, payload, call_request, response_id, started, on_done, loop_tools

@@ -9,7 +9,6 @@ With ``tool_ids`` the tool loop (tools/loop.py) runs the registered tools.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Optional, Union
 
 import orjson
@@ -30,8 +29,6 @@ from tollway.translate.errors import TranslationError
 
 if TYPE_CHECKING:
     from tollway.proxy.handler import Completed, Proxy
-
-log = logging.getLogger("tollway.responses")
 
 OnDone = Callable[[dict[str, Any]], Awaitable[None]]
 # The format a streamed tool loop's merged turns come in (canonical blocks have its shapes).
@@ -62,10 +59,7 @@ async def _relay(
     if out:
         yield out
     if encoder.final is not None:
-        try:
-            await on_done(encoder.final)
-        except Exception:  # the client has its whole stream; only the stored copy is missing
-            log.exception("could not store streamed response %s", encoder.response_id)
+        await on_done(encoder.final)
 
 
 async def _loop(
