@@ -1,8 +1,9 @@
 """The canonical model of a model call, shared by every wire format.
 
-A cross-format call is source -> canonical -> target: each format's converter
-(providers/anthropic_convert.py, providers/openai_chat_convert.py,
-providers/openai_responses/convert.py) reads and writes these types only.
+A cross-format call is source -> canonical -> target: each format's converters
+(Messages: anthropic_convert.py, anthropic_stream.py; Chat: openai_chat_request.py,
+openai_chat_convert.py, openai_chat_stream.py; Responses: openai_responses/) read
+and write these types only, and formats.py is their table.
 
 Content blocks are plain dicts in the shapes below (the shapes Anthropic uses,
 which are also what thread history stores):

@@ -17,12 +17,13 @@ from typing import Any
 import orjson
 
 from tollway.providers import canonical as c
-from tollway.translate.checks import as_bool, as_dict, as_list, as_str, opt_str
+from tollway.translate.checks import as_dict, as_list, as_str, opt_str
 from tollway.translate.error_bodies import anthropic_type_of_openai_error, openai_error_object, openai_error_type
 from tollway.translate.errors import TranslationError
 from tollway.translate.ids import openai_completion_id, tool_use_id
 
 _DROPPED_BLOCKS = {"thinking", "redacted_thinking"}
+_TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
 # canonical stop reason -> finish_reason, and back
 _FINISH = {
     "end_turn": "stop",
@@ -42,8 +43,6 @@ def finish_reason(stop_reason: str) -> str:
 def stop_reason(finish: Any) -> str:
     """The canonical stop reason of a finish_reason (unknown or absent: end_turn)."""
     return _STOP.get(finish, "end_turn") if isinstance(finish, str) else "end_turn"
-
-_TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
 
 
 def _image_part(block: dict[str, Any], param: str) -> dict[str, Any]:
