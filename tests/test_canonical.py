@@ -290,6 +290,7 @@ def test_responses_stream_through_the_sdk() -> None:
         assert expected in kinds
     assert [e.delta for e in events if e.type == "response.output_text.delta"] == ["Hel", "lo"]
     assert final.id == "resp_abc" and final.status == "completed" and final.output_text == "Hello"
+    assert events[0].response.created_at == final.created_at and events[0].response.status == "in_progress"
     assert [item.type for item in final.output] == ["reasoning", "message", "function_call"]
     assert orjson.loads(final.output[2].arguments) == {"city": "Paris"} and final.output[2].call_id == "toolu_1"
     assert (final.usage.input_tokens, final.usage.input_tokens_details.cached_tokens, final.usage.output_tokens) == (14, 4, 12)

@@ -12,6 +12,7 @@ response and its usage. An upstream error is an ``error`` event followed by
 
 from __future__ import annotations
 
+import time
 from typing import Any, Optional
 
 import orjson
@@ -50,6 +51,7 @@ class StreamEncoder:
         self.response_id = response_id
         self.model = model
         self.final: Optional[dict[str, Any]] = None
+        self.created_at = int(time.time())
         self._sequence = 0
         self._created = False
         self._items: dict[int, _Item] = {}  # canonical block index -> item
@@ -65,7 +67,9 @@ class StreamEncoder:
     def _response(self, status: str, incomplete: Optional[str] = None, error: Optional[dict[str, Any]] = None) -> dict[str, Any]:
         output = [item for _, item in sorted(self._done, key=lambda pair: pair[0])]
         usage = self._usage if status != "in_progress" else None
-        return response_object(self.request, self.response_id, self.model, output, status, usage, incomplete=incomplete, error=error)
+        return response_object(
+            self.request, self.response_id, self.model, output, status, usage, self.created_at, incomplete, error
+        )
 
     def _start(self) -> bytes:
         if self._created:
