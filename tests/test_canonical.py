@@ -24,6 +24,7 @@ from tollway.providers import anthropic_convert, anthropic_stream, canonical as 
 from tollway.providers import openai_chat_stream
 from tollway.providers.formats import FORMATS, StreamTranslator
 from tollway.providers.openai_responses import convert as responses
+from tollway.providers.openai_responses import upstream as responses_upstream
 from tollway.providers.openai_responses.stream import StreamEncoder
 from tollway.translate import TranslationError
 from tollway.translate.sse import anthropic_event, openai_data
@@ -389,3 +390,66 @@ def test_malformed_responses_requests_raise_only_translation_error(value: Any, e
             assert isinstance(target(), dict)
         except TranslationError as error:
             assert error.message
+
+
+# ================================================================== Responses as the target
+def test_canonical_to_a_responses_request_and_back() -> None:
+    request = anthropic_convert.to_canonical({
+        "model": "claude", "max_tokens": 64, "system": "S", "temperature": 0.5,
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "look"}, IMAGE, DOCUMENT]},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "hmm", "signature": "sig"},
+                {"type": "text", "text": "Checking."},
+                {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Paris"}},
+            ]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "Sunny"}, {"type": "text", "text": "ok?"}]},
+        ],
+        "tools": [{"name": "weather", "description": "d", "input_schema": SCHEMA}],
+        "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
+        "output_config": {"format": {"type": "json_schema", "schema": SCHEMA}},
+        "stream": True,
+    })
+    body = responses_upstream.from_canonical(request, "gpt-5")
+    assert body["store"] is False and body["instructions"] == "S" and body["max_output_tokens"] == 64
+    assert body["tool_choice"] == "required" and body["parallel_tool_calls"] is False and body["stream"] is True
+    assert body["text"] == {"format": {"type": "json_schema", "name": "output", "schema": SCHEMA}}
+    assert [item.get("type") for item in body["input"]] == ["message", "message", "function_call", "function_call_output", "message"]
+    assert sent_by_sdk(**{k: v for k, v in body.items() if k != "stream"})["input"] == body["input"]  # the SDK takes it as is
+    back = responses.to_canonical(body)
+    assert c.merge_messages(back.messages) == c.merge_messages(
+        [c.Message(m.role, [b for b in m.content if b["type"] != "thinking"]) for m in request.messages]
+    )
+    assert back.tools == [c.Tool("weather", SCHEMA, "d", False)]
+    with pytest.raises(TranslationError) as info:
+        responses_upstream.from_canonical(c.Request([c.Message("user", [{"type": "text", "text": "x"}])], stop=["END"]), "m")
+    assert info.value.param == "stop"
+
+
+@pytest.mark.parametrize("stop", ["end_turn", "tool_use", "max_tokens", "refusal"])
+def test_a_responses_response_to_canonical(stop: str) -> None:
+    content = [{"type": "text", "text": "Hi"}, {"type": "tool_use", "id": "call_1", "name": "f", "input": {"a": 1}}]
+    if stop in ("end_turn", "max_tokens", "refusal"):
+        content = content[:1]
+    answer = c.Response("resp_1", "gpt", content, stop, usage=c.Usage(3, 4, 5, 6, 2))
+    body = responses.response_from_canonical(answer, {}, "resp_1", "gpt")
+    back = responses_upstream.response_to_canonical(body)
+    assert (back.content, back.stop_reason, back.usage) == (content, stop, answer.usage)
+
+
+def test_a_responses_stream_to_chat_through_the_sdk() -> None:
+    from tollway._core import SseDecoder
+
+    raw = encode(anthropic_events(*TEXT_AND_TOOL))
+    translator = StreamTranslator(responses_upstream.StreamDecoder(), openai_chat_stream.StreamEncoder("m", include_usage=True))
+    chat_sse = b"".join(translator.feed(event, data) for event, data in SseDecoder().feed(raw)) + translator.finish()
+    client = openai_client(200, chat_sse, "text/event-stream")
+    with client.chat.completions.stream(model="m", messages=[{"role": "user", "content": "x"}]) as stream:
+        final = stream.get_final_completion()
+    choice = final.choices[0]
+    assert choice.message.content == "Hello" and choice.finish_reason == "tool_calls"
+    assert choice.message.tool_calls[0].function.name == "weather" and choice.message.tool_calls[0].id == "toolu_1"
+    assert orjson.loads(choice.message.tool_calls[0].function.arguments) == {"city": "Paris"}
+    assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (14, 12)
+    cut = StreamTranslator(responses_upstream.StreamDecoder(), anthropic_stream.StreamEncoder("m"))
+    assert b"ended early" in cut.feed("response.created", '{"type":"response.created","response":{"id":"resp_1"}}') + cut.finish()

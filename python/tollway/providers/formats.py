@@ -12,6 +12,9 @@ from typing import Any, Callable, Optional, Protocol
 
 from tollway.config import ModelRoute
 from tollway.providers import anthropic_convert, anthropic_stream, canonical, openai_chat_convert, openai_chat_request, openai_chat_stream
+from tollway.providers.openai_responses import convert as responses_convert
+from tollway.providers.openai_responses import stream as responses_stream
+from tollway.providers.openai_responses import upstream as responses_upstream
 
 
 class StreamDecoder(Protocol):
@@ -70,6 +73,21 @@ FORMATS: dict[str, Format] = {
         "anthropic-",
     ),
 }
+
+
+# The row of a provider kind that speaks Responses: FORMATS[kind] = RESPONSES registers it.
+RESPONSES = Format(
+    responses_convert.to_canonical,
+    lambda request, route: responses_upstream.from_canonical(request, route.upstream_model),
+    responses_upstream.response_to_canonical,
+    lambda response, model: responses_convert.response_from_canonical(response, {}, responses_convert.new_id("resp_"), model),
+    responses_upstream.outcome_stop_reason,
+    openai_chat_convert.error_to_canonical,
+    openai_chat_convert.error_body,
+    responses_upstream.StreamDecoder,
+    lambda model, payload: responses_stream.StreamEncoder(payload, responses_convert.new_id("resp_"), model),
+    "anthropic-",
+)
 
 
 class StreamTranslator:
