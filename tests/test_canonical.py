@@ -453,3 +453,70 @@ def test_a_responses_stream_to_chat_through_the_sdk() -> None:
     assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (14, 12)
     cut = StreamTranslator(responses_upstream.StreamDecoder(), anthropic_stream.StreamEncoder("m"))
     assert b"ended early" in cut.feed("response.created", '{"type":"response.created","response":{"id":"resp_1"}}') + cut.finish()
+
+
+_RESPONSE = _json | st.fixed_dictionaries(
+    {}, optional={k: _json for k in ("id", "model", "output", "usage", "status", "incomplete_details", "error")}
+)
+_UPSTREAM_EVENT = _json | st.fixed_dictionaries(
+    {"type": st.sampled_from(["response.created", "response.output_item.added", "response.output_text.delta",
+                              "response.function_call_arguments.delta", "response.output_item.done", "response.completed",
+                              "response.incomplete", "response.failed", "error"])},
+    optional={
+        "output_index": st.integers(-1, 2) | _json,
+        "item": _json | st.fixed_dictionaries(
+            {"type": st.sampled_from(["message", "function_call", "reasoning"])},
+            optional={k: _json | st.text(max_size=3) for k in ("call_id", "name", "arguments")},
+        ),
+        "delta": _json | st.text(max_size=3),
+        "response": _RESPONSE,
+        "error": _json,
+        "message": _json,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunks=st.lists(_UPSTREAM_EVENT, max_size=6), body=_RESPONSE)
+def test_malformed_responses_upstream_never_raises_else(chunks: list, body: Any) -> None:
+    decoder = responses_upstream.StreamDecoder()
+    for chunk in chunks:
+        kind = chunk.get("type") if isinstance(chunk, dict) else None
+        for event in decoder.feed(kind if isinstance(kind, str) else None, orjson.dumps(chunk).decode()):
+            assert isinstance(event, c.Event.__args__)
+    assert all(isinstance(event, c.Event.__args__) for event in decoder.finish())
+    try:
+        assert isinstance(responses_upstream.response_to_canonical(body), c.Response)
+    except TranslationError as error:
+        assert error.message
+
+
+_PROVIDER_EVENT = _json | st.fixed_dictionaries(
+    {"type": st.sampled_from(["message_start", "content_block_start", "content_block_delta", "content_block_stop",
+                              "message_delta", "message_stop", "error"])},
+    optional={
+        "index": st.integers(-1, 2) | _json,
+        "content_block": _json | st.fixed_dictionaries(
+            {"type": st.sampled_from(["text", "tool_use", "thinking"])}, optional={k: _json for k in ("id", "name", "input", "text")}
+        ),
+        "delta": _json | st.fixed_dictionaries(
+            {"type": st.sampled_from(["text_delta", "input_json_delta", "thinking_delta"])},
+            optional={k: _json | st.text(max_size=3) for k in ("text", "partial_json", "thinking", "stop_reason")},
+        ),
+        "message": _json,
+        "usage": _json,
+        "choices": _json,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunks=st.lists(_PROVIDER_EVENT, max_size=8))
+def test_malformed_provider_streams_encode_as_responses_events(chunks: list) -> None:
+    for decoder in (anthropic_stream.StreamDecoder(), openai_chat_stream.StreamDecoder()):
+        encoder = StreamEncoder({"model": "m"}, "resp_1", "m")
+        for chunk in chunks:
+            kind = chunk.get("type") if isinstance(chunk, dict) else None
+            for event in decoder.feed(kind if isinstance(kind, str) else None, orjson.dumps(chunk).decode()):
+                assert isinstance(encoder.encode(event), bytes)
+        assert all(isinstance(encoder.encode(event), bytes) for event in decoder.finish())

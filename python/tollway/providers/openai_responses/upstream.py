@@ -208,10 +208,11 @@ class StreamDecoder:
             return self._fail(c.Error("api_error", "the upstream sent an invalid stream event"))
         kind = payload.get("type") or event
         index = payload.get("output_index")
+        index = index if isinstance(index, int) and not isinstance(index, bool) else None
         if kind == "response.created":
             response = payload.get("response") if isinstance(payload.get("response"), dict) else {}
             return [c.MessageStart(str(response.get("id") or ""), str(response.get("model") or ""))]
-        if kind == "response.output_item.added" and isinstance(index, int) and isinstance(payload.get("item"), dict):
+        if kind == "response.output_item.added" and index is not None and index not in self._blocks and isinstance(payload.get("item"), dict):
             item = payload["item"]
             if item.get("type") == "message":
                 block: c.Block = {"type": "text", "text": ""}
@@ -238,7 +239,8 @@ class StreamDecoder:
             self._blocks.clear()
             return out + [c.MessageDelta(stop_reason(response), usage_to_canonical(response.get("usage"))), c.MessageStop()]
         if kind in ("error", "response.failed"):
-            error = payload.get("error") if kind == "error" else (payload.get("response") or {}).get("error")
+            response = payload.get("response") if isinstance(payload.get("response"), dict) else {}
+            error = payload.get("error") if kind == "error" else response.get("error")
             error = error if isinstance(error, dict) else payload
             message = error.get("message") if isinstance(error.get("message"), str) and error["message"] else "upstream stream error"
             code = error.get("code") if isinstance(error.get("code"), str) else None
