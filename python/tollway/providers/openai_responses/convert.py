@@ -188,7 +188,8 @@ def to_canonical(payload: Any, history: Optional[list[tuple[str, list[c.Block]]]
     """A Responses request body as a canonical Request; ``history`` (the (role, blocks)
     of ``previous_response_id``'s conversation) goes before the input."""
     payload = as_dict(payload, "body")
-    system = [as_str(payload["instructions"], "instructions")] if payload.get("instructions") else []
+    instructions = opt_str(payload.get("instructions"), "instructions")
+    system = [instructions] if instructions else []
     messages: list[c.Message] = []
     turns = list(history or [])
     for i, item in enumerate(input_items(payload.get("input", []))):
