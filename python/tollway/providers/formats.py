@@ -75,7 +75,10 @@ FORMATS: dict[str, Format] = {
 }
 
 
-# The row of a provider kind that speaks Responses: FORMATS[kind] = RESPONSES registers it.
+# The row of a provider kind that speaks Responses: ``FORMATS[kind] = RESPONSES`` makes it a
+# target for the other formats, and listing the kind in RESPONSES_KINDS sends /v1/responses
+# calls to it natively (responses/routes.py).
+RESPONSES_KINDS: frozenset[str] = frozenset()
 RESPONSES = Format(
     responses_convert.to_canonical,
     lambda request, route: responses_upstream.from_canonical(request, route.upstream_model),

@@ -20,6 +20,7 @@ from tollway.config import ModelRoute
 from tollway.http.core import AnyResponse, App, HTTPError, Request, Response, json_response
 from tollway.http.params import json_object, page_limit
 from tollway.keys import ApiKey
+from tollway.providers.formats import RESPONSES_KINDS
 from tollway.providers.openai_responses.convert import input_items, new_id, to_canonical
 from tollway.proxy.checks import check_model_request
 from tollway.responses import translated
@@ -43,7 +44,7 @@ _UNSUPPORTED = {
 
 def speaks_responses(route: ModelRoute) -> bool:
     """Does the route's provider take Responses requests itself (then the call is passed through)?"""
-    return False
+    return route.provider.kind in RESPONSES_KINDS
 
 
 def _not_found(response_id: str) -> HTTPError:
