@@ -163,7 +163,8 @@ def test_delete_erases_and_scoping(oai: openai.OpenAI, gateway: Gateway) -> None
     with pytest.raises(openai.NotFoundError):
         other.responses.create(model="test-claude", previous_response_id=resp.id, input="tell me")
     assert oai.responses.retrieve(resp.id).id == resp.id
-    oai.responses.delete(resp.id)
+    deleted = gateway.request("DELETE", f"/v1/responses/{resp.id}", oai.api_key)
+    assert deleted.status_code == 200 and deleted.json() == {"id": resp.id, "object": "response", "deleted": True}
     with pytest.raises(openai.NotFoundError):
         oai.responses.retrieve(resp.id)
     assert gateway.request("GET", f"/v1/threads/{resp.id}", gateway.admin).status_code == 404

@@ -337,7 +337,7 @@ RESOURCES: dict[str, Schema] = {
     "ProviderResponse": {"type": "object", "additionalProperties": True, "description": "the provider's own response body"},
     "ResponseObject": {"type": "object", "additionalProperties": True, "description": "an OpenAI Responses response object"},
     "ResponseDeleted": obj(
-        {"id": _ID, "object": {"const": "response.deleted"}, "deleted": {"const": True}}, ("id", "object", "deleted")
+        {"id": _ID, "object": {"const": "response"}, "deleted": {"const": True}}, ("id", "object", "deleted")
     ),
     "ResponseItemList": obj(
         {

@@ -148,7 +148,7 @@ def register(app: App, gw: "Gateway", proxy: "Proxy") -> None:
         key = await gw.auth.authenticate(request.headers)
         if not await asyncio.to_thread(store.delete, key, response_id):
             raise _not_found(response_id)
-        return json_response(200, {"id": response_id, "object": "response.deleted", "deleted": True})
+        return json_response(200, {"id": response_id, "object": "response", "deleted": True})
 
     @app.route("GET", "/v1/responses/{response_id}/input_items")
     async def list_input_items(request: Request, response_id: str) -> Response:
