@@ -59,11 +59,15 @@ def api(fuzz_gateway: Gateway):
     thread = gw.request("POST", "/v1/threads", secret, json={"metadata": {"k": "v"}})
     assert thread.status_code == 201, thread.text
     tool_id = register_lookup_tool(gw)
+    response = gw.request("POST", "/v1/responses", secret, json={"model": "test-claude", "input": "hello"})
+    assert response.status_code == 200, response.text
     schema = schemathesis.openapi.from_url(gw.url + "/openapi.json", timeout=10)
     with requests.Session() as session:
         yield Api(
             gw, schema, {"admin": gw.admin, "standard": secret},
-            {"key_id": key_id, "thread_id": thread.json()["id"], "tool_id": tool_id, "model_id": "org/test:gpt"}, session,
+            {"key_id": key_id, "thread_id": thread.json()["id"], "tool_id": tool_id, "model_id": "org/test:gpt",
+             "response_id": response.json()["id"]},
+            session,
         )  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""tollway.translate: OpenAI Chat Completions <-> Anthropic Messages, checked with both official SDKs."""
+"""OpenAI Chat Completions <-> Anthropic Messages through the canonical model, checked with both official SDKs."""
 
 from __future__ import annotations
 
@@ -12,17 +12,42 @@ import pytest
 from anthropic.types import Message
 from openai.types.chat import ChatCompletion
 
-from tollway.translate import (
-    AnthropicToOpenAIStream,
-    OpenAIToAnthropicStream,
-    TranslationError,
-    anthropic_error_to_openai,
-    anthropic_request_to_openai,
-    anthropic_response_to_openai,
-    openai_error_to_anthropic,
-    openai_request_to_anthropic,
-    openai_response_to_anthropic,
-)
+from tollway.providers import anthropic_convert, anthropic_stream, openai_chat_convert, openai_chat_request, openai_chat_stream
+from tollway.providers.formats import StreamTranslator
+from tollway.translate import TranslationError
+
+
+# ------------------------------------------------------------------ both directions, source -> canonical -> target
+def openai_request_to_anthropic(payload: Any, upstream_model: str, default_max_tokens: int) -> dict:
+    return anthropic_convert.from_canonical(openai_chat_request.to_canonical(payload), upstream_model, default_max_tokens)
+
+
+def anthropic_request_to_openai(payload: Any, upstream_model: str) -> dict:
+    return openai_chat_convert.from_canonical(anthropic_convert.to_canonical(payload), upstream_model)
+
+
+def openai_response_to_anthropic(body: Any, model: str) -> dict:
+    return anthropic_convert.response_from_canonical(openai_chat_convert.response_to_canonical(body), model)
+
+
+def anthropic_response_to_openai(body: Any, model: str) -> dict:
+    return openai_chat_convert.response_from_canonical(anthropic_convert.response_to_canonical(body), model)
+
+
+def openai_error_to_anthropic(status: int, body: bytes) -> bytes:
+    return anthropic_convert.error_body(status, openai_chat_convert.error_to_canonical(status, body))
+
+
+def anthropic_error_to_openai(status: int, body: bytes) -> bytes:
+    return openai_chat_convert.error_body(status, anthropic_convert.error_to_canonical(status, body))
+
+
+def OpenAIToAnthropicStream(model: str, input_tokens_hint: int = 0) -> StreamTranslator:
+    return StreamTranslator(openai_chat_stream.StreamDecoder(input_tokens_hint), anthropic_stream.StreamEncoder(model))
+
+
+def AnthropicToOpenAIStream(model: str, include_usage: bool) -> StreamTranslator:
+    return StreamTranslator(anthropic_stream.StreamDecoder(), openai_chat_stream.StreamEncoder(model, include_usage))
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 

@@ -34,7 +34,7 @@ from tollway.ledger.writer import UsageWriter
 from tollway.proxy import extras as proxy_extras
 from tollway.proxy import routes as proxy_routes
 from tollway.proxy.spin import SpinWait
-from tollway.responses import native as responses_native
+from tollway.responses import routes as response_routes
 from tollway.store import Database, now_ms
 from tollway.threads import ThreadStore
 from tollway.threads import routes as thread_routes
@@ -99,7 +99,7 @@ CAPABILITIES = [
     usage_routes.capability,
     proxy_routes.capability,  # provides proxy
     proxy_extras.capability,
-    responses_native.capability,
+    response_routes.capability,
     thread_routes.capability,  # provides turns
     tool_routes.capability,
     openapi.capability,

@@ -61,11 +61,6 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         {200: "sse:ProviderResponse"}, (*_AUTH, *_BODY, 402, 404), "MessagesRequest",
         tag="models", shape="anthropic", provider=True,
     ),
-    ("POST", "/v1/responses"): Op(
-        "OpenAI Responses, capped and metered (models whose provider serves the Responses API)",
-        {200: "sse:ProviderResponse"}, (*_AUTH, *_BODY, 402, 404), "ResponsesRequest",
-        tag="models", provider=True,
-    ),
     ("GET", "/v1/models"): Op("The routable models", {200: "ModelList"}, _AUTH, tag="models"),
     ("GET", "/v1/models/{model_id}"): Op(
         "A routable model (its name may contain '/', sent percent-encoded or not)", {200: "Model"}, (*_AUTH, 404), tag="models"
@@ -77,6 +72,18 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("POST", "/v1/embeddings"): Op(
         "OpenAI embeddings, capped and metered (a model of mode \"embedding\" on an OpenAI-kind provider)",
         {200: "EmbeddingList"}, (*_AUTH, *_BODY, 402, 404), "EmbeddingsRequest", tag="models", provider=True,
+    ),
+    ("POST", "/v1/responses"): Op(
+        "OpenAI Responses on any configured model, capped and metered; stored unless store is false",
+        {200: "sse:ResponseObject"}, (*_AUTH, *_BODY, 402, 404), "ResponsesRequest", tag="responses", provider=True,
+    ),
+    ("GET", "/v1/responses/{response_id}"): Op("Read a stored response", {200: "ResponseObject"}, (*_AUTH, 404), tag="responses"),
+    ("DELETE", "/v1/responses/{response_id}"): Op(
+        "Erase a stored response and its conversation", {200: "ResponseDeleted"}, (*_AUTH, 404), tag="responses"
+    ),
+    ("GET", "/v1/responses/{response_id}/input_items"): Op(
+        "A page of a stored response's input items", {200: "ResponseItemList"}, (*_AUTH, 400, 404), tag="responses",
+        query={"order": {"enum": ["asc", "desc"], "default": "desc"}, "limit": _limit(20, 100), "after": _CURSOR},
     ),
     # ---- keys
     ("POST", "/v1/keys"): Op("Mint a key (the secret is in this response only)", {201: "ApiKeyCreated"}, (*_ADMIN, *_BODY), "KeyCreate"),

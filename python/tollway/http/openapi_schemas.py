@@ -190,18 +190,6 @@ REQUESTS: dict[str, Schema] = {
         extra=True,
         description="An OpenAI Chat Completions request; every other field goes to the provider unchanged.",
     ),
-    "ResponsesRequest": obj(
-        {
-            "model": {"type": "string", "minLength": 1},
-            "input": {"oneOf": [{"type": "string"}, {"type": "array", "items": ANY_OBJECT}]},
-            "instructions": {"type": "string"},
-            "max_output_tokens": MAX_TOKENS,
-            "stream": BOOLEAN,
-        },
-        ("model",),
-        extra=True,
-        description="An OpenAI Responses request; every other field goes to the provider unchanged.",
-    ),
     "MessagesRequest": obj(
         {
             "model": {"type": "string", "minLength": 1},
@@ -245,6 +233,20 @@ REQUESTS: dict[str, Schema] = {
         ("model", "input"),
         extra=True,
         description="An OpenAI embeddings request, for a model of mode \"embedding\"; every other field goes to the provider unchanged.",
+    ),
+    "ResponsesRequest": obj(
+        {
+            "model": {"type": "string", "minLength": 1},
+            "input": {"type": ["string", "array"], "items": ANY_OBJECT},
+            "instructions": {"type": ["string", "null"]},
+            "max_output_tokens": MAX_TOKENS,
+            "stream": BOOLEAN,
+            "store": BOOLEAN,
+            "previous_response_id": {"type": ["string", "null"]},
+        },
+        ("model",),
+        extra=True,
+        description="An OpenAI Responses request (translated for providers that do not speak Responses).",
     ),
 }
 
@@ -388,6 +390,20 @@ RESOURCES: dict[str, Schema] = {
         description="The provider's embeddings (base64: little-endian float32)",
     ),
     "ProviderResponse": {"type": "object", "additionalProperties": True, "description": "the provider's own response body"},
+    "ResponseObject": {"type": "object", "additionalProperties": True, "description": "an OpenAI Responses response object"},
+    "ResponseDeleted": obj(
+        {"id": _ID, "object": {"const": "response"}, "deleted": {"const": True}}, ("id", "object", "deleted")
+    ),
+    "ResponseItemList": obj(
+        {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": ANY_OBJECT},
+            "first_id": _NULLABLE_STR,
+            "last_id": _NULLABLE_STR,
+            "has_more": BOOLEAN,
+        },
+        ("object", "data", "first_id", "last_id", "has_more"),
+    ),
 }
 
 SCHEMAS: dict[str, Schema] = {**ERRORS, **REQUESTS, **RESOURCES}

@@ -214,11 +214,14 @@ class Proxy:
         call = self.prepare(key, route, payload, raw, origin.headers, origin.request_id, stream, started)
         return await self.forward(call, stream)
 
-    async def forward(self, call: Call, stream: bool) -> AnyResponse:
-        """Send a prepared call in the provider's own shape and answer with what it sent."""
+    async def forward(
+        self, call: Call, stream: bool, then: Optional[Callable[[StreamOutcome], None]] = None
+    ) -> AnyResponse:
+        """Send a prepared call in the provider's own shape and answer with what it sent
+        (``then``: see ``open_stream``)."""
         try:
             if stream:
-                upstream = await self.open_stream(call)
+                upstream = await self.open_stream(call, then)
                 if isinstance(upstream, Completed):
                     return Response(upstream.status, upstream.body, upstream.headers)
                 return StreamResponse(upstream.status, response_headers(upstream.headers) + call.extra_headers, upstream, upstream.close)

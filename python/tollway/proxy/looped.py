@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from tollway.config import ModelRoute
-from tollway.errors import foreign_error_body
 from tollway.http.core import AnyResponse, Response, StreamResponse
 from tollway.keys import ApiKey
 from tollway.proxy import translated
@@ -30,8 +29,7 @@ async def handle(
     cross = route.provider.kind != shape
     if cross:
         provider_payload = translated.to_provider(shape, route, payload)
-        foreign = translated.FOREIGN_PREFIX[route.provider.kind]
-        client_headers = {n: v for n, v in request.headers.items() if not n.startswith(foreign)}
+        client_headers = translated.client_headers(request, route)
     else:
         provider_payload, client_headers = payload, request.headers
     loop = ToolLoop(proxy, key, route, provider_payload, tools, request.request_id, client_headers, started, max_turns)
@@ -39,18 +37,18 @@ async def handle(
     if provider_payload.get("stream") is True:
         options = payload.get("stream_options")
         include_usage = shape == "openai" and isinstance(options, dict) and options.get("include_usage") is True
-        factory = (lambda: translated.stream_translator(shape, model, payload)) if cross else None
+        factory = (lambda: translated.stream_translator(shape, route, model, payload)) if cross else None
         opened = await loop.open(shape, model, include_usage, factory)
         if isinstance(opened, StreamResponse):
             return opened
-        body = foreign_error_body(shape, opened.status, opened.body) if cross else opened.body
+        body = translated.error_to_client(shape, route, opened.status, opened.body) if cross else opened.body
         return Response(opened.status, body, opened.headers)
 
     done, changed = await loop.complete()
     if not done.ok:
-        body = foreign_error_body(shape, done.status, done.body) if cross else done.body
+        body = translated.error_to_client(shape, route, done.status, done.body) if cross else done.body
         return Response(done.status, body, done.headers)
     body = orjson.dumps(changed) if changed is not None else done.body
     if cross:
-        body = translated.response_to_client(shape, body, model)
+        body = translated.response_to_client(shape, route, body, model)
     return Response(done.status, body, [(n, v) for n, v in done.headers if n != "content-type"] + [("content-type", "application/json")])

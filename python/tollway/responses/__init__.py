@@ -1,1 +1,1 @@
-"""The OpenAI Responses API (POST /v1/responses)."""
+"""The OpenAI Responses API (/v1/responses): translated to any provider, stored in the thread tables."""

@@ -144,10 +144,12 @@ class ThreadStore:
         end_user_id: Optional[str],
         metadata: Optional[dict[str, Any]],
         system: Optional[str],
+        thread_id: Optional[str] = None,
     ) -> Thread:
+        """A new thread; ``thread_id`` names it (a stored response's id), else a fresh ``thread_...`` id."""
         now = now_ms()
         thread = Thread(
-            id=new_id("thread_"),
+            id=thread_id or new_id("thread_"),
             account_id=account_id,
             end_user_id=end_user_id,
             key_id=key_id,

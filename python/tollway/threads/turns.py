@@ -1,7 +1,7 @@
 """One turn of a thread: load the history that fits, call the model, persist both sides.
 
-History is stored as Anthropic-style content blocks (the canonical format) and
-translated to the provider of whichever model the turn names. A turn is capped
+History is stored as canonical content blocks (providers/canonical.py: the
+Anthropic shapes) and translated to the provider of whichever model the turn names. A turn is capped
 and billed exactly like a direct call (it goes through the same ``Proxy``).
 Streams reach the client as Anthropic SSE events; what the model produced is
 taken from the stream itself (teed in Rust, never re-requested) and persisted
@@ -31,19 +31,13 @@ from tollway.keys.secrets import new_id
 from tollway.providers import CANONICAL_TOOLS
 from tollway.proxy.checks import check_model_request, token_count
 from tollway.proxy.handler import CLAMP_HEADER
-from tollway.proxy.translated import translate_stream
+from tollway.providers.formats import FORMATS
+from tollway.proxy import translated
 from tollway.threads.history import REQUEST_OVERHEAD_TOKENS, fit, tokens_of
 from tollway.threads.store import NewMessage, Thread, ThreadStore
 from tollway.tools import ToolStore
 from tollway.tools.calls import result_blocks
 from tollway.tools.loop import ToolLoop, max_turns_from, resolve_tools
-from tollway.translate import (
-    OpenAIToAnthropicStream,
-    TranslationError,
-    anthropic_request_to_openai,
-    openai_response_to_anthropic,
-)
-from tollway.translate.stop_reasons import stop_reason as anthropic_stop_reason
 
 if TYPE_CHECKING:
     from tollway.background import BackgroundWork
@@ -58,6 +52,7 @@ BUSY_POLL_S = 0.02
 _PASSED = ("temperature", "top_p", "top_k", "stop_sequences", "tools", "tool_choice", "thinking")
 TURN_FIELDS = {"model", "max_tokens", "content", "system", "stream", "metadata", "tool_ids", "max_tool_turns", *_PASSED}
 _USER_BLOCKS = {"text", "image", "document", "tool_result"}
+THREAD_FORMAT = "anthropic"  # turns are requested and answered in this format
 
 
 def user_content(value: Any) -> list[dict[str, Any]]:
@@ -124,8 +119,8 @@ class Turn:
         """The reply a stream produced (the calls in ``left_out`` were not run: not stored)."""
         usage = outcome.usage
         stop = outcome.finish_reason
-        if self.route.provider.kind == "openai":
-            stop = anthropic_stop_reason(stop)
+        if self.route.provider.kind != THREAD_FORMAT and stop is not None:
+            stop = FORMATS[self.route.provider.kind].stop_reason_to_canonical(stop)
         metadata = {"context": self.context, "outcome": outcome.status}
         if usage.estimated:
             metadata["usage_estimated"] = True
@@ -259,11 +254,8 @@ class ThreadTurns:
                 "truncated": fitted.kept < total,
             }
             payload["messages"] = fitted.messages
-            if route.provider.kind == "openai":
-                try:
-                    payload = anthropic_request_to_openai(payload, route.upstream_model)
-                except TranslationError as exc:
-                    raise HTTPError(400, exc.message, param=exc.param) from None
+            if route.provider.kind != THREAD_FORMAT:
+                payload = translated.to_provider(THREAD_FORMAT, route, payload)
             if tools:
                 loop = ToolLoop(self.proxy, key, route, payload, tools, request.request_id, {}, started, max_turns,
                                 thread_id=thread.id, steps=LoopSteps(turn), run_mixed=True)
@@ -334,8 +326,9 @@ class ThreadTurns:
         return await self._reply(turn, done, changed, extra, loop.trailing)
 
     async def _loop_stream(self, turn: Turn, loop: ToolLoop) -> AnyResponse:
-        factory = (lambda: OpenAIToAnthropicStream(turn.route.name)) if turn.route.provider.kind == "openai" else None
-        opened = await loop.open("anthropic", turn.route.name, False, factory)
+        route = turn.route
+        factory = (lambda: translated.stream_translator(THREAD_FORMAT, route, route.name, {})) if route.provider.kind != THREAD_FORMAT else None
+        opened = await loop.open(THREAD_FORMAT, turn.route.name, False, factory)
         if not isinstance(opened, StreamResponse):
             raise upstream_error(opened.status, opened.body)
         opened.headers += self._headers(turn)
@@ -348,8 +341,9 @@ class ThreadTurns:
         if not done.ok:
             raise upstream_error(done.status, done.body)
         message = changed if changed is not None else orjson.loads(done.body)
-        if turn.route.provider.kind == "openai":
-            message = openai_response_to_anthropic(message, turn.route.name)
+        kind = turn.route.provider.kind
+        if kind != THREAD_FORMAT:
+            message = FORMATS[THREAD_FORMAT].response_from_canonical(FORMATS[kind].response_to_canonical(message), turn.route.name)
         usage = dict(message.get("usage") or {})
         usage["cost_micros"] = done.cost_micros
         assistant = NewMessage(
@@ -375,5 +369,9 @@ class ThreadTurns:
         upstream = await self.proxy.open_stream(call, then=turn.finish_stream)
         if not isinstance(upstream, UpstreamStream):
             raise upstream_error(upstream.status, upstream.body)
-        chunks = upstream if turn.route.provider.kind == "anthropic" else translate_stream(upstream, OpenAIToAnthropicStream(turn.route.name))
+        route = turn.route
+        if route.provider.kind == THREAD_FORMAT:
+            chunks = upstream
+        else:
+            chunks = translated.translate_stream(upstream, translated.stream_translator(THREAD_FORMAT, route, route.name, {}))
         return StreamResponse(200, SSE_HEADERS + self._headers(turn) + call.extra_headers, chunks, upstream.close)

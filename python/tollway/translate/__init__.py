@@ -1,27 +1,11 @@
-"""Translation between the OpenAI Chat Completions and Anthropic Messages wire formats.
+"""Helpers shared by the wire-format converters (providers/*_convert.py, providers/*_stream.py).
 
-Requests, responses, error bodies and streams, so that either API can name a
-model of the other provider and each SDK still sees its own format.
+Field checks that raise TranslationError naming the field (checks.py), error
+types and bodies of each format (error_bodies.py), response and tool-call ids
+(ids.py) and SSE framing (sse.py). Translation itself goes source -> canonical
+-> target through providers/canonical.py and providers/formats.py.
 """
 
 from tollway.translate.errors import TranslationError
-from tollway.translate.requests import anthropic_request_to_openai, openai_request_to_anthropic
-from tollway.translate.responses import (
-    anthropic_error_to_openai,
-    anthropic_response_to_openai,
-    openai_error_to_anthropic,
-    openai_response_to_anthropic,
-)
-from tollway.translate.streams import AnthropicToOpenAIStream, OpenAIToAnthropicStream
 
-__all__ = [
-    "AnthropicToOpenAIStream",
-    "OpenAIToAnthropicStream",
-    "TranslationError",
-    "anthropic_error_to_openai",
-    "anthropic_request_to_openai",
-    "anthropic_response_to_openai",
-    "openai_error_to_anthropic",
-    "openai_request_to_anthropic",
-    "openai_response_to_anthropic",
-]
+__all__ = ["TranslationError"]

@@ -7,22 +7,26 @@ from typing import Any
 
 _OPENAI_PREFIX = "chatcmpl-"
 _ANTHROPIC_PREFIX = "msg_"
+_KNOWN_PREFIXES = (_OPENAI_PREFIX, _ANTHROPIC_PREFIX, "resp_")
 
 
-def _suffix(upstream_id: Any, prefix: str) -> str:
+def _suffix(upstream_id: Any) -> str:
     if isinstance(upstream_id, str) and upstream_id:
-        return upstream_id[len(prefix) :] if upstream_id.startswith(prefix) else upstream_id
+        for prefix in _KNOWN_PREFIXES:
+            if upstream_id.startswith(prefix) and len(upstream_id) > len(prefix):
+                return upstream_id[len(prefix) :]
+        return upstream_id
     return secrets.token_hex(12)
 
 
-def anthropic_message_id(openai_id: Any) -> str:
-    """``chatcmpl-abc`` -> ``msg_abc`` (random when absent)."""
-    return _ANTHROPIC_PREFIX + _suffix(openai_id, _OPENAI_PREFIX)
+def anthropic_message_id(upstream_id: Any) -> str:
+    """``chatcmpl-abc`` (or ``msg_abc``) -> ``msg_abc`` (random when absent)."""
+    return _ANTHROPIC_PREFIX + _suffix(upstream_id)
 
 
-def openai_completion_id(anthropic_id: Any) -> str:
-    """``msg_abc`` -> ``chatcmpl-abc`` (random when absent)."""
-    return _OPENAI_PREFIX + _suffix(anthropic_id, _ANTHROPIC_PREFIX)
+def openai_completion_id(upstream_id: Any) -> str:
+    """``msg_abc`` (or ``chatcmpl-abc``) -> ``chatcmpl-abc`` (random when absent)."""
+    return _OPENAI_PREFIX + _suffix(upstream_id)
 
 
 def tool_use_id() -> str:

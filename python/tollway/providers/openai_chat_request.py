@@ -1,11 +1,12 @@
-"""An OpenAI Chat Completions request as an Anthropic Messages request.
+"""An OpenAI Chat Completions request as a canonical Request (providers/canonical.py).
 
-``response_format`` has no Anthropic equivalent: ``json_object`` / ``json_schema``
-become a system instruction asking for JSON only (with the schema), which the
-model follows but the API does not enforce. Silently dropped: ``seed``,
-``presence_penalty``, ``frequency_penalty``, ``logit_bias``, ``reasoning_effort``,
-``store``, ``metadata``, ``service_tier``, ``stream_options`` (Anthropic streams
-always carry usage), ``prediction`` and per-message ``name``.
+System and developer messages become the system prompt, tool messages
+``tool_result`` blocks in user turns, assistant ``tool_calls`` ``tool_use``
+blocks; consecutive turns of one role are left for the target to merge.
+Not carried: ``seed``, ``presence_penalty``, ``frequency_penalty``,
+``logit_bias``, ``store``, ``metadata``, ``service_tier``, ``stream_options``,
+``prediction`` and per-message ``name``. What no other format can express
+(``n`` > 1, logprobs, audio, legacy functions) raises TranslationError.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from typing import Any, Optional
 
 import orjson
 
+from tollway.providers import canonical as c
 from tollway.translate.checks import as_bool, as_dict, as_int, as_list, as_number, as_str, opt_str
 from tollway.translate.errors import TranslationError
 
 _DATA_URL = re.compile(r"^data:(?P<media>[\w.+-]+/[\w.+-]+)(?:;[^,;]*)*;base64,(?P<data>.*)$", re.DOTALL)
-_TOOL_CHOICES = {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}
-_JSON_ONLY = "Respond only with a single valid JSON object, with no other text and no Markdown code fences."
+_TOOL_CHOICES = {"auto": "auto", "required": "any", "none": "none"}
 
 
 def _text_of_parts(content: Any, param: str) -> str:
@@ -59,7 +60,7 @@ def _file_block(part: dict[str, Any], param: str) -> dict[str, Any]:
     match = _DATA_URL.match(data) if data else None
     if not match:
         raise TranslationError(
-            "only inline file_data (a base64 data URL) can be sent to an Anthropic model",
+            "only inline file_data (a base64 data URL) can be translated for this model",
             f"{param}.file",
         )
     block: dict[str, Any] = {
@@ -89,7 +90,7 @@ def _user_blocks(content: Any, param: str) -> list[dict[str, Any]]:
             blocks.append(_file_block(part, f"{param}[{i}]"))
         else:
             raise TranslationError(
-                f"content part type {kind!r} cannot be sent to an Anthropic model",
+                f"content part type {kind!r} cannot be translated for this model",
                 f"{param}[{i}].type",
             )
     return blocks
@@ -99,7 +100,7 @@ def _tool_use_block(call: Any, param: str) -> dict[str, Any]:
     call = as_dict(call, param)
     if call.get("type", "function") != "function":
         raise TranslationError(
-            f"tool call type {call.get('type')!r} cannot be sent to an Anthropic model",
+            f"tool call type {call.get('type')!r} cannot be translated for this model",
             f"{param}.type",
         )
     call_id = as_str(call.get("id"), f"{param}.id")
@@ -149,30 +150,10 @@ def _tool_result_block(message: dict[str, Any], param: str) -> dict[str, Any]:
     return {"type": "tool_result", "tool_use_id": call_id, "content": text}
 
 
-def _merge(turns: list[tuple[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
-    """Consecutive same-role turns as one message; tool results lead each user message;
-    a lone text block becomes a plain string."""
-    merged: list[tuple[str, list[dict[str, Any]]]] = []
-    for role, blocks in turns:
-        if merged and merged[-1][0] == role:
-            merged[-1][1].extend(blocks)
-        else:
-            merged.append((role, list(blocks)))
-    out = []
-    for role, blocks in merged:
-        if role == "user":
-            blocks.sort(key=lambda block: 0 if block["type"] == "tool_result" else 1)
-        if len(blocks) == 1 and blocks[0]["type"] == "text":
-            out.append({"role": role, "content": blocks[0]["text"]})
-        else:
-            out.append({"role": role, "content": blocks})
-    return out
-
-
-def _conversation(messages: Any) -> tuple[list[str], list[dict[str, Any]]]:
-    """System texts, and the user/assistant messages."""
+def _conversation(messages: Any) -> tuple[list[str], list[c.Message]]:
+    """System texts, and the user/assistant turns (not merged)."""
     system: list[str] = []
-    turns: list[tuple[str, list[dict[str, Any]]]] = []
+    turns: list[c.Message] = []
     for i, message in enumerate(as_list(messages, "messages")):
         param = f"messages[{i}]"
         message = as_dict(message, param)
@@ -182,13 +163,13 @@ def _conversation(messages: Any) -> tuple[list[str], list[dict[str, Any]]]:
             if text:
                 system.append(text)
         elif role == "user":
-            turns.append(("user", _user_blocks(message.get("content"), f"{param}.content")))
+            turns.append(c.Message("user", _user_blocks(message.get("content"), f"{param}.content")))
         elif role == "assistant":
             blocks = _assistant_blocks(message, param)
             if blocks:
-                turns.append(("assistant", blocks))
+                turns.append(c.Message("assistant", blocks))
         elif role == "tool":
-            turns.append(("user", [_tool_result_block(message, param)]))
+            turns.append(c.Message("user", [_tool_result_block(message, param)]))
         elif role == "function":
             raise TranslationError(
                 "legacy role 'function' is not supported; use tool_calls and role 'tool'",
@@ -196,86 +177,70 @@ def _conversation(messages: Any) -> tuple[list[str], list[dict[str, Any]]]:
             )
         else:
             raise TranslationError(f"unknown role {role!r}", f"{param}.role")
-    return system, _merge(turns)
+    return system, turns
 
 
-def _tools(tools: Any) -> list[dict[str, Any]]:
+def _tools(tools: Any) -> list[c.Tool]:
     out = []
     for i, tool in enumerate(as_list(tools, "tools")):
         tool = as_dict(tool, f"tools[{i}]")
         if tool.get("type") != "function":
-            raise TranslationError(
-                f"tool type {tool.get('type')!r} cannot be sent to an Anthropic model",
-                f"tools[{i}].type",
-            )
+            raise TranslationError(f"tool type {tool.get('type')!r} cannot be translated for this model", f"tools[{i}].type")
         function = as_dict(tool.get("function"), f"tools[{i}].function")
-        translated: dict[str, Any] = {"name": as_str(function.get("name"), f"tools[{i}].function.name")}
+        name = as_str(function.get("name"), f"tools[{i}].function.name")
         description = opt_str(function.get("description"), f"tools[{i}].function.description")
-        if description:
-            translated["description"] = description
         parameters = function.get("parameters")
-        translated["input_schema"] = (
-            {"type": "object", "properties": {}}
-            if parameters is None
-            else as_dict(parameters, f"tools[{i}].function.parameters")
-        )
-        if function.get("strict") is not None:
-            translated["strict"] = as_bool(function["strict"], f"tools[{i}].function.strict")
-        out.append(translated)
+        schema = {"type": "object", "properties": {}} if parameters is None else as_dict(parameters, f"tools[{i}].function.parameters")
+        strict = None if function.get("strict") is None else as_bool(function["strict"], f"tools[{i}].function.strict")
+        out.append(c.Tool(name, schema, description, strict))
     return out
 
 
-def _tool_choice(choice: Any, parallel: Optional[bool]) -> Optional[dict[str, Any]]:
+def _tool_choice(choice: Any, parallel: Optional[bool]) -> Optional[c.ToolChoice]:
     if choice is None:
-        translated: dict[str, Any] = {"type": "auto"}
-    elif isinstance(choice, str):
+        return c.ToolChoice("auto", disable_parallel=True) if parallel is False else None
+    if isinstance(choice, str):
         if choice not in _TOOL_CHOICES:
             raise TranslationError("must be 'none', 'auto', 'required' or a function choice", "tool_choice")
-        translated = dict(_TOOL_CHOICES[choice])
-    else:
-        choice = as_dict(choice, "tool_choice")
-        if choice.get("type") != "function":
-            raise TranslationError(
-                f"tool_choice type {choice.get('type')!r} cannot be sent to an Anthropic model",
-                "tool_choice.type",
-            )
-        function = as_dict(choice.get("function"), "tool_choice.function")
-        translated = {"type": "tool", "name": as_str(function.get("name"), "tool_choice.function.name")}
-    if parallel is False and translated["type"] != "none":
-        translated["disable_parallel_tool_use"] = True
-    elif choice is None:
-        return None
-    return translated
+        return c.ToolChoice(_TOOL_CHOICES[choice], disable_parallel=parallel is False)
+    choice = as_dict(choice, "tool_choice")
+    if choice.get("type") != "function":
+        raise TranslationError(f"tool_choice type {choice.get('type')!r} cannot be translated for this model", "tool_choice.type")
+    function = as_dict(choice.get("function"), "tool_choice.function")
+    name = as_str(function.get("name"), "tool_choice.function.name")
+    return c.ToolChoice("tool", name, disable_parallel=parallel is False)
 
 
 def _reject_unsupported(payload: dict[str, Any]) -> None:
     if payload.get("n") is not None and as_int(payload["n"], "n", minimum=1) > 1:
-        raise TranslationError("Anthropic models return one choice per request; n must be 1", "n")
+        raise TranslationError("this model returns one choice per request; n must be 1", "n")
     if payload.get("logprobs") is not None and as_bool(payload["logprobs"], "logprobs"):
-        raise TranslationError("logprobs are not available from Anthropic models", "logprobs")
+        raise TranslationError("logprobs are not available from this model", "logprobs")
     if payload.get("top_logprobs") is not None:
-        raise TranslationError("logprobs are not available from Anthropic models", "top_logprobs")
+        raise TranslationError("logprobs are not available from this model", "top_logprobs")
     if payload.get("audio") is not None:
-        raise TranslationError("audio output is not available from Anthropic models", "audio")
+        raise TranslationError("audio output is not available from this model", "audio")
     modalities = payload.get("modalities")
     if modalities is not None and "audio" in as_list(modalities, "modalities"):
-        raise TranslationError("audio output is not available from Anthropic models", "modalities")
+        raise TranslationError("audio output is not available from this model", "modalities")
     for legacy in ("functions", "function_call"):
         if payload.get(legacy) is not None:
             raise TranslationError("legacy functions are not supported; use tools", legacy)
 
 
-def _response_format_instruction(response_format: Any) -> Optional[str]:
+def _response_format(response_format: Any) -> Optional[c.ResponseFormat]:
     response_format = as_dict(response_format, "response_format")
     kind = response_format.get("type")
     if kind == "text":
         return None
     if kind == "json_object":
-        return _JSON_ONLY
+        return c.ResponseFormat("json_object")
     if kind == "json_schema":
         spec = as_dict(response_format.get("json_schema"), "response_format.json_schema")
         schema = as_dict(spec.get("schema", {}), "response_format.json_schema.schema")
-        return f"{_JSON_ONLY} It must conform to this JSON Schema:\n{orjson.dumps(schema).decode()}"
+        strict = spec.get("strict")
+        name = spec.get("name")
+        return c.ResponseFormat("json_schema", schema, name if isinstance(name, str) else None, strict if isinstance(strict, bool) else None)
     raise TranslationError("must be text, json_object or json_schema", "response_format.type")
 
 
@@ -285,44 +250,36 @@ def _stop_sequences(stop: Any) -> list[str]:
     return [as_str(item, f"stop[{i}]") for i, item in enumerate(as_list(stop, "stop"))]
 
 
-def openai_request_to_anthropic(payload: dict, upstream_model: str, default_max_tokens: int) -> dict:
-    """The Anthropic Messages body for an OpenAI Chat Completions request body."""
+def to_canonical(payload: Any) -> c.Request:
+    """A Chat Completions request body as a canonical Request."""
     payload = as_dict(payload, "body")
     _reject_unsupported(payload)
     system, messages = _conversation(payload.get("messages"))
-    max_tokens = payload.get("max_completion_tokens")
-    param = "max_completion_tokens"
+    model = payload.get("model")
+    request = c.Request(model=model if isinstance(model, str) else "", messages=messages)
+    max_tokens, param = payload.get("max_completion_tokens"), "max_completion_tokens"
     if max_tokens is None:
         max_tokens, param = payload.get("max_tokens"), "max_tokens"
-    out: dict[str, Any] = {
-        "model": upstream_model,
-        "messages": messages,
-        "max_tokens": default_max_tokens if max_tokens is None else as_int(max_tokens, param, minimum=1),
-    }
+    if max_tokens is not None:
+        request.max_tokens = as_int(max_tokens, param, minimum=1)
     if payload.get("response_format") is not None:
-        instruction = _response_format_instruction(payload["response_format"])
-        if instruction:
-            system.append(instruction)
-    if system:
-        out["system"] = "\n\n".join(system)
+        request.response_format = _response_format(payload["response_format"])
+    request.system = "\n\n".join(system) or None
     if payload.get("stop") is not None:
-        stops = _stop_sequences(payload["stop"])
-        if stops:
-            out["stop_sequences"] = stops
+        request.stop = _stop_sequences(payload["stop"])
     if payload.get("temperature") is not None:
-        out["temperature"] = min(max(as_number(payload["temperature"], "temperature"), 0), 1)
+        request.temperature = as_number(payload["temperature"], "temperature")
     if payload.get("top_p") is not None:
-        out["top_p"] = as_number(payload["top_p"], "top_p")
+        request.top_p = as_number(payload["top_p"], "top_p")
     user = opt_str(payload.get("user"), "user") or opt_str(payload.get("safety_identifier"), "safety_identifier")
-    if user:
-        out["metadata"] = {"user_id": user}
+    request.user = user or None
     parallel = payload.get("parallel_tool_calls")
     parallel = None if parallel is None else as_bool(parallel, "parallel_tool_calls")
     if payload.get("tools"):
-        out["tools"] = _tools(payload["tools"])
-        choice = _tool_choice(payload.get("tool_choice"), parallel)
-        if choice is not None:
-            out["tool_choice"] = choice
+        request.tools = _tools(payload["tools"])
+        request.tool_choice = _tool_choice(payload.get("tool_choice"), parallel)
+    if isinstance(payload.get("reasoning_effort"), str):
+        request.reasoning_effort = payload["reasoning_effort"]
     if payload.get("stream") is not None:
-        out["stream"] = as_bool(payload["stream"], "stream")
-    return out
+        request.stream = as_bool(payload["stream"], "stream")
+    return request
