@@ -22,7 +22,7 @@ from tollway import errors
 from tollway.http.core import App, HTTPError, Request
 from tollway.providers.anthropic_tools import AnthropicLoopWriter
 from tollway.providers.openai_tools import OpenAILoopWriter
-from tollway.translate import AnthropicToOpenAIStream
+from tests.test_translate import AnthropicToOpenAIStream
 
 # status: (openai SDK class, anthropic SDK class, OpenAI type, Anthropic type). The classes
 # are exact: a 402 is openai.APIStatusError itself, no subclass of it.

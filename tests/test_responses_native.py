@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import httpx
 import openai
+import orjson
 import pytest
 from pydantic import BaseModel
 
@@ -145,23 +147,62 @@ def test_max_output_tokens_clamped_to_the_budget(gateway: Gateway, fake) -> None
     assert gateway.wait_settled(key_id)["reserved_micros"] == 0
 
 
-def test_previous_response_id_holds_the_context_window(gateway: Gateway, fake) -> None:
-    """The provider adds the stored conversation to the input: the hold covers test-gpt's
-    100,000-token context window (100,000 micros), then settles to the real cost."""
+def test_previous_response_id_is_served_from_our_store(gateway: Gateway, fake) -> None:
+    """A response passed through natively is stored by Tollway; previous_response_id then
+    sends the stored conversation to the provider as input items (the provider never
+    sees our id), so the hold sees the whole input and the key pays for exactly it."""
     key_id, secret = gateway.mint(max_spend_usd="0.2")
     client = openai.OpenAI(api_key=secret, base_url=gateway.url + "/v1", max_retries=0)
     first = client.responses.create(model="test-gpt", input="remember lisbon #words=3")
+    assert client.responses.retrieve(first.id).output_text == first.output_text
     spent = gateway.wait_settled(key_id)["spent_micros"]
     second = client.responses.create(model="test-gpt", input="and then? #words=2", previous_response_id=first.id)
-    assert second.usage.input_tokens > first.usage.input_tokens  # the provider counted the stored turn
+    sent = upstream_calls(fake)[-1]["body"]
+    assert "previous_response_id" not in sent
+    texts = [part.get("text") for item in sent["input"] for part in (item.get("content") or []) if isinstance(part, dict)]
+    assert "remember lisbon #words=3" in texts and first.output_text in texts and "and then? #words=2" in texts
+    assert second.usage.input_tokens > first.usage.input_tokens  # the provider counted the earlier turn
     info = gateway.wait_settled(key_id)
     assert info["spent_micros"] - spent == test_gpt_micros(second.usage.input_tokens, 2)
-    poor_id, poor = gateway.mint(max_spend_usd="0.05")
+    items = client.responses.input_items.list(second.id, order="asc")
+    assert [i.type for i in items.data][:1] == ["message"] and len(items.data) == 3
+    # Another key does not see the stored response.
+    _, other = gateway.mint(max_spend_usd="0.05")
+    other_client = openai.OpenAI(api_key=other, base_url=gateway.url + "/v1", max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        other_client.responses.create(model="test-gpt", input="more", previous_response_id=first.id)
+
+
+def test_a_streamed_native_response_is_stored_and_store_false_is_not(gateway: Gateway) -> None:
+    _, secret = gateway.mint(max_spend_usd="0.2")
+    client = openai.OpenAI(api_key=secret, base_url=gateway.url + "/v1", max_retries=0)
+    with client.responses.stream(model="test-gpt", input="stream me #words=4") as stream:
+        final = stream.get_final_response()
+    for _ in range(100):  # stored when the stream settles, off the event loop
+        try:
+            stored = client.responses.retrieve(final.id)
+            break
+        except openai.NotFoundError:
+            time.sleep(0.05)
+    assert stored.output_text == final.output_text == "w0 w1 w2 w3"
+    assert [i.type for i in client.responses.input_items.list(final.id).data] == ["message"]
+    unstored = client.responses.create(model="test-gpt", input="forget me #words=1", store=False)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(unstored.id)
+
+
+def test_state_stored_at_the_provider_holds_the_context_window(gateway: Gateway, fake) -> None:
+    """A conversation or stored prompt kept by the provider adds input the body does not
+    show: the hold covers test-gpt's 100,000-token context window (100,000 micros)."""
+    _, poor = gateway.mint(max_spend_usd="0.05")
     poor_client = openai.OpenAI(api_key=poor, base_url=gateway.url + "/v1", max_retries=0)
     assert poor_client.responses.create(model="test-gpt", input="hi #words=2").output_text == "w0 w1"
-    with pytest.raises(openai.APIStatusError) as exc:
-        poor_client.responses.create(model="test-gpt", input="more", previous_response_id=first.id)
-    assert exc.value.status_code == 402
+    before = len(upstream_calls(fake))
+    for extra in ({"conversation": "conv_123"}, {"prompt": {"id": "pmpt_123"}}):
+        with pytest.raises(openai.APIStatusError) as exc:
+            poor_client.responses.create(model="test-gpt", input="more", **extra)
+        assert exc.value.status_code == 402
+    assert len(upstream_calls(fake)) == before
 
 
 def test_cut_stream_settles_estimated(gateway: Gateway) -> None:
