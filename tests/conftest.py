@@ -115,6 +115,18 @@ cache_read_usd_per_mtok = 0.1
 max_output_tokens = 1000
 context_window = 100000
 
+# The same model called through chat completions (an OpenAI-compatible provider without Responses).
+[[models]]
+name = "chat-gpt"
+provider = "fake-openai"
+upstream_model = "gpt-test-upstream"
+responses = false
+input_usd_per_mtok = 1.0
+output_usd_per_mtok = 10.0
+cache_read_usd_per_mtok = 0.1
+max_output_tokens = 1000
+context_window = 100000
+
 [[models]]
 name = "test-claude"
 provider = "fake-anthropic"

@@ -164,6 +164,10 @@ def test_previous_response_id_is_served_from_our_store(gateway: Gateway, fake) -
     assert second.usage.input_tokens > first.usage.input_tokens  # the provider counted the earlier turn
     info = gateway.wait_settled(key_id)
     assert info["spent_micros"] - spent == test_gpt_micros(second.usage.input_tokens, 2)
+    assert second.previous_response_id == first.id
+    with client.responses.stream(model="test-gpt", input="third #words=1", previous_response_id=second.id) as stream:
+        third = stream.get_final_response()
+    assert third.previous_response_id == second.id and third.output_text == "w0"
     items = client.responses.input_items.list(second.id, order="asc")
     assert [i.type for i in items.data][:1] == ["message"] and len(items.data) == 3
     # Another key does not see the stored response.

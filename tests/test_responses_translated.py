@@ -82,7 +82,7 @@ def test_stream_helper(oai: openai.OpenAI) -> None:
 
 
 def test_stream_on_a_chat_model(oai: openai.OpenAI) -> None:
-    with oai.responses.stream(model="test-gpt", input="hi #words=4") as stream:
+    with oai.responses.stream(model="chat-gpt", input="hi #words=4") as stream:
         final = stream.get_final_response()
     assert final.output_text == "w0 w1 w2 w3" and final.usage.output_tokens == 4 and final.usage.input_tokens > 0
 
@@ -129,7 +129,7 @@ def test_structured_output_reaches_the_provider(oai: openai.OpenAI, fake) -> Non
 
 def test_previous_response_across_providers(oai: openai.OpenAI, fake) -> None:
     first = oai.responses.create(model="test-claude", instructions="Only here.", input="one #words=2")
-    second = oai.responses.create(model="test-gpt", previous_response_id=first.id, input="two #words=3")
+    second = oai.responses.create(model="chat-gpt", previous_response_id=first.id, input="two #words=3")
     assert second.output_text == "w0 w1 w2" and second.previous_response_id == first.id
     sent = _last_upstream(fake, "/v1/chat/completions")["body"]["messages"]
     assert sent == [
@@ -217,7 +217,7 @@ def test_webhook_tools_run_by_the_gateway(oai: openai.OpenAI, gateway: Gateway, 
         assert any(b.get("type") == "tool_result" for m in sent[1]["messages"] if isinstance(m["content"], list) for b in m["content"])
         # Streamed, on a Chat model too: the turns merged into one Responses stream, stored at its end.
         with oai.responses.stream(
-            model="test-gpt", input=f"{marker} #tool=lookup_account #words=4", extra_body={"tool_ids": [tool["id"]]}
+            model="chat-gpt", input=f"{marker} #tool=lookup_account #words=4", extra_body={"tool_ids": [tool["id"]]}
         ) as stream:
             final = stream.get_final_response()
         assert final.output_text == "w0 w1 w2 w3" and [item.type for item in final.output] == ["message"]

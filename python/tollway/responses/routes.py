@@ -14,14 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, AsyncIterator, Optional
 
 from tollway.config import ModelRoute
 import orjson
 
 from tollway._core import StreamOutcome
 from tollway.capabilities import Capability, Routes
-from tollway.http.core import AnyResponse, HTTPError, Request, Response, json_response
+from tollway.http.core import AnyResponse, HTTPError, Request, Response, StreamResponse, json_response
 from tollway.http.params import json_object, page_limit
 from tollway.keys import ApiKey
 from tollway.keys.auth import Authenticator
@@ -52,6 +52,28 @@ _UNSUPPORTED = {
 def speaks_responses(route: ModelRoute) -> bool:
     """Does the route's provider take Responses requests itself (then the call is passed through)?"""
     return route.responses
+
+
+_NO_PREVIOUS = (b'"previous_response_id":null', b'"previous_response_id": null')
+
+
+async def _with_previous(chunks: AsyncIterator[bytes], response_id: str) -> AsyncIterator[bytes]:
+    """A passed-through stream whose response objects name ``response_id`` as their
+    previous response again (the provider was sent the conversation instead of the id)."""
+    named = b'"previous_response_id":' + orjson.dumps(response_id)
+    keep = max(len(p) for p in _NO_PREVIOUS) - 1  # a match may straddle two chunks
+    tail = b""
+    async for chunk in chunks:
+        buffer = tail + chunk
+        for pattern in _NO_PREVIOUS:
+            buffer = buffer.replace(pattern, named)
+        if len(buffer) > keep:
+            tail = buffer[-keep:]
+            yield buffer[:-keep]
+        else:
+            tail = buffer
+    if tail:
+        yield tail
 
 
 def _upstream_item(item: dict[str, Any]) -> Optional[dict[str, Any]]:
@@ -147,13 +169,26 @@ def capability(
 
         def settled(outcome: StreamOutcome) -> None:
             if outcome.final_response is not None:
-                background.submit(save, key, orjson.loads(outcome.final_response), items, previous)
+                answer = orjson.loads(outcome.final_response)
+                if previous is not None and isinstance(answer, dict):
+                    answer["previous_response_id"] = previous.thread.id
+                background.submit(save, key, answer, items, previous)
 
         response = await native.passthrough(
             proxy, request, key, route, payload, raw, started, settled if record and stream else None
         )
-        if record and not stream and isinstance(response, Response) and 200 <= response.status < 300:
-            await asyncio.to_thread(save, key, orjson.loads(response.body), items, previous)
+        ok = 200 <= response.status < 300
+        if isinstance(response, StreamResponse):
+            if ok and previous is not None:
+                response.chunks = _with_previous(response.chunks, previous.thread.id)
+            return response
+        if ok:
+            answer = orjson.loads(response.body)
+            if previous is not None and isinstance(answer, dict):
+                answer["previous_response_id"] = previous.thread.id
+                response.body = orjson.dumps(answer)
+            if record:
+                await asyncio.to_thread(save, key, answer, items, previous)
         return response
 
     async def stored(key: ApiKey, response_id: str) -> Stored:
