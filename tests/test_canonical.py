@@ -20,8 +20,12 @@ from hypothesis import strategies as st
 from openai.types.responses import Response as OpenAIResponse
 from openai.types.responses import ResponseStreamEvent
 
-from tollway.providers import anthropic_convert, anthropic_stream, canonical as c, openai_chat_convert, openai_chat_request
-from tollway.providers import openai_chat_stream
+from tollway.providers import canonical as c
+from tollway.providers.anthropic import convert as anthropic_convert
+from tollway.providers.anthropic import stream as anthropic_stream
+from tollway.providers.openai_chat import convert as openai_chat_convert
+from tollway.providers.openai_chat import request as openai_chat_request
+from tollway.providers.openai_chat import stream as openai_chat_stream
 from tollway.providers.formats import FORMATS, StreamTranslator
 from tollway.providers.openai_responses import convert as responses
 from tollway.providers.openai_responses import upstream as responses_upstream

@@ -20,8 +20,8 @@ import pytest
 from tests.conftest import Gateway
 from tollway import errors
 from tollway.http.core import App, HTTPError, Request
-from tollway.providers.anthropic_tools import AnthropicLoopWriter
-from tollway.providers.openai_tools import OpenAILoopWriter
+from tollway.providers.anthropic.tools import AnthropicLoopWriter
+from tollway.providers.openai_chat.tools import OpenAILoopWriter
 from tests.test_translate import AnthropicToOpenAIStream
 
 # status: (openai SDK class, anthropic SDK class, OpenAI type, Anthropic type). The classes

@@ -12,7 +12,11 @@ import pytest
 from anthropic.types import Message
 from openai.types.chat import ChatCompletion
 
-from tollway.providers import anthropic_convert, anthropic_stream, openai_chat_convert, openai_chat_request, openai_chat_stream
+from tollway.providers.anthropic import convert as anthropic_convert
+from tollway.providers.anthropic import stream as anthropic_stream
+from tollway.providers.openai_chat import convert as openai_chat_convert
+from tollway.providers.openai_chat import request as openai_chat_request
+from tollway.providers.openai_chat import stream as openai_chat_stream
 from tollway.providers.formats import StreamTranslator
 from tollway.translate import TranslationError
 

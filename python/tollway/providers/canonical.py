@@ -1,8 +1,8 @@
 """The canonical model of a model call, shared by every wire format.
 
 A cross-format call is source -> canonical -> target: each format's converters
-(Messages: anthropic_convert.py, anthropic_stream.py; Chat: openai_chat_request.py,
-openai_chat_convert.py, openai_chat_stream.py; Responses: openai_responses/) read
+(Messages: anthropic/convert.py, anthropic/stream.py; Chat: openai_chat/request.py,
+openai_chat/convert.py, openai_chat/stream.py; Responses: openai_responses/) read
 and write these types only, and formats.py is their table.
 
 Content blocks are plain dicts in the shapes below (the shapes Anthropic uses,

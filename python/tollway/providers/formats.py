@@ -11,7 +11,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol
 
 from tollway.config import ModelRoute
-from tollway.providers import anthropic_convert, anthropic_stream, canonical, openai_chat_convert, openai_chat_request, openai_chat_stream
+from tollway.providers import canonical
+from tollway.providers.anthropic import convert as anthropic_convert
+from tollway.providers.anthropic import stream as anthropic_stream
+from tollway.providers.openai_chat import convert as openai_chat_convert
+from tollway.providers.openai_chat import request as openai_chat_request
+from tollway.providers.openai_chat import stream as openai_chat_stream
 from tollway.providers.openai_responses import convert as responses_convert
 from tollway.providers.openai_responses import stream as responses_stream
 from tollway.providers.openai_responses import upstream as responses_upstream

@@ -1,6 +1,6 @@
 """What every wire format offers the tool loop (``tollway.tools.loop``).
 
-One implementation per format (``openai_tools``, ``anthropic_tools``), registered
+One implementation per format (``openai_chat/tools.py``, ``anthropic/tools.py``), registered
 in ``tollway.providers.TOOL_FORMATS``. The loop itself stays format-neutral: it
 asks the format how tools, calls and results look in its requests, responses
 and streams.

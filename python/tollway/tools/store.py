@@ -21,7 +21,8 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tollway.keys.secrets import new_id
-from tollway.providers import anthropic_tools, openai_tools
+from tollway.providers.anthropic import tools as anthropic_tools
+from tollway.providers.openai_chat import tools as openai_tools
 from tollway.store import Database, now_ms, tools
 
 SECRET_PREFIX = "whsec_"

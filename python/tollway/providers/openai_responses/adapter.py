@@ -7,7 +7,7 @@ from typing import Any, Optional
 import orjson
 
 from tollway.config import Provider
-from tollway.providers import openai
+from tollway.providers import openai_chat
 from tollway.providers.base import BYTES_PER_TOKEN, TOKENS_PER_IMAGE, TOKENS_PER_MESSAGE, PreparedRequest
 
 KIND = "openai_responses"
@@ -51,7 +51,7 @@ class OpenAIResponsesAdapter:
         return PreparedRequest(orjson.dumps(payload) if changed else raw, False)
 
     def headers(self, provider: Provider, client_headers: dict[str, str]) -> list[tuple[str, str]]:
-        return openai.ADAPTER.headers(provider, client_headers)  # the same key, organization and project
+        return openai_chat.ADAPTER.headers(provider, client_headers)  # the same key, organization and project
 
     def estimate_input_tokens(self, payload: dict[str, Any], body_len: int, context_window: Optional[int]) -> int:
         """An upper estimate of the input: every body byte at 3 bytes per token, plus a

@@ -8,7 +8,7 @@ from typing import Any, Optional
 import orjson
 
 from tollway.providers import canonical as c
-from tollway.providers.anthropic_convert import stop_reason, update_usage, usage_body, usage_of
+from tollway.providers.anthropic.convert import stop_reason, update_usage, usage_body, usage_of
 from tollway.errors import error_object
 from tollway.translate.ids import anthropic_message_id
 from tollway.translate.sse import anthropic_event

@@ -8,7 +8,7 @@ from typing import Any, Optional
 import orjson
 
 from tollway.providers import canonical as c
-from tollway.providers.openai_chat_convert import finish_reason, stop_reason, usage_body, usage_to_canonical
+from tollway.providers.openai_chat.convert import finish_reason, stop_reason, usage_body, usage_to_canonical
 from tollway.errors import error_object, stream_error_type
 from tollway.translate.ids import openai_completion_id, tool_call_id, tool_use_id
 from tollway.translate.sse import OPENAI_DONE, openai_data

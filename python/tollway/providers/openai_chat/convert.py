@@ -3,7 +3,7 @@
 This module: canonical requests to Chat bodies (user turns' tool results become
 ``role: tool`` messages before the rest of the turn; thinking blocks are
 dropped), Chat responses and errors to and from canonical. Chat requests to
-canonical: providers/openai_chat_request.py; streams: providers/openai_chat_stream.py.
+canonical: request.py; streams: stream.py (this package).
 Not sent: ``reasoning_effort`` (Chat models that do not reason reject it).
 Server tools, file sources and other blocks Chat has no equivalent for raise
 TranslationError.
