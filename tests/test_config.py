@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 
 from tollway._core import Ledger
+from tollway.providers import ADAPTERS
 from tollway.config import ConfigError, load_settings
 from tollway.http.core import HTTPError
 from tollway.providers.base import estimate_input_tokens
@@ -22,11 +23,11 @@ def settings_with(tmp_path, toml: str, **env):
 def test_catalog_routes_to_env_providers() -> None:
     s = load_settings({"OPENAI_API_KEY": "sk-1", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "ANTHROPIC_API_KEY": "a"})
     gpt = s.models["gpt-4o-mini"]
-    assert gpt.provider.kind == "openai" and gpt.provider.endpoint == "http://127.0.0.1:9/v1/chat/completions"
+    assert gpt.provider.kind == "openai" and ADAPTERS[gpt.provider.kind].endpoint(gpt.provider) == "http://127.0.0.1:9/v1/chat/completions"
     assert gpt.price.input_usd_per_mtok == Decimal("0.15")
     assert s.models["gpt-4o-mini-2024-07-18"] is gpt  # aliases
     sonnet = s.models["claude-sonnet-4-5"]
-    assert sonnet.provider.endpoint == "https://api.anthropic.com/v1/messages"
+    assert ADAPTERS[sonnet.provider.kind].endpoint(sonnet.provider) == "https://api.anthropic.com/v1/messages"
     assert sonnet.pricing.cost_micros(1_000_000, 0) == 3_000_000
     assert s.max_body_bytes == 20 * 1024 * 1024
 

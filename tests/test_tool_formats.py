@@ -185,7 +185,7 @@ def test_the_formats_implement_the_same_methods() -> None:
         assert set(wanted) <= set(methods), type(fmt).__name__
         for name, proto in wanted.items():
             assert list(inspect.signature(methods[name]).parameters) == list(inspect.signature(proto).parameters), name
-        writer = fmt.loop_writer({"lookup"}, "m", True)
+        writer = fmt.loop_writer({"lookup"}, "m", {"stream_options": {"include_usage": True}})
         assert set(writer_wanted) <= set(_public(type(writer))), type(writer).__name__
 
 

@@ -9,7 +9,23 @@ from typing import Literal, Optional
 from tollway._core import Pricing
 
 ProviderKind = Literal["openai", "anthropic"]
-PROVIDER_KINDS: tuple[str, ...] = ("openai", "anthropic")
+
+
+@dataclass(frozen=True, slots=True)
+class KindDefaults:
+    """What the configuration knows of a provider kind (data; the format itself is in providers/)."""
+
+    base_url: str  # of the provider configured from the environment (<KIND>_BASE_URL overrides it)
+    env_prefix: str  # <prefix>_API_KEY, <prefix>_BASE_URL
+    org_and_project: bool  # takes organization / project (env OPENAI_ORG_ID / OPENAI_PROJECT_ID)
+    responses_hosts: tuple[str, ...]  # base URLs known to serve the OpenAI Responses API
+
+
+KINDS: dict[str, KindDefaults] = {
+    "openai": KindDefaults("https://api.openai.com/v1", "OPENAI", True, ("https://api.openai.com/",)),
+    "anthropic": KindDefaults("https://api.anthropic.com", "ANTHROPIC", False, ()),
+}
+PROVIDER_KINDS: tuple[str, ...] = tuple(KINDS)
 # What a model is called for: "chat" (the model-call routes, threads) or "embedding"
 # (POST /v1/embeddings only).
 MODEL_MODES: tuple[str, ...] = ("chat", "embedding")
@@ -46,13 +62,6 @@ class Provider:
     # POST /v1/responses is passed through to it natively. Default: true for the
     # OpenAI provider of the environment and for base URLs on api.openai.com.
     responses: bool = False
-
-    @property
-    def endpoint(self) -> str:
-        """The URL of the provider's generation route."""
-        if self.kind == "openai":
-            return self.base_url.rstrip("/") + "/chat/completions"
-        return self.base_url.rstrip("/") + "/v1/messages"
 
 
 @dataclass(frozen=True, slots=True)

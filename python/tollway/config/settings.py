@@ -12,13 +12,15 @@ from typing import Any, Mapping, Optional
 
 from tollway.config.routes import (
     MODEL_MODES,
+    KINDS,
     PROVIDER_KINDS,
     ModelPrice,
     ModelRoute,
     Provider,
 )
 
-DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
+# The base URL of each kind's provider configured from the environment.
+DEFAULT_BASE_URLS = {kind: defaults.base_url for kind, defaults in KINDS.items()}
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
 _PRICE_FIELDS = (
     "input_usd_per_mtok",
@@ -85,16 +87,16 @@ def _load_catalog() -> list[dict[str, Any]]:
 def _env_providers(env: Mapping[str, str]) -> dict[str, Provider]:
     """The default provider of each kind, from OPENAI_* / ANTHROPIC_* variables."""
     providers = {}
-    for kind in PROVIDER_KINDS:
-        prefix = kind.upper()
+    for kind, defaults in KINDS.items():
+        prefix = defaults.env_prefix
         providers[kind] = Provider(
             name=kind,
             kind=kind,  # type: ignore[arg-type]
             base_url=env.get(f"{prefix}_BASE_URL") or DEFAULT_BASE_URLS[kind],
             api_key=env.get(f"{prefix}_API_KEY") or None,
-            organization=(env.get("OPENAI_ORG_ID") or None) if kind == "openai" else None,
-            project=(env.get("OPENAI_PROJECT_ID") or None) if kind == "openai" else None,
-            responses=kind == "openai",
+            organization=(env.get(f"{prefix}_ORG_ID") or None) if defaults.org_and_project else None,
+            project=(env.get(f"{prefix}_PROJECT_ID") or None) if defaults.org_and_project else None,
+            responses=bool(defaults.responses_hosts),
         )
     return providers
 
@@ -118,7 +120,7 @@ def _file_providers(entries: list[Any], env: Mapping[str, str]) -> dict[str, Pro
         extras = {}
         for option in ("organization", "project"):
             value = entry.get(option)
-            if value is not None and (not isinstance(value, str) or not value or kind != "openai"):
+            if value is not None and (not isinstance(value, str) or not value or not KINDS[kind].org_and_project):
                 raise ConfigError(f"{where} ({name}): '{option}' must be a non-empty string, on an openai provider")
             extras[option] = value
         extras["responses"] = _responses_option(entry, kind, base_url, where, name)
@@ -130,8 +132,8 @@ def _responses_option(entry: Mapping[str, Any], kind: str, base_url: str, where:
     """A provider's ``responses``: whether it serves the OpenAI Responses API."""
     value = entry.get("responses")
     if value is None:
-        return kind == "openai" and base_url.startswith("https://api.openai.com/")
-    if not isinstance(value, bool) or (value and kind != "openai"):
+        return base_url.startswith(KINDS[kind].responses_hosts) if KINDS[kind].responses_hosts else False
+    if not isinstance(value, bool) or (value and not KINDS[kind].responses_hosts):
         raise ConfigError(f"{where} ({name}): 'responses' must be true or false, and true only on an openai provider")
     return value
 

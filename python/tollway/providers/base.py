@@ -69,9 +69,10 @@ class MessagesAdapter:
     """What the chat completions and Anthropic messages adapters share."""
 
     min_output_tokens = 1
+    path = ""  # the generation route, after the provider's base URL
 
     def endpoint(self, provider: Provider) -> str:
-        return provider.endpoint
+        return provider.base_url.rstrip("/") + self.path
 
     def estimate_input_tokens(self, payload: dict[str, Any], body_len: int, context_window: Optional[int]) -> int:
         return estimate_input_tokens(payload, body_len)

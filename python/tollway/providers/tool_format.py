@@ -103,5 +103,6 @@ class ToolFormat(Protocol):
     def forbid_tools(self, payload: dict[str, Any]) -> None:
         """Last allowed turn: the model must answer in text."""
 
-    def loop_writer(self, registered: set[str], model: str, include_usage: bool) -> LoopWriter:
-        """The writer of a looped stream to a client of this format."""
+    def loop_writer(self, registered: set[str], model: str, request: dict[str, Any]) -> LoopWriter:
+        """The writer of a looped stream to a client of this format (``request``: the client's,
+        for what it asked of the stream, e.g. usage)."""

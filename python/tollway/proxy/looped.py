@@ -35,10 +35,8 @@ async def handle(
     loop = ToolLoop(proxy, key, route, provider_payload, tools, request.request_id, client_headers, started, max_turns)
 
     if provider_payload.get("stream") is True:
-        options = payload.get("stream_options")
-        include_usage = shape == "openai" and isinstance(options, dict) and options.get("include_usage") is True
         factory = (lambda: translated.stream_translator(shape, route, model, payload)) if cross else None
-        opened = await loop.open(shape, model, include_usage, factory)
+        opened = await loop.open(shape, model, payload, factory)
         if isinstance(opened, StreamResponse):
             return opened
         body = translated.error_to_client(shape, route, opened.status, opened.body) if cross else opened.body

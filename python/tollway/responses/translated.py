@@ -73,7 +73,7 @@ async def _loop(
     factory = None
     if route.provider.kind != LOOP_FORMAT:
         factory = lambda: stream_translator(LOOP_FORMAT, route, route.name, {})  # noqa: E731
-    return await loop.open(LOOP_FORMAT, route.name, False, factory)
+    return await loop.open(LOOP_FORMAT, route.name, {}, factory)
 
 
 async def handle(

@@ -328,7 +328,7 @@ class ThreadTurns:
     async def _loop_stream(self, turn: Turn, loop: ToolLoop) -> AnyResponse:
         route = turn.route
         factory = (lambda: translated.stream_translator(THREAD_FORMAT, route, route.name, {})) if route.provider.kind != THREAD_FORMAT else None
-        opened = await loop.open(THREAD_FORMAT, turn.route.name, False, factory)
+        opened = await loop.open(THREAD_FORMAT, turn.route.name, {}, factory)
         if not isinstance(opened, StreamResponse):
             raise upstream_error(opened.status, opened.body)
         opened.headers += self._headers(turn)

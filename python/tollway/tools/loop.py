@@ -188,13 +188,13 @@ class ToolLoop:
             await self._next_turn(self.fmt.body_text(body), ours, results, body)
 
     # ------------------------------------------------------------ streams
-    async def open(self, client_shape: str, model: str, include_usage: bool, translator_factory: Optional[Callable[[], Any]]) -> Union[StreamResponse, "Completed"]:
+    async def open(self, client_shape: str, model: str, client_request: dict[str, Any], translator_factory: Optional[Callable[[], Any]]) -> Union[StreamResponse, "Completed"]:
         """Open the first model turn (its errors are the response's), then stream the loop."""
         call = self._prepare(True)
         first = await self._open_turn(call)
         if not isinstance(first, tuple):
             return first
-        writer = TOOL_FORMATS[client_shape].loop_writer(set(self.by_name), model, include_usage)
+        writer = TOOL_FORMATS[client_shape].loop_writer(set(self.by_name), model, client_request)
         headers = SSE_HEADERS + call.extra_headers
         # The loop runs in a task of its own, so it ends (and is stored and billed)
         # whether or not the server notices that the client went away.

@@ -15,6 +15,7 @@ _DEFAULTS = {"anthropic-version": DEFAULT_VERSION}  # the client's own version w
 
 class AnthropicAdapter(MessagesAdapter):
     kind = "anthropic"
+    path = "/v1/messages"
 
     def requested_max_tokens(self, payload: dict[str, Any]) -> Optional[int]:
         return payload.get("max_tokens")

@@ -76,7 +76,7 @@ class AnthropicTools:
     def forbid_tools(self, payload: dict[str, Any]) -> None:
         payload["tool_choice"] = {"type": "none"}
 
-    def loop_writer(self, registered: set[str], model: str, include_usage: bool) -> "AnthropicLoopWriter":
+    def loop_writer(self, registered: set[str], model: str, request: dict[str, Any]) -> "AnthropicLoopWriter":
         return AnthropicLoopWriter(registered)  # Anthropic streams always carry usage
 
 

@@ -12,6 +12,7 @@ from tollway.providers.base import MessagesAdapter, PreparedRequest, upstream_he
 
 class OpenAIAdapter(MessagesAdapter):
     kind = "openai"
+    path = "/chat/completions"
 
     def requested_max_tokens(self, payload: dict[str, Any]) -> Optional[int]:
         value = payload.get("max_completion_tokens")

@@ -70,8 +70,9 @@ class OpenAITools:
         payload["tool_choice"] = "none"
         payload.pop("parallel_tool_calls", None)
 
-    def loop_writer(self, registered: set[str], model: str, include_usage: bool) -> "OpenAILoopWriter":
-        return OpenAILoopWriter(registered, model, include_usage)
+    def loop_writer(self, registered: set[str], model: str, request: dict[str, Any]) -> "OpenAILoopWriter":
+        options = request.get("stream_options")
+        return OpenAILoopWriter(registered, model, isinstance(options, dict) and options.get("include_usage") is True)
 
 
 def _message(body: dict[str, Any]) -> dict[str, Any]:
