@@ -56,7 +56,7 @@ async def main(url: str, secs: float) -> None:
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < secs:
         s = await client.stream("POST", url, HEADERS, STREAM_BODY, kind="openai", strip_usage_chunk=False, pricing=PRICING,
-                                hold=None, input_estimate=5, on_done=done.append)
+                                hold_micros=1 << 62, input_estimate=5, on_done=done.append)
         async for _ in s:
             chunks += 1
         n += 1

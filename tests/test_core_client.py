@@ -196,6 +196,20 @@ class Done:
         return self.calls[0]
 
 
+def settling(hold, on_done):
+    """``on_done`` after settling ``hold`` to the outcome's cost, as the call path does (the
+    stream reports its cost by the settlement rule; the caller settles its hold)."""
+    def done(outcome):
+        if hold is not None:
+            hold.settle(outcome.cost_micros)
+        on_done(outcome)
+
+    return done
+
+
+NO_HOLD = 1 << 62  # a stream with no hold: nothing caps an estimate
+
+
 async def start_stream(client: UpstreamClient, up: Upstream, *, kind="openai", strip=False, hold=None, input_estimate=10, on_done=None, headers=None) -> UpstreamStream:
     return await client.stream(
         "POST",
@@ -205,9 +219,9 @@ async def start_stream(client: UpstreamClient, up: Upstream, *, kind="openai", s
         kind=kind,
         strip_usage_chunk=strip,
         pricing=PRICING,
-        hold=hold,
+        hold_micros=hold.micros if hold is not None else NO_HOLD,
         input_estimate=input_estimate,
-        on_done=on_done or Done(),
+        on_done=settling(hold, on_done or Done()),
     )
 
 
@@ -386,6 +400,21 @@ async def test_stream_read_timeout_estimates_usage():
         # the gateway closed the stalled connection
         await asyncio.sleep(0.3)
         assert up.conns[0].closed_at is not None
+
+
+async def test_an_estimated_stream_is_billed_no_more_than_its_hold():
+    """The settlement rule on a stream: an estimate (no usage reported, cut by the read
+    timeout) never bills past the hold; reported usage does (test_stream_settles...)."""
+    chunks = openai_events(["abcd", "efghijkl", "mn"])
+    async with Upstream(sse_handler(chunks, stall_after=3)) as up:
+        led = Ledger()
+        hold = led.reserve("k", 0, 700)  # less than 1,000 estimated input tokens cost
+        done = Done()
+        s = await start_stream(UpstreamClient(read_timeout=0.3), up, hold=hold, input_estimate=1000, on_done=done)
+        await collect(s)
+        o = await done.wait()
+        assert o.usage.estimated and PRICING.cost_micros(1000, o.usage.output_tokens) > 700
+        assert o.cost_micros == 700 and led.snapshot("k") == (700, 0, None)
 
 
 async def _close_midstream(use_drop: bool):
@@ -676,7 +705,7 @@ async def test_cancelled_stream_after_headers_settles_client_closed():
     hold = led.reserve("k", 10, 50_000)
     done = Done()
     task = asyncio.ensure_future(
-        client.stream("POST", up.url(), [], b"{}", kind="openai", strip_usage_chunk=False, pricing=PRICING, hold=hold, input_estimate=7, on_done=done)
+        client.stream("POST", up.url(), [], b"{}", kind="openai", strip_usage_chunk=False, pricing=PRICING, hold_micros=hold.micros, input_estimate=7, on_done=settling(hold, done))
     )
     await asyncio.sleep(0)  # the task now awaits the headers
     assert up.sent.wait(3)

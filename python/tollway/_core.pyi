@@ -8,7 +8,7 @@ atto-dollars per token (1e-18 USD; equal to USD per million tokens x 1e12) so
 that every cost is exact integer arithmetic.
 """
 
-from typing import Awaitable, Callable, Literal, Optional
+from typing import Awaitable, Callable, Literal, Optional, Union
 
 ProviderKind = Literal["openai", "anthropic", "openai_responses"]
 
@@ -172,18 +172,24 @@ class SseDecoder:
         """End of input: the last event even without its blank line."""
 
 class Hold:
-    """Money reserved on one key for one in-flight request.
+    """Money reserved on one or more budgets for one in-flight request (the same
+    ``micros`` on each).
 
     Settled or released exactly once: later calls are no-ops that return False.
     A Hold dropped without either is released.
     """
 
-    key_id: str
     micros: int
+    @property
+    def budgets(self) -> list[str]:
+        """The budgets held on, in the order they were asked for."""
+    @property
+    def key_id(self) -> str:
+        """The first budget (for a key's hold, the key's id)."""
     @property
     def done(self) -> bool: ...
     def settle(self, actual_micros: int) -> bool:
-        """Record ``actual_micros`` as spent and give back the rest of the hold.
+        """Record ``actual_micros`` as spent on every budget and give back the rest of the hold.
 
         ``actual_micros`` may exceed the hold (the overspend is recorded in full).
         """
@@ -191,31 +197,38 @@ class Hold:
         """Give the whole hold back (nothing was spent)."""
 
 class Ledger:
-    """Per-key spend counters (lock-free atomics on a sharded map; safe from any thread).
+    """Spend counters by budget id (a sharded map of short mutexes; safe from any thread).
 
-    Every operation is a few atomic instructions and never blocks, so the GIL is
-    not released around them (that would cost more than the work).
-
-    For each key: ``spent`` (settled micros), ``reserved`` (held by in-flight
-    requests) and ``cap`` (None = no cap). A reservation succeeds atomically only
-    while ``cap - spent - reserved`` covers it, so concurrent requests can never
-    together hold more than the cap.
+    A budget is a key's cap (its id is the key's id) and, next, an account's wallet
+    or a key's period window. For each: ``spent`` (settled micros), ``reserved``
+    (held by in-flight requests) and ``limit`` (None = none). A hold on several
+    budgets locks them in id order and reserves on all of them or on none, so
+    concurrent requests can never together hold more than any budget's limit.
+    Every operation takes microseconds at most: the GIL is not released around them.
     """
 
     def __init__(self) -> None: ...
-    def load(self, key_id: str, spent_micros: int, cap_micros: Optional[int]) -> None:
-        """Create or reset a key's counters (at start, from the database). Keeps current holds."""
-    def set_cap(self, key_id: str, cap_micros: Optional[int]) -> None: ...
-    def forget(self, key_id: str) -> None: ...
-    def reserve(self, key_id: str, min_micros: int, want_micros: int) -> Optional[Hold]:
-        """Hold min(want, available) micros, or None when available < min_micros.
+    def load(self, budget_id: str, spent_micros: int, limit_micros: Optional[int]) -> None:
+        """Create or reset a budget's spend and limit (at start, from the database). Keeps current holds."""
+    def set_cap(self, budget_id: str, limit_micros: Optional[int]) -> None: ...
+    def forget(self, budget_id: str) -> None: ...
+    def reserve(self, budget_id: str, min_micros: int, want_micros: int) -> Optional[Hold]:
+        """Hold min(want, available) micros on one budget, or None when available < min_micros.
 
-        available = cap - spent - reserved (unbounded without a cap). Unknown keys
-        are created with spent 0 and no cap. A negative ``min_micros`` counts as 0
-        and ``want_micros`` below ``min_micros`` counts as ``min_micros``.
+        available = limit - spent - reserved (unbounded without a limit). Unknown
+        budgets are created with spent 0 and no limit. A negative ``min_micros``
+        counts as 0 and ``want_micros`` below ``min_micros`` counts as ``min_micros``.
         """
-    def snapshot(self, key_id: str) -> tuple[int, int, Optional[int]]:
-        """(spent, reserved, cap) of a key; (0, 0, None) for an unknown key."""
+    def reserve_all(self, budget_ids: list[str], min_micros: int, want_micros: int) -> Union[Hold, str]:
+        """Hold the same amount on every budget at once, all or none: min(want, the least
+        any has available); or, when one cannot cover ``min_micros``, hold nothing and
+        return that budget's id (the first such, in the order given)."""
+    def snapshot(self, budget_id: str) -> tuple[int, int, Optional[int]]:
+        """(spent, reserved, limit) of a budget; (0, 0, None) for an unknown one."""
+
+def settled_cost(priced_micros: int, estimated: bool, hold_micros: int) -> int:
+    """The one settlement rule: reported usage is billed in full, an estimate never past the hold."""
+    ...
 
 class StreamOutcome:
     """What a finished stream hands over, exactly once, through ``on_done``."""
@@ -247,16 +260,17 @@ class UpstreamResponse:
     latency_ms: int
 
 class UpstreamStream:
-    """A streamed upstream response: forward its chunks, it settles itself.
+    """A streamed upstream response: forward its chunks, report what it cost.
 
     Created by ``UpstreamClient.stream`` once the response headers arrived. When
     ``status`` is 2xx, a tokio task reads the upstream to its end (independently of
     how fast Python consumes), scans every byte, and when the upstream ends or
     fails, or ``close()`` is called, or this object is dropped, it computes the
     usage (estimated from the streamed text when the upstream reported none),
-    prices it, settles ``hold`` and calls ``on_done(outcome)`` exactly once (from a
+    prices it, applies ``settled_cost`` to a hold of ``hold_micros`` (the outcome's
+    ``cost_micros``: the caller settles its hold to it) and calls ``on_done(outcome)`` exactly once (from a
     runtime thread, holding the GIL, even when the event loop is gone). When
-    ``status`` is not 2xx nothing is settled and ``on_done`` is never called: read
+    ``status`` is not 2xx ``on_done`` is never called: read
     the error with ``read_all()``.
 
     ``on_done`` runs before the iteration ends: once ``async for`` is over (or
@@ -342,7 +356,7 @@ class UpstreamClient:
         kind: ProviderKind,
         strip_usage_chunk: bool,
         pricing: Pricing,
-        hold: Optional[Hold],
+        hold_micros: int,
         input_estimate: int,
         on_done: Callable[[StreamOutcome], None],
     ) -> Awaitable[UpstreamStream]:
@@ -358,8 +372,8 @@ class UpstreamClient:
         ``message_delta``), the reported counts are kept and output is the larger of
         the reported and estimated values (marked estimated).
 
-        If this awaitable fails or is cancelled before the headers arrive, ``hold``
-        is left untouched and ``on_done`` is never called: the caller releases it.
+        If this awaitable fails or is cancelled before the headers arrive,
+        ``on_done`` is never called: the caller releases its hold.
         If it is cancelled after the headers arrived but before it returned the
         stream, the stream is dropped: it closes and settles as "client_closed"
         (``on_done`` is called).

@@ -16,8 +16,7 @@ use pyo3::types::{PyBytes, PyList};
 use tokio::sync::Notify;
 
 use crate::hub::{bytes_value, empty_bytes, new_waiter, stop_async_iteration, Hub, HubInner, OpError, Outcome, WakeValue};
-use crate::ledger::Hold;
-use crate::pricing::{Pricing, Usage};
+use crate::pricing::{settled_cost, Pricing, Usage};
 use crate::scanner::Scanner;
 use crate::usage::Kind;
 use crate::runtime;
@@ -423,14 +422,16 @@ pub struct SendResult {
     pub(crate) latency_ms: u64,
 }
 
-/// A streamed upstream response: forward its chunks, it settles itself.
+/// A streamed upstream response: forward its chunks, report what it cost.
 ///
 /// Created by ``UpstreamClient.stream`` once the response headers arrived. When
 /// ``status`` is 2xx, a tokio task reads the upstream to its end (independently of
 /// how fast Python consumes), scans every byte, and when the upstream ends or
 /// fails, or ``close()`` is called, or this object is dropped, it computes the
-/// usage, prices it, settles ``hold`` and calls ``on_done(outcome)`` exactly once.
-/// When ``status`` is not 2xx nothing is settled and ``on_done`` is never called.
+/// usage, prices it, applies the settlement rule (`settled_cost`) to a hold of
+/// ``hold_micros`` and calls ``on_done(outcome)`` exactly once: the caller settles
+/// its hold to ``outcome.cost_micros``.
+/// When ``status`` is not 2xx ``on_done`` is never called.
 #[pyclass(module = "tollway._core", frozen)]
 pub struct UpstreamStream {
     #[pyo3(get)]
@@ -549,7 +550,7 @@ impl UpstreamStream {
 struct Settlement {
     scanner: Scanner,
     pricing: Pricing,
-    hold: Option<Py<Hold>>,
+    hold_micros: i64,
     input_estimate: i64,
     on_done: Py<PyAny>,
 }
@@ -658,10 +659,7 @@ async fn pump(
         shared.push(Bytes::copy_from_slice(&out));
     }
     let usage = s.scanner.final_usage(s.input_estimate);
-    let cost = s.pricing.cost_of(&usage);
-    if let Some(h) = &s.hold {
-        h.get().settle_now(cost);
-    }
+    let cost = settled_cost(s.pricing.cost_of(&usage), usage.estimated, s.hold_micros);
     let latency = start.elapsed();
     let first_byte_ms = ms(first_byte.unwrap_or(headers_at));
     let text = std::mem::take(&mut s.scanner.text);
@@ -670,7 +668,6 @@ async fn pump(
     let error_json = s.scanner.error_json.clone();
     let final_response = s.scanner.final_response.take();
     let on_done = s.on_done;
-    let hold = s.hold;
     let shared2 = shared.clone();
     let r = tokio::task::spawn_blocking(move || {
         Python::attach(|py| {
@@ -701,7 +698,6 @@ async fn pump(
                 Err(e) => e.print(py),
             }
             drop(on_done);
-            drop(hold);
         });
         shared2.finish();
     })
@@ -828,7 +824,7 @@ struct StreamArgs {
     kind: Kind,
     strip_usage_chunk: bool,
     pricing: Pricing,
-    hold: Option<Py<Hold>>,
+    hold_micros: i64,
     input_estimate: i64,
     on_done: Py<PyAny>,
     flow: Flow,
@@ -855,12 +851,12 @@ async fn do_stream(
         Some(Settlement {
             scanner: Scanner::new(a.kind, a.strip_usage_chunk),
             pricing: a.pricing,
-            hold: a.hold,
+            hold_micros: a.hold_micros,
             input_estimate: a.input_estimate,
             on_done: a.on_done,
         })
     } else {
-        drop((a.hold, a.on_done));
+        drop(a.on_done);
         None
     };
     tokio::spawn(pump(shared.clone(), resp, settle, rt, start, headers_at));
@@ -989,7 +985,7 @@ impl UpstreamClient {
     /// ``read_timeout`` between chunks ends the stream with status "timeout".
     /// The upstream is read at most ``stream_window`` bytes ahead of the consumer;
     /// bytes left unread for ``client_stall_timeout`` end it with "client_stalled".
-    #[pyo3(signature = (method, url, headers, body, *, kind, strip_usage_chunk, pricing, hold, input_estimate, on_done))]
+    #[pyo3(signature = (method, url, headers, body, *, kind, strip_usage_chunk, pricing, hold_micros, input_estimate, on_done))]
     #[allow(clippy::too_many_arguments)]
     fn stream<'py>(
         &self,
@@ -1001,7 +997,7 @@ impl UpstreamClient {
         kind: &str,
         strip_usage_chunk: bool,
         pricing: PyRef<'py, Pricing>,
-        hold: Option<Py<Hold>>,
+        hold_micros: i64,
         input_estimate: i64,
         on_done: Py<PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
@@ -1009,7 +1005,7 @@ impl UpstreamClient {
         let req = self.build_request(method, url, headers, body)?;
         let client = self.client.clone();
         let (fbt, rt) = (self.first_byte_timeout, self.read_timeout);
-        let args = StreamArgs { kind, strip_usage_chunk, pricing: *pricing, hold, input_estimate, on_done, flow: self.flow };
+        let args = StreamArgs { kind, strip_usage_chunk, pricing: *pricing, hold_micros, input_estimate, on_done, flow: self.flow };
         self.start(py, move |id, hub| async move {
             let r = do_stream(client, req, fbt, rt, args).await;
             hub.complete(id, Outcome::Stream(r));

@@ -84,6 +84,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("UpstreamTimeout", py.get_type::<UpstreamTimeout>())?;
     m.add_class::<pricing::Pricing>()?;
     m.add_class::<pricing::Usage>()?;
+    m.add_function(wrap_pyfunction!(pricing::settled_cost, m)?)?;
     m.add_function(wrap_pyfunction!(usage::extract_usage, m)?)?;
     m.add_function(wrap_pyfunction!(jsoncheck::json_scan, m)?)?;
     m.add_class::<scanner::StreamScanner>()?;

@@ -73,6 +73,19 @@ impl U256 {
 
 const MICRO_DIVISOR: u64 = 1_000_000_000_000_000_000; // 1e12 atto per micro x 1e6 ppm
 
+/// The one settlement rule (streams and non-streams): what a call's hold of
+/// `hold_micros` is settled to, given its priced usage. Usage the provider reported
+/// is billed in full (even past the hold); an estimate (usage missing: a body
+/// without it, a stream cut or left before it) never bills past the hold.
+#[pyfunction]
+pub fn settled_cost(priced_micros: i64, estimated: bool, hold_micros: i64) -> i64 {
+    if estimated {
+        priced_micros.min(hold_micros.max(0))
+    } else {
+        priced_micros
+    }
+}
+
 impl Pricing {
     /// (floor(sum x (1e6 + markup) / 1e18), remainder): exact for all inputs.
     fn scaled(&self, input: u64, output: u64, cache_read: u64, cache_write: u64) -> (U256, u64) {

@@ -29,6 +29,7 @@ from tollway.hooks import CallIntent
 from tollway.http.core import AnyResponse, HTTPError, Request, Response, StreamResponse
 from tollway.keys import ApiKey
 from tollway.ledger.journal import Journal, new_event_id
+from tollway.ledger.settlement import settle
 from tollway.ledger.writer import usage_row
 from tollway.proxy import looped, translated
 from tollway.proxy.caps import decide_hold
@@ -90,18 +91,26 @@ def _retryable(status: int) -> bool:
 class StreamRecorder:
     """Turns the Rust stream's outcome into a usage event (called once, from any thread)."""
 
-    __slots__ = ("gw", "base", "started", "then")
+    __slots__ = ("gw", "hold", "base", "started", "then")
 
     def __init__(
-        self, gw: Runtime, base: dict[str, Any], started: float, then: Optional[Callable[[StreamOutcome], None]] = None
+        self,
+        gw: Runtime,
+        hold: Hold,
+        base: dict[str, Any],
+        started: float,
+        then: Optional[Callable[[StreamOutcome], None]] = None,
     ) -> None:
         self.gw = gw
+        self.hold = hold
         self.base = base
         self.started = started
         self.then = then
 
     def __call__(self, outcome: StreamOutcome) -> None:
         usage = outcome.usage
+        cost = outcome.cost_micros  # the settlement rule applied by the stream (ledger.settlement)
+        self.hold.settle(cost)
         self.gw.writer.submit(
             usage_row(
                 **self.base,
@@ -113,7 +122,7 @@ class StreamRecorder:
                 cache_read_tokens=usage.cache_read_tokens,
                 cache_write_tokens=usage.cache_write_tokens,
                 estimated=usage.estimated,
-                cost_micros=outcome.cost_micros,
+                cost_micros=cost,
                 latency_ms=int((time.perf_counter() - self.started) * 1000),
             )
         )
@@ -371,10 +380,8 @@ class Proxy:
                 estimated = usage.estimated
                 input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
                 cache_read, cache_write = usage.cache_read_tokens, usage.cache_write_tokens
-            cost = route.pricing.cost_micros(input_tokens, output_tokens, cache_read, cache_write)
-            if usage is None:  # our own estimate never bills past what the request could spend
-                cost = min(cost, hold.micros)
-            hold.settle(cost)
+            priced = route.pricing.cost_micros(input_tokens, output_tokens, cache_read, cache_write)
+            cost = settle(hold, priced, estimated)
             gw.writer.submit(
                 usage_row(
                     **base,
@@ -402,7 +409,7 @@ class Proxy:
         as a ``Completed`` with the error body, the hold released."""
         gw = self.gw
         route = call.route
-        recorder = StreamRecorder(gw, call.base, call.started, then)
+        recorder = StreamRecorder(gw, call.hold, call.base, call.started, then)
         try:
             upstream = await self._send_with_retries(
                 route,
@@ -414,7 +421,7 @@ class Proxy:
                     kind=call.kind,
                     strip_usage_chunk=call.strip_usage_chunk,
                     pricing=route.pricing,
-                    hold=call.hold,
+                    hold_micros=call.hold.micros,
                     input_estimate=call.input_estimate,
                     on_done=recorder,
                 ),
