@@ -18,18 +18,9 @@ from typing import Any, Optional
 
 from tollway.keys import ApiKey
 from tollway.providers.openai_responses.convert import item_to_message, new_id, output_to_blocks
-from tollway.threads.store import NewMessage, StoredMessage, Thread, ThreadStore
+from tollway.threads.store import NewMessage, StoredMessage, Thread, ThreadStore, visible
 
 _ITEM_PREFIX = {"message": "msg_", "function_call": "fc_", "function_call_output": "fco_"}
-
-
-def visible(key: ApiKey, thread: Optional[Thread]) -> Optional[Thread]:
-    """The thread if ``key`` may see it (the threads rule: admin -> its account; end-user
-    key -> that end user's; other keys -> their own)."""
-    if thread is None or key.is_admin:
-        return thread
-    own = thread.end_user_id == key.end_user_id if key.end_user_id is not None else thread.key_id == key.id
-    return thread if own else None
 
 
 @dataclass(slots=True)

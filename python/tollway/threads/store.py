@@ -15,13 +15,16 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from tollway.hooks import Hooks
 from tollway.keys.secrets import new_id
 from tollway.store import Database, now_ms, thread_messages, threads
+
+if TYPE_CHECKING:
+    from tollway.keys import ApiKey
 
 log = logging.getLogger("tollway.threads")
 
@@ -126,6 +129,16 @@ def _row_to_message(row: Any) -> StoredMessage:
         created_at=row.created_at,
         seq=row.seq,
     )
+
+
+def visible(key: "ApiKey", thread: Optional[Thread]) -> Optional[Thread]:
+    """The thread if ``key`` may see it, else None (callers answer 404, as if it did not
+    exist): an admin key sees its account's threads, a key minted for an end user that
+    end user's, any other key those it created."""
+    if thread is None or key.is_admin:
+        return thread
+    own = thread.end_user_id == key.end_user_id if key.end_user_id is not None else thread.key_id == key.id
+    return thread if own else None
 
 
 class ThreadStore:

@@ -34,7 +34,7 @@ from tollway.proxy.handler import CLAMP_HEADER
 from tollway.providers.formats import FORMATS
 from tollway.proxy import translated
 from tollway.threads.history import REQUEST_OVERHEAD_TOKENS, fit, tokens_of
-from tollway.threads.store import NewMessage, Thread, ThreadStore
+from tollway.threads.store import NewMessage, Thread, ThreadStore, visible
 from tollway.tools import ToolStore
 from tollway.tools.calls import result_blocks
 from tollway.tools.loop import ToolLoop, max_turns_from, resolve_tools
@@ -201,12 +201,8 @@ class ThreadTurns:
         self.busy_wait = busy_wait  # seconds a turn waits for the one running on its thread
 
     async def visible_thread(self, key: ApiKey, thread_id: str) -> Thread:
-        """The thread, if ``key`` may see it (else 404, as if it did not exist): an admin key
-        sees its account's, a standard key its end user's or, without one, those it created."""
-        thread = await asyncio.to_thread(self.store.get_thread, key.account_id, thread_id)
-        if thread is not None and not key.is_admin:
-            own = thread.end_user_id == key.end_user_id if key.end_user_id is not None else thread.key_id == key.id
-            thread = thread if own else None
+        """The thread, if ``key`` may see it (threads.store.visible), else 404."""
+        thread = visible(key, await asyncio.to_thread(self.store.get_thread, key.account_id, thread_id))
         if thread is None:
             raise HTTPError(404, f"no thread {thread_id!r}", code="thread_not_found")
         return thread
