@@ -21,7 +21,15 @@ CHAT = orjson.dumps(
             {"role": "system", "content": "You are a concise assistant. " * 8},
             {"role": "user", "content": "Plan three days in Lisbon with a modest budget, please. " * 4},
         ],
-        "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}],
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "lookup",
+                    "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+                },
+            }
+        ],
     }
 )
 LARGE = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * 1_000_000}]})

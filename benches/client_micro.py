@@ -55,12 +55,24 @@ async def main(url: str, secs: float) -> None:
     chunks = 0
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < secs:
-        s = await client.stream("POST", url, HEADERS, STREAM_BODY, kind="openai", strip_usage_chunk=False, pricing=PRICING,
-                                hold_micros=1 << 62, input_estimate=5, on_done=done.append)
+        s = await client.stream(
+            "POST",
+            url,
+            HEADERS,
+            STREAM_BODY,
+            kind="openai",
+            strip_usage_chunk=False,
+            pricing=PRICING,
+            hold_micros=1 << 62,
+            input_estimate=5,
+            on_done=done.append,
+        )
         async for _ in s:
             chunks += 1
         n += 1
-    print(f"sequential stream: {(time.perf_counter() - t0) / n * 1e6:.0f} us/stream ({chunks / n:.1f} awaits/stream, {len(done)}/{n} on_done)")
+    print(
+        f"sequential stream: {(time.perf_counter() - t0) / n * 1e6:.0f} us/stream ({chunks / n:.1f} awaits/stream, {len(done)}/{n} on_done)"
+    )
 
 
 if __name__ == "__main__":

@@ -167,8 +167,13 @@ class ServerProcess:
         # wrk and the fake share another group; measured: Tollway 5.7k req/s in its own
         # session vs 7.5k in the shared one, the single-threaded pass-through ~6.2k in both.
         self.proc = subprocess.Popen(
-            cmd, env=env, cwd=str(cwd or ROOT), stdin=subprocess.DEVNULL,
-            stdout=self._log, stderr=subprocess.STDOUT, process_group=0,
+            cmd,
+            env=env,
+            cwd=str(cwd or ROOT),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            process_group=0,
         )
 
     def alive(self) -> bool:
@@ -234,10 +239,27 @@ def granian_cmd(target: str, port: int, working_dir: Path) -> list[str]:
     if granian is None:
         raise RuntimeError("granian not found")
     return [
-        granian, "--interface", "asgi", "--loop", "uvloop", "--workers", "1",
-        "--backpressure", str(BACKPRESSURE), "--backlog", str(BACKLOG),
-        "--host", HOST, "--port", str(port), "--no-access-log", "--log-level", "warning",
-        "--working-dir", str(working_dir), target,
+        granian,
+        "--interface",
+        "asgi",
+        "--loop",
+        "uvloop",
+        "--workers",
+        "1",
+        "--backpressure",
+        str(BACKPRESSURE),
+        "--backlog",
+        str(BACKLOG),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--working-dir",
+        str(working_dir),
+        target,
     ]
 
 
@@ -321,7 +343,10 @@ class TollwayTarget(ProcessTarget):
     def unavailable(self) -> str | None:
         probe = subprocess.run(
             [sys.executable, "-c", "import tollway.cli, tollway.gateway"],
-            cwd=str(ROOT), capture_output=True, text=True, timeout=60,
+            cwd=str(ROOT),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         if probe.returncode != 0:
             err = (probe.stderr.strip().splitlines() or ["?"])[-1]
@@ -344,8 +369,16 @@ class TollwayTarget(ProcessTarget):
         )
         base = self._cmd() or [sys.executable, "-m", "tollway"]
         cmd = base + [
-            "serve", "--host", HOST, "--port", str(port),
-            "--backpressure", str(BACKPRESSURE), "--backlog", str(BACKLOG), *self.extra_args,
+            "serve",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--backpressure",
+            str(BACKPRESSURE),
+            "--backlog",
+            str(BACKLOG),
+            *self.extra_args,
         ]
         # --workers is optional in the CLI (one worker is its default): pass it only if known
         usage = subprocess.run(base + ["serve", "--help"], env=env, capture_output=True, text=True, timeout=60)
@@ -380,8 +413,10 @@ class TollwayRobynTarget(TollwayTarget):
 class TollwayResponsesTarget(TollwayTarget):
     key = "tollway-responses"
     label = "Tollway, Responses API"
-    note = ("tollway serve (granian, 1 worker), POST /v1/responses passed through natively (capped, metered); "
-            "non-stream only, its c1 baseline the fake's own /v1/responses")
+    note = (
+        "tollway serve (granian, 1 worker), POST /v1/responses passed through natively (capped, metered); "
+        "non-stream only, its c1 baseline the fake's own /v1/responses"
+    )
     path = RESPONSES_PATH
     body = RESPONSES_BODY
     non_stream_only = True
@@ -397,14 +432,25 @@ BASELINE = "direct"
 # --------------------------------------------------------------------------- wrk
 
 
-def run_wrk(ep: Endpoint, threads: int, conns: int, seconds: float,
-            path: str = CHAT_PATH, body: bytes = NONSTREAM_BODY) -> dict:
+def run_wrk(
+    ep: Endpoint, threads: int, conns: int, seconds: float, path: str = CHAT_PATH, body: bytes = NONSTREAM_BODY
+) -> dict:
     wrk = shutil.which("wrk") or "/usr/bin/wrk"
     env = dict(os.environ)
     env["BENCH_BODY"] = body.decode()
     env["BENCH_AUTH"] = ep.auth or ""
-    cmd = [wrk, f"-t{threads}", f"-c{conns}", f"-d{max(1, int(round(seconds)))}s", "--latency",
-           "--timeout", "5s", "-s", str(WRK_SCRIPT), ep.base + path]
+    cmd = [
+        wrk,
+        f"-t{threads}",
+        f"-c{conns}",
+        f"-d{max(1, int(round(seconds)))}s",
+        "--latency",
+        "--timeout",
+        "5s",
+        "-s",
+        str(WRK_SCRIPT),
+        ep.base + path,
+    ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 60)
     m = re.search(r"^BENCH_JSON (\{.*\})$", out.stdout, re.M)
     if out.returncode != 0 or not m:
@@ -457,8 +503,9 @@ async def read_head(reader: asyncio.StreamReader) -> tuple[int, bool, int | None
     return status, b"transfer-encoding: chunked" in lower, int(m.group(1)) if m else None, b"connection: close" in lower
 
 
-async def read_body(reader: asyncio.StreamReader, chunked: bool, length: int | None,
-                    feed: Callable[[bytes], None]) -> None:
+async def read_body(
+    reader: asyncio.StreamReader, chunked: bool, length: int | None, feed: Callable[[bytes], None]
+) -> None:
     if chunked:
         while True:
             line = await reader.readuntil(b"\r\n")
@@ -506,7 +553,7 @@ class SSEWatch:
             i = self.buf.find(b"\n\n")
             if i < 0:
                 return
-            event, self.buf = self.buf[:i], self.buf[i + 2:]
+            event, self.buf = self.buf[:i], self.buf[i + 2 :]
             for line in event.split(b"\n"):
                 if not line.startswith(b"data:"):
                     continue
@@ -609,8 +656,7 @@ async def stream_test(ep: Endpoint, workers: int, seconds: float, words: int) ->
 
 async def hold_test(ep: Endpoint, n: int, rate: float, words: int, chunk_delay_ms: int) -> dict:
     """Open ``n`` slow streams at ``rate``/s (new connection each) and hold them all."""
-    req = build_request(ep, _body(f"hello there #words={words} #chunk_delay_ms={chunk_delay_ms}", 16, True),
-                        close=True)
+    req = build_request(ep, _body(f"hello there #words={words} #chunk_delay_ms={chunk_delay_ms}", 16, True), close=True)
     ttfbs: list[float] = []
     durations: list[float] = []  # open to last byte, completed streams only
     errors: collections.Counter[str] = collections.Counter()
@@ -684,7 +730,9 @@ async def stream_sanity(ep: Endpoint) -> None:
         w = SSEWatch(t0)
         await asyncio.wait_for(read_body(reader, chunked, length, w.feed), 10)
         if status != 200 or not w.done or w.ttft is None:
-            raise RuntimeError(f"stream sanity check failed: HTTP {status}, done={w.done}, content={w.ttft is not None}")
+            raise RuntimeError(
+                f"stream sanity check failed: HTTP {status}, done={w.done}, content={w.ttft is not None}"
+            )
     finally:
         await _close(writer)
 
@@ -712,12 +760,12 @@ def _our_ticks() -> int:
                 raw = f.read()
         except OSError:
             continue
-        fields = raw[raw.rfind(")") + 2:].split()
+        fields = raw[raw.rfind(")") + 2 :].split()
         # fields[1] = ppid; [11..14] = utime stime cutime cstime
         stats[int(entry)] = (int(fields[1]), sum(int(x) for x in fields[11:15]))
     me = os.getpid()
     total = 0
-    for pid, (ppid, ticks) in stats.items():
+    for pid, (_ppid, ticks) in stats.items():
         p, seen = pid, 0
         while p and p != me and seen < 64:
             p = stats.get(p, (0, 0))[0]
@@ -823,16 +871,28 @@ def measure_target(target: Target, ctx: Context, st: Settings, runner: asyncio.R
             return row
         time.sleep(0.5)
         log(f"[{target.key}] streams: {st.stream_workers} clients x {st.stream_duration:g}s, {st.stream_words} tokens")
-        row["streams"] = step("streams", lambda: run_no_gc(runner,
-            stream_test(ep, st.stream_workers, st.stream_duration, st.stream_words)))
-        log(f"[{target.key}]   {_brief(row['streams'], ('streams_per_s', 'ttft_p50_ms', 'ttft_p99_ms', 'events_per_stream', 'errors'))}")
+        row["streams"] = step(
+            "streams",
+            lambda: run_no_gc(runner, stream_test(ep, st.stream_workers, st.stream_duration, st.stream_words)),
+        )
+        log(
+            f"[{target.key}]   {_brief(row['streams'], ('streams_per_s', 'ttft_p50_ms', 'ttft_p99_ms', 'events_per_stream', 'errors'))}"
+        )
         if st.hold:
             time.sleep(st.pause)
-            log(f"[{target.key}] hold: {st.hold_streams} streams at {st.hold_rate:g}/s, "
-                f"{st.hold_words} chunks {st.hold_delay_ms} ms apart")
-            row["hold"] = step("hold", lambda: run_no_gc(runner,
-                hold_test(ep, st.hold_streams, st.hold_rate, st.hold_words, st.hold_delay_ms)))
-            log(f"[{target.key}]   {_brief(row['hold'], ('completed', 'peak_open', 'open_rate', 'ttfb_p50_ms', 'ttfb_p99_ms', 'duration_p50_s', 'duration_p99_s', 'errors'))}")
+            log(
+                f"[{target.key}] hold: {st.hold_streams} streams at {st.hold_rate:g}/s, "
+                f"{st.hold_words} chunks {st.hold_delay_ms} ms apart"
+            )
+            row["hold"] = step(
+                "hold",
+                lambda: run_no_gc(
+                    runner, hold_test(ep, st.hold_streams, st.hold_rate, st.hold_words, st.hold_delay_ms)
+                ),
+            )
+            log(
+                f"[{target.key}]   {_brief(row['hold'], ('completed', 'peak_open', 'open_rate', 'ttfb_p50_ms', 'ttfb_p99_ms', 'duration_p50_s', 'duration_p99_s', 'errors'))}"
+            )
             if row["hold"] and row["hold"]["error_kinds"]:
                 log(f"[{target.key}]   hold errors: {row['hold']['error_kinds']}")
     except Exception as exc:
@@ -931,38 +991,63 @@ def build_report(rows: list[dict], st: Settings) -> tuple[str, list[tuple[str, s
     if tw_ok and pt and _g(tw, "wrk", "rps") and _g(pt, "wrk", "rps"):
         ratio = _g(tw, "wrk", "rps") / _g(pt, "wrk", "rps")
         clean = not _g(tw, "wrk", "errors")
-        checks.append((
-            f"Tollway req/s ≥ {TARGET_RATIO}× pass-through",
-            f"{ratio:.2f}× ({_g(tw, 'wrk', 'rps'):,.0f} / {_g(pt, 'wrk', 'rps'):,.0f})"
-            + ("" if clean else f", {_g(tw, 'wrk', 'errors')} wrk errors"),
-            "PASS" if ratio >= TARGET_RATIO and clean else "FAIL",
-        ))
+        checks.append(
+            (
+                f"Tollway req/s ≥ {TARGET_RATIO}× pass-through",
+                f"{ratio:.2f}× ({_g(tw, 'wrk', 'rps'):,.0f} / {_g(pt, 'wrk', 'rps'):,.0f})"
+                + ("" if clean else f", {_g(tw, 'wrk', 'errors')} wrk errors"),
+                "PASS" if ratio >= TARGET_RATIO and clean else "FAIL",
+            )
+        )
     else:
         checks.append((f"Tollway req/s ≥ {TARGET_RATIO}× pass-through", "not measured", "n/a"))
     added = added_p50_c1(tw, base) if tw_ok else None
     if added is not None:
-        checks.append((f"added p50 @1 client ≤ {TARGET_ADDED_P50_MS} ms", f"{added:+.3f} ms",
-                       "PASS" if added <= TARGET_ADDED_P50_MS and not _g(tw, "c1", "errors") else "FAIL"))
+        checks.append(
+            (
+                f"added p50 @1 client ≤ {TARGET_ADDED_P50_MS} ms",
+                f"{added:+.3f} ms",
+                "PASS" if added <= TARGET_ADDED_P50_MS and not _g(tw, "c1", "errors") else "FAIL",
+            )
+        )
     else:
         checks.append((f"added p50 @1 client ≤ {TARGET_ADDED_P50_MS} ms", "not measured", "n/a"))
-    if tw_ok and base and tw.get("hold") and base.get("hold") and _g(tw, "hold", "ttfb_p99_ms") is not None \
-            and _g(base, "hold", "ttfb_p99_ms") is not None:
+    if (
+        tw_ok
+        and base
+        and tw.get("hold")
+        and base.get("hold")
+        and _g(tw, "hold", "ttfb_p99_ms") is not None
+        and _g(base, "hold", "ttfb_p99_ms") is not None
+    ):
         h = tw["hold"]
         added99 = h["ttfb_p99_ms"] - base["hold"]["ttfb_p99_ms"]
         ok = h["completed"] == h["n"] and added99 <= TARGET_ADDED_TTFB_P99_MS
-        checks.append((f"all {h['n']:,} streams held, added TTFB p99 ≤ {TARGET_ADDED_TTFB_P99_MS:g} ms",
-                       f"{h['completed']:,}/{h['n']:,} completed, {added99:+.2f} ms"
-                       + (" (negative: the direct run was the noisier one)" if added99 < 0 else ""),
-                       "PASS" if ok else "FAIL"))
+        checks.append(
+            (
+                f"all {h['n']:,} streams held, added TTFB p99 ≤ {TARGET_ADDED_TTFB_P99_MS:g} ms",
+                f"{h['completed']:,}/{h['n']:,} completed, {added99:+.2f} ms"
+                + (" (negative: the direct run was the noisier one)" if added99 < 0 else ""),
+                "PASS" if ok else "FAIL",
+            )
+        )
     else:
-        checks.append((f"all {st.hold_streams:,} streams held, added TTFB p99 ≤ {TARGET_ADDED_TTFB_P99_MS:g} ms",
-                       "not measured", "n/a"))
+        checks.append(
+            (
+                f"all {st.hold_streams:,} streams held, added TTFB p99 ≤ {TARGET_ADDED_TTFB_P99_MS:g} ms",
+                "not measured",
+                "n/a",
+            )
+        )
 
     out = ["\n".join(lines), ""]
     noisy = noisy_phases(rows)
     if noisy:
-        out.append(f"**Warning: other processes used more than {NOISY_PCT:g}% of the CPU during: "
-                   + ", ".join(noisy) + ". Those numbers are skewed; rerun on an idle machine.**\n")
+        out.append(
+            f"**Warning: other processes used more than {NOISY_PCT:g}% of the CPU during: "
+            + ", ".join(noisy)
+            + ". Those numbers are skewed; rerun on an idle machine.**\n"
+        )
     if ratio is not None:
         out.append(f"**Tollway req/s ÷ pass-through req/s = {ratio:.2f}×**\n")
     out.append("| target of the issue | measured | result |\n|---|---|---|")
@@ -979,8 +1064,12 @@ def _worst(row: dict) -> str:
 
 
 def noisy_phases(rows: list[dict]) -> list[str]:
-    return [f"{r['label']} {name} {pct:.0f}%" for r in rows
-            for name, pct in (r.get("foreign_cpu") or {}).items() if pct > NOISY_PCT and name != "warmup"]
+    return [
+        f"{r['label']} {name} {pct:.0f}%"
+        for r in rows
+        for name, pct in (r.get("foreign_cpu") or {}).items()
+        if pct > NOISY_PCT and name != "warmup"
+    ]
 
 
 def _s(seconds: float | None) -> str:
@@ -1052,8 +1141,16 @@ def machine_facts(loadavg: str = "") -> dict[str, str]:
     }
 
 
-def write_results(path: Path, report: str, rows: list[dict], st: Settings, command: str,
-                  started: datetime.datetime, elapsed: float, loadavg: str) -> None:
+def write_results(
+    path: Path,
+    report: str,
+    rows: list[dict],
+    st: Settings,
+    command: str,
+    started: datetime.datetime,
+    elapsed: float,
+    loadavg: str,
+) -> None:
     facts = machine_facts(loadavg)
     notes = [r for r in rows if r.get("errors")]
     text = [
@@ -1071,10 +1168,13 @@ def write_results(path: Path, report: str, rows: list[dict], st: Settings, comma
         f"Settings: wrk -t{st.threads} -c{st.conns} -d{st.duration:g}s (after a {st.warmup:g}s warm-up), "
         f"1 client: wrk -t1 -c1 -d{st.c1_duration:g}s, each row paired with the same run against the fake just before; streams: {st.stream_workers} keep-alive clients for "
         f"{st.stream_duration:g}s, {st.stream_words}-token streams; hold: "
-        + (f"{st.hold_streams:,} streams opened at {st.hold_rate:g}/s, {st.hold_words} chunks "
-           f"{st.hold_delay_ms} ms apart, new connection each." if st.hold else "skipped."),
-        "Servers: granian 1 worker, uvloop, --backpressure "
-        f"{BACKPRESSURE} --backlog {BACKLOG}.",
+        + (
+            f"{st.hold_streams:,} streams opened at {st.hold_rate:g}/s, {st.hold_words} chunks "
+            f"{st.hold_delay_ms} ms apart, new connection each."
+            if st.hold
+            else "skipped."
+        ),
+        f"Servers: granian 1 worker, uvloop, --backpressure {BACKPRESSURE} --backlog {BACKLOG}.",
         "",
         "## Results",
         "",
@@ -1097,13 +1197,20 @@ def write_results(path: Path, report: str, rows: list[dict], st: Settings, comma
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--targets", default=",".join(TARGETS),
-                   help=f"comma-separated rows to run, from: {', '.join(TARGETS)} (default: all). "
-                        f"'{BASELINE}' is always run: the added columns are relative to it")
-    p.add_argument("--quick", action="store_true",
-                   help="short smoke run: 3 s wrk, 1,000 held streams 1 s apart; does not write RESULTS.md")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--targets",
+        default=",".join(TARGETS),
+        help=f"comma-separated rows to run, from: {', '.join(TARGETS)} (default: all). "
+        f"'{BASELINE}' is always run: the added columns are relative to it",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="short smoke run: 3 s wrk, 1,000 held streams 1 s apart; does not write RESULTS.md",
+    )
     p.add_argument("--duration", type=float, help="wrk duration in s (default 10)")
     p.add_argument("--c1-duration", type=float, help="one-client wrk duration in s (default 5)")
     p.add_argument("--connections", type=int, help="wrk connections (default 32)")
@@ -1124,12 +1231,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def settings_from(args: argparse.Namespace) -> Settings:
     st = Settings()
     if args.quick:
-        st = Settings(duration=3, c1_duration=2, warmup=1, stream_duration=3, hold_streams=1000,
-                      hold_delay_ms=1000, pause=1)
-    for arg, field in (("duration", "duration"), ("c1_duration", "c1_duration"), ("connections", "conns"),
-                       ("stream_duration", "stream_duration"), ("stream_workers", "stream_workers"),
-                       ("hold_streams", "hold_streams"), ("hold_rate", "hold_rate"),
-                       ("hold_delay_ms", "hold_delay_ms")):
+        st = Settings(
+            duration=3, c1_duration=2, warmup=1, stream_duration=3, hold_streams=1000, hold_delay_ms=1000, pause=1
+        )
+    for arg, field in (
+        ("duration", "duration"),
+        ("c1_duration", "c1_duration"),
+        ("connections", "conns"),
+        ("stream_duration", "stream_duration"),
+        ("stream_workers", "stream_workers"),
+        ("hold_streams", "hold_streams"),
+        ("hold_rate", "hold_rate"),
+        ("hold_delay_ms", "hold_delay_ms"),
+    ):
         v = getattr(args, arg)
         if v is not None:
             setattr(st, field, v)
@@ -1160,8 +1274,10 @@ def main(argv: list[str] | None = None) -> int:
     load1, load5, _ = os.getloadavg()
     loadavg = f"{load1:.2f}/{load5:.2f}"
     if load1 > 0.5:
-        print(f"warning: load average {loadavg} before the run: other work on this machine skews the numbers",
-              file=sys.stderr)
+        print(
+            f"warning: load average {loadavg} before the run: other work on this machine skews the numbers",
+            file=sys.stderr,
+        )
     t_run = time.monotonic()
     tmpdir = Path(tempfile.mkdtemp(prefix="tollway-bench-"))
     logdir = tmpdir / "logs"
@@ -1219,15 +1335,29 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         for e in r.get("errors", []):
             print(f"problem: {r['label']}: {e}")
-    command = shlex.join([os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT))
-                          else sys.executable, "benches/load.py", *sys.argv[1:]])
+    command = shlex.join(
+        [
+            os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else sys.executable,
+            "benches/load.py",
+            *sys.argv[1:],
+        ]
+    )
     if write:
         write_results(args.out, report, rows, st, command, started, elapsed, loadavg)
         print(f"\nwrote {args.out}")
     if args.json:
-        args.json.write_text(json.dumps({"settings": dataclasses.asdict(st), "rows": rows,
-                                         "checks": checks, "command": command,
-                                         "started": started.isoformat()}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "settings": dataclasses.asdict(st),
+                    "rows": rows,
+                    "checks": checks,
+                    "command": command,
+                    "started": started.isoformat(),
+                },
+                indent=2,
+            )
+        )
     print(f"total {elapsed:.0f} s")
     if args.strict and any(c[2] == "FAIL" for c in checks):
         return 1

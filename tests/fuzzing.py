@@ -76,7 +76,9 @@ def server_log_excerpt(gw: Gateway, request_id: Optional[str]) -> str:
             while end < len(log) and not re.match(r"^\d{4}-\d\d-\d\d ", log[end]):
                 end += 1
             block = log[i:end]
-            ours = [f"{a.strip()} :: {b.strip()}" for a, b in zip(block, block[1:], strict=False) if "/python/tollway/" in a]
+            ours = [
+                f"{a.strip()} :: {b.strip()}" for a, b in zip(block, block[1:], strict=False) if "/python/tollway/" in a
+            ]
             raised = [ln for ln in block if re.match(r"^[A-Za-z_][\w.]*: ", ln)][-1:]
             return "\n".join([block[0], *ours, *raised])
     return f"(no log entry for request {request_id})"
@@ -107,7 +109,9 @@ def response_problems(
     if status >= 400:
         problem = error_shape_problem(path, body)
         if problem is not None:
-            problems.append((f"shape {method} {route} {status}", f"error body outside the route's shape ({problem}): {where}"))
+            problems.append(
+                (f"shape {method} {route} {status}", f"error body outside the route's shape ({problem}): {where}")
+            )
     return problems
 
 
@@ -137,7 +141,9 @@ class Findings:
             with open(dump, "ab") as out:
                 for key, report in self.first.items():
                     test = os.environ.get("PYTEST_CURRENT_TEST", "")
-                    out.write(orjson.dumps({"test": test, "key": key, "count": self.counts[key], "report": report}) + b"\n")
+                    out.write(
+                        orjson.dumps({"test": test, "key": key, "count": self.counts[key], "report": report}) + b"\n"
+                    )
         assert not self.first, f"{len(self.first)} distinct failure(s):\n\n" + "\n\n".join(
             f"[{self.counts[k]}x] {k}\n{report}" for k, report in self.first.items()
         )

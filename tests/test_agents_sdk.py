@@ -43,7 +43,9 @@ def test_agent_with_a_function_tool(gateway: Gateway, fake) -> None:
 def test_default_client_uses_responses(gateway: Gateway, fake) -> None:
     """Only the client is configured: the SDK's default model provider speaks Responses."""
     _, secret = gateway.mint(max_spend_usd=1)
-    agents.set_default_openai_client(openai.AsyncOpenAI(api_key=secret, base_url=gateway.url + "/v1"), use_for_tracing=False)
+    agents.set_default_openai_client(
+        openai.AsyncOpenAI(api_key=secret, base_url=gateway.url + "/v1"), use_for_tracing=False
+    )
     agents.set_tracing_disabled(True)
     tag = secret[-8:]
     result = agents.Runner.run_sync(agents.Agent(name="a", model="test-gpt"), f"hi {tag} #words=3")
@@ -57,7 +59,11 @@ async def test_streamed_run_is_metered(gateway: Gateway) -> None:
     agents.set_tracing_disabled(True)
     agent = agents.Agent(name="a", model=agents.OpenAIResponsesModel(model="test-gpt", openai_client=client))
     run = agents.Runner.run_streamed(agent, "stream please #words=5")
-    deltas = [e.data.delta async for e in run.stream_events() if e.type == "raw_response_event" and e.data.type == "response.output_text.delta"]
+    deltas = [
+        e.data.delta
+        async for e in run.stream_events()
+        if e.type == "raw_response_event" and e.data.type == "response.output_text.delta"
+    ]
     assert "".join(deltas) == run.final_output == "w0 w1 w2 w3 w4"
     info = gateway.wait_settled(key_id)
     event = gateway.key_usage(key_id)["events"][0]

@@ -86,7 +86,9 @@ async def test_a_thread_turn_with_no_http_objects(gateway: Gateway) -> None:
     assert done.status == 200
     reply = orjson.loads(done.body)
     assert reply["object"] == "thread.message" and reply["role"] == "assistant" and reply["thread_id"] == thread.id
-    streamed = await gateway.calls.turn(key_id, thread.id, "again #words=2", model="test-gpt", max_tokens=20, stream=True)
+    streamed = await gateway.calls.turn(
+        key_id, thread.id, "again #words=2", model="test-gpt", max_tokens=20, stream=True
+    )
     assert b"event: message_stop" in await _body(streamed)
     for _ in range(200):  # a stream's turn is persisted when it settles, off the event loop
         messages, _ = gateway.threads.list_messages(thread.id, order="asc", limit=10)
@@ -140,7 +142,11 @@ async def test_before_call_sees_every_kind_of_call_and_can_refuse_it(gateway: Ga
         assert refused.value.status == 403 and refused.value.code == "model_not_allowed"
     assert _fake_requests(fake) == before  # nothing went upstream
     assert gateway.ledger.snapshot(key_id)[:2] == (0, 0)
-    assert [(i.route.name, i.stream) for i in seen] == [("test-claude", False), ("test-claude", False), ("test-claude", True)]
+    assert [(i.route.name, i.stream) for i in seen] == [
+        ("test-claude", False),
+        ("test-claude", False),
+        ("test-claude", True),
+    ]
     assert seen[1].payload["model"] == "claude-test-upstream"  # translated: the provider's body
     assert all(i.key.id == key_id for i in seen)
     # A refused turn stored nothing and freed the thread.
@@ -155,7 +161,9 @@ async def test_message_stored_runs_in_the_append_transaction(gateway: Gateway) -
 
     def index(conn: Any, thread_id: str, messages: Any) -> None:
         # Inside the transaction: the new rows are visible on this connection.
-        count = conn.execute(select(func.count()).select_from(thread_messages).where(thread_messages.c.thread_id == thread_id)).scalar()
+        count = conn.execute(
+            select(func.count()).select_from(thread_messages).where(thread_messages.c.thread_id == thread_id)
+        ).scalar()
         seen.append((thread_id, [m.role for m in messages], count))
         if any(block.get("text") == "poison" for m in messages for block in m.content):
             raise RuntimeError("the index refused it")
@@ -181,15 +189,21 @@ async def test_call_settled_gets_every_event_in_the_writer_transaction(gateway: 
 
     def outbox(conn: Any, rows: Any) -> None:
         for row in rows:
-            present = conn.execute(select(func.count()).select_from(usage_events).where(usage_events.c.event_id == row["event_id"])).scalar()
+            present = conn.execute(
+                select(func.count()).select_from(usage_events).where(usage_events.c.event_id == row["event_id"])
+            ).scalar()
             seen.append((row["key_id"], row["outcome"], present))
 
     gateway.hooks.call_settled.append(outbox)
     key_id = _mint(gateway)
     chat = {"model": "out-gpt", "max_tokens": 10, "messages": [{"role": "user", "content": "x #words=10"}]}
     assert (await gateway.calls.model(key_id, chat, "openai")).status == 200
-    assert (await _body(await gateway.calls.model(key_id, {**chat, "stream": True}, "openai"))).endswith(b"data: [DONE]\n\n")
-    failed = await gateway.calls.model(key_id, {**chat, "messages": [{"role": "user", "content": "x #status=400"}]}, "openai")
+    assert (await _body(await gateway.calls.model(key_id, {**chat, "stream": True}, "openai"))).endswith(
+        b"data: [DONE]\n\n"
+    )
+    failed = await gateway.calls.model(
+        key_id, {**chat, "messages": [{"role": "user", "content": "x #status=400"}]}, "openai"
+    )
     assert failed.status == 400
     rows = await _settled(gateway, key_id)
     assert len(rows) == 3

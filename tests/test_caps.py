@@ -35,7 +35,12 @@ def chat(model: str, text: str, **extra):
 
 
 def claude(model: str, text: str, **extra):
-    return {"model": model, "max_tokens": extra.pop("max_tokens", 100), "messages": [{"role": "user", "content": text}], **extra}
+    return {
+        "model": model,
+        "max_tokens": extra.pop("max_tokens", 100),
+        "messages": [{"role": "user", "content": text}],
+        **extra,
+    }
 
 
 def test_exact_cost_openai_with_cached_tokens(gateway: Gateway) -> None:
@@ -51,7 +56,11 @@ def test_exact_cost_openai_with_cached_tokens(gateway: Gateway) -> None:
     assert info["total_cost_micros"] == want
     event = info["events"][0]
     assert (event["input_tokens"], event["output_tokens"], event["cost_micros"], event["status"]) == (
-        fake_input_tokens(text), 7, want, 200)
+        fake_input_tokens(text),
+        7,
+        want,
+        200,
+    )
     assert event["estimated"] is False
     assert gateway.key(key_id)["spent_micros"] == want
 
@@ -60,8 +69,9 @@ def test_exact_cost_anthropic_with_cache_write_rounds_half_up(gateway: Gateway) 
     key_id, secret = gateway.mint(max_spend_usd=1)
     # 10 input x 3 + 4 output x 15 + 2 cache writes x 3.75 = 97.5 micros: rounds half-up to 98.
     text = "hi #words=4 #cache_write=2"
-    r = gateway.request("POST", "/v1/messages", secret, json=claude("test-claude", text),
-                        headers={"anthropic-version": "2023-06-01"})
+    r = gateway.request(
+        "POST", "/v1/messages", secret, json=claude("test-claude", text), headers={"anthropic-version": "2023-06-01"}
+    )
     assert r.status_code == 200, r.text
     assert r.json()["usage"]["cache_creation_input_tokens"] == 2
     want = expected_micros(TEST_CLAUDE, input=fake_input_tokens(text), output=4, cache_write=2)
@@ -142,8 +152,12 @@ def test_spend_never_passes_the_cap(gateway: Gateway) -> None:
     key_id, secret = gateway.mint(max_spend_usd=str(Decimal(cap) / 1_000_000))
     statuses = []
     for i in range(60):
-        r = gateway.request("POST", "/v1/chat/completions", secret,
-                            json=chat("test-gpt", f"request number {i} with some words #words=25"))
+        r = gateway.request(
+            "POST",
+            "/v1/chat/completions",
+            secret,
+            json=chat("test-gpt", f"request number {i} with some words #words=25"),
+        )
         statuses.append(r.status_code)
         if r.status_code == 402:
             break
@@ -248,7 +262,9 @@ def test_client_leaving_a_quiet_stream_is_noticed_between_chunks(gateway: Gatewa
     body = chat("test-gpt", "quiet story #words=5 #chunk_delay_ms=3000", stream=True)
     stats_before = fake_stats(fake)
     with httpx.Client(timeout=30) as client:
-        with client.stream("POST", gateway.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {secret}"}) as r:
+        with client.stream(
+            "POST", gateway.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {secret}"}
+        ) as r:
             assert r.status_code == 200
             next(r.iter_raw())  # the first event (the role head) arrives at once
         closed_at = time.monotonic()

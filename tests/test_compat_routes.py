@@ -83,7 +83,9 @@ def test_model_path_unencoded_and_errors(gateway: Gateway, user) -> None:
 
 def test_unroutable_model_is_not_found(fake, tmp_data_dir, server: str) -> None:
     """A catalog model of the environment's anthropic provider, which has no key here."""
-    env = gateway_env(fake, tmp_data_dir, f"sqlite:///{tmp_data_dir / 'tollway.db'}", ANTHROPIC_API_KEY="", ANTHROPIC_BASE_URL="")
+    env = gateway_env(
+        fake, tmp_data_dir, f"sqlite:///{tmp_data_dir / 'tollway.db'}", ANTHROPIC_API_KEY="", ANTHROPIC_BASE_URL=""
+    )
     gw = start_gateway(env, server=server)
     try:
         _, secret = gw.mint()
@@ -112,7 +114,9 @@ MESSAGES = [{"role": "user", "content": "how many tokens is this"}, {"role": "as
             {"role": "user", "content": [{"type": "text", "text": "and this?"}]}]  # fmt: skip
 
 
-def test_count_tokens_passes_through_for_anthropic_models(claude: anthropic.Anthropic, gateway: Gateway, user, fake) -> None:
+def test_count_tokens_passes_through_for_anthropic_models(
+    claude: anthropic.Anthropic, gateway: Gateway, user, fake
+) -> None:
     spent = gateway.key(user[0])["spent_micros"]
     raw = claude.messages.with_raw_response.count_tokens(model="test-claude", system="be brief", messages=MESSAGES)
     counted = raw.parse()
@@ -182,13 +186,24 @@ def test_embeddings_metered(oai: openai.OpenAI, gateway: Gateway, user, fake) ->
     assert tokens.usage.prompt_tokens == 5
     events = wait_events(gateway, user[0], 3)
     assert [(e["model"], e["input_tokens"], e["output_tokens"], e["cost_micros"], e["estimated"]) for e in events] == [
-        ("test-embed", 5, 0, 5, False), ("test-embed", 2, 0, 2, False), ("test-embed", 3, 0, 3, False)]
+        ("test-embed", 5, 0, 5, False),
+        ("test-embed", 2, 0, 2, False),
+        ("test-embed", 3, 0, 3, False),
+    ]
     info = gateway.wait_settled(user[0])
     assert (info["spent_micros"], info["reserved_micros"]) == (10, 0)
     usage = gateway.request("GET", "/v1/usage", gateway.admin).json()
     mine = next(k for k in usage["by_key"] if k["key_id"] == user[0])
-    assert mine["by_model"] == [{"model": "test-embed", "cost_micros": 10, "request_count": 3, "input_tokens": 10,
-                                 "output_tokens": 0, "avg_latency_ms": mine["by_model"][0]["avg_latency_ms"]}]
+    assert mine["by_model"] == [
+        {
+            "model": "test-embed",
+            "cost_micros": 10,
+            "request_count": 3,
+            "input_tokens": 10,
+            "output_tokens": 0,
+            "avg_latency_ms": mine["by_model"][0]["avg_latency_ms"],
+        }
+    ]
 
 
 def test_embeddings_default_catalog_price(oai: openai.OpenAI, gateway: Gateway, user) -> None:
@@ -247,8 +262,13 @@ async def test_embeddings_async(gateway: Gateway, user) -> None:
 
 
 def test_langchain_openai_embeddings(gateway: Gateway, user) -> None:
-    embedder = OpenAIEmbeddings(model="test-embed", api_key=user[1], base_url=gateway.url + "/v1",
-                                check_embedding_ctx_length=False, max_retries=0)  # no tiktoken download
+    embedder = OpenAIEmbeddings(
+        model="test-embed",
+        api_key=user[1],
+        base_url=gateway.url + "/v1",
+        check_embedding_ctx_length=False,
+        max_retries=0,
+    )  # no tiktoken download
     documents = embedder.embed_documents(["first doc", "second doc"])
     assert [len(v) for v in documents] == [1536, 1536]
     assert embedder.embed_query("first doc") == documents[0]

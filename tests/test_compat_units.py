@@ -29,18 +29,24 @@ def test_catalog_embedding_models_at_list_prices() -> None:
     provider = s.providers["openai"]
     assert ADAPTERS["openai"].embeddings_url(provider) == "https://api.openai.com/v1/embeddings"
     assert ADAPTERS["anthropic"].embeddings_url(s.providers["anthropic"]) is None
-    assert ADAPTERS["anthropic"].count_tokens_url(s.providers["anthropic"]) == "https://api.anthropic.com/v1/messages/count_tokens"
+    assert (
+        ADAPTERS["anthropic"].count_tokens_url(s.providers["anthropic"])
+        == "https://api.anthropic.com/v1/messages/count_tokens"
+    )
     assert ADAPTERS["openai"].count_tokens_url(provider) is None
 
 
 def test_embedding_mode_in_config(tmp_path) -> None:
-    s = settings_with(tmp_path, """
+    s = settings_with(
+        tmp_path,
+        """
 [[models]]
 name = "my-embedder"
 provider = "openai"
 mode = "embedding"
 input_usd_per_mtok = 0.5
-""")
+""",
+    )
     route = s.models["my-embedder"]
     assert route.embedding and route.pricing is not None  # the output price defaults to 0 for embeddings
     assert route.pricing.cost_micros(2_000_000, 5) == 1_000_000
@@ -76,10 +82,14 @@ def test_count_message_tokens() -> None:
     text = "x" * 400
     plain = count_message_tokens({"messages": [{"role": "user", "content": text}]})
     assert 100 <= plain <= 110
-    system = count_message_tokens({"system": [{"type": "text", "text": text}], "messages": [{"role": "user", "content": text}]})
+    system = count_message_tokens(
+        {"system": [{"type": "text", "text": text}], "messages": [{"role": "user", "content": text}]}
+    )
     assert system - plain == 100
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "A" * 100_000}}
-    with_image = count_message_tokens({"messages": [{"role": "user", "content": [image, {"type": "text", "text": text}]}]})
+    with_image = count_message_tokens(
+        {"messages": [{"role": "user", "content": [image, {"type": "text", "text": text}]}]}
+    )
     assert with_image == plain + 1600  # per image, not per byte of base64
     tool_round = count_message_tokens({"messages": [
         {"role": "user", "content": text},

@@ -7,9 +7,9 @@ from decimal import Decimal
 import pytest
 
 from tollway._core import Ledger
-from tollway.providers import ADAPTERS
 from tollway.config import ConfigError, load_settings
 from tollway.http.core import HTTPError
+from tollway.providers import ADAPTERS
 from tollway.providers.base import estimate_input_tokens
 from tollway.proxy.caps import decide_hold
 
@@ -23,7 +23,10 @@ def settings_with(tmp_path, toml: str, **env):
 def test_catalog_routes_to_env_providers() -> None:
     s = load_settings({"OPENAI_API_KEY": "sk-1", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "ANTHROPIC_API_KEY": "a"})
     gpt = s.models["gpt-4o-mini"]
-    assert gpt.provider.kind == "openai" and ADAPTERS[gpt.provider.kind].endpoint(gpt.provider) == "http://127.0.0.1:9/v1/chat/completions"
+    assert (
+        gpt.provider.kind == "openai"
+        and ADAPTERS[gpt.provider.kind].endpoint(gpt.provider) == "http://127.0.0.1:9/v1/chat/completions"
+    )
     assert gpt.price.input_usd_per_mtok == Decimal("0.15")
     assert s.models["gpt-4o-mini-2024-07-18"] is gpt  # aliases
     sonnet = s.models["claude-sonnet-4-5"]
@@ -33,7 +36,9 @@ def test_catalog_routes_to_env_providers() -> None:
 
 
 def test_config_file_adds_and_overrides(tmp_path) -> None:
-    s = settings_with(tmp_path, """
+    s = settings_with(
+        tmp_path,
+        """
 markup_percent = 10
 [[providers]]
 name = "local-openai"
@@ -53,7 +58,9 @@ context_window = 200000
 [[models]]
 name = "gpt-4o"
 output_usd_per_mtok = 11
-""", X_KEY="secret-x")
+""",
+        X_KEY="secret-x",
+    )
     m = s.models["my-model"]
     assert m.provider.api_key == "secret-x" and m.upstream_model == "gpt-5.4" and m.max_output_tokens == 64000
     assert m.pricing.cost_micros(1_000_000, 0) == 3_300_000  # 3 USD + 10 %
@@ -103,14 +110,17 @@ def test_input_estimate_counts_images_not_their_base64() -> None:
 
 
 def test_decide_hold_clamps_then_refuses(tmp_path) -> None:
-    s = settings_with(tmp_path, """
+    s = settings_with(
+        tmp_path,
+        """
 [[models]]
 name = "m"
 provider = "openai"
 input_usd_per_mtok = 1
 output_usd_per_mtok = 10
 max_output_tokens = 100
-""")
+""",
+    )
     route = s.models["m"]
     ledger = Ledger()
     ledger.load("k", 0, 1_000)  # 1,000 micros

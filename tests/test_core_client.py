@@ -124,7 +124,9 @@ class Upstream:
             writer.close()
 
 
-def response_head(status: int = 200, headers: list[tuple[str, str]] = (), chunked: bool = False, length: Optional[int] = None) -> bytes:
+def response_head(
+    status: int = 200, headers: list[tuple[str, str]] = (), chunked: bool = False, length: Optional[int] = None
+) -> bytes:
     reason = {200: "OK", 400: "Bad Request", 429: "Too Many Requests", 500: "Internal Server Error"}.get(status, "X")
     out = [f"HTTP/1.1 {status} {reason}"]
     out += [f"{k}: {v}" for k, v in headers]
@@ -137,7 +139,12 @@ def response_head(status: int = 200, headers: list[tuple[str, str]] = (), chunke
 
 def json_handler(status: int = 200, body: bytes = b'{"ok":true}') -> Handler:
     async def h(req: Request, conn: Conn) -> bool:
-        await conn.write(response_head(status, [("content-type", "application/json"), ("x-multi", "a"), ("x-multi", "b")], length=len(body)) + body)
+        await conn.write(
+            response_head(
+                status, [("content-type", "application/json"), ("x-multi", "a"), ("x-multi", "b")], length=len(body)
+            )
+            + body
+        )
         return True
 
     return h
@@ -146,7 +153,11 @@ def json_handler(status: int = 200, body: bytes = b'{"ok":true}') -> Handler:
 def openai_events(texts: list[str], usage: Optional[tuple[int, int]] = None) -> list[bytes]:
     evs = []
     for t in texts:
-        d = {"id": "c", "model": "gpt-4o-mini", "choices": [{"index": 0, "delta": {"content": t}, "finish_reason": None}]}
+        d = {
+            "id": "c",
+            "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "delta": {"content": t}, "finish_reason": None}],
+        }
         if usage:
             d["usage"] = None
         evs.append(d)
@@ -155,13 +166,26 @@ def openai_events(texts: list[str], usage: Optional[tuple[int, int]] = None) -> 
         last["usage"] = None
     evs.append(last)
     if usage:
-        evs.append({"id": "c", "model": "gpt-4o-mini", "choices": [], "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1]}})
+        evs.append(
+            {
+                "id": "c",
+                "model": "gpt-4o-mini",
+                "choices": [],
+                "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1]},
+            }
+        )
     out = [b"data: " + json.dumps(e, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n" for e in evs]
     out.append(b"data: [DONE]\n\n")
     return out
 
 
-def sse_handler(chunks: list[bytes], delay: float = 0.0, stall_after: Optional[int] = None, status: int = 200, stall_for: float = 10.0) -> Handler:
+def sse_handler(
+    chunks: list[bytes],
+    delay: float = 0.0,
+    stall_after: Optional[int] = None,
+    status: int = 200,
+    stall_for: float = 10.0,
+) -> Handler:
     async def h(req: Request, conn: Conn) -> bool:
         await conn.write(response_head(status, [("content-type", "text/event-stream")], chunked=True))
         for i, c in enumerate(chunks):
@@ -199,6 +223,7 @@ class Done:
 def settling(hold, on_done):
     """``on_done`` after settling ``hold`` to the outcome's cost, as the call path does (the
     stream reports its cost by the settlement rule; the caller settles its hold)."""
+
     def done(outcome):
         if hold is not None:
             hold.settle(outcome.cost_micros)
@@ -210,7 +235,17 @@ def settling(hold, on_done):
 NO_HOLD = 1 << 62  # a stream with no hold: nothing caps an estimate
 
 
-async def start_stream(client: UpstreamClient, up: Upstream, *, kind="openai", strip=False, hold=None, input_estimate=10, on_done=None, headers=None) -> UpstreamStream:
+async def start_stream(
+    client: UpstreamClient,
+    up: Upstream,
+    *,
+    kind="openai",
+    strip=False,
+    hold=None,
+    input_estimate=10,
+    on_done=None,
+    headers=None,
+) -> UpstreamStream:
     return await client.stream(
         "POST",
         up.url(),
@@ -249,7 +284,15 @@ async def test_send_roundtrip_and_keepalive():
         assert [v for k, v in req.headers if k == "x-dup"] == ["1", "2"]
         assert [v for k, v in req.headers if k == "accept-encoding"] == ["identity"]
         # only what we sent, plus host / content-length (and reqwest's `accept: */*` when none is given)
-        assert sorted(k for k, _ in req.headers) == ["accept", "accept-encoding", "content-length", "content-type", "host", "x-dup", "x-dup"]
+        assert sorted(k for k, _ in req.headers) == [
+            "accept",
+            "accept-encoding",
+            "content-length",
+            "content-type",
+            "host",
+            "x-dup",
+            "x-dup",
+        ]
         for _ in range(3):
             assert (await client.send("GET", up.url("/x"), [], b"")).status == 200
         assert up.connections == 1  # keep-alive pool
@@ -337,7 +380,13 @@ async def test_stream_ok_settles_and_forwards_exact_bytes():
         o = done.calls[0]
         assert o.status == "ok"
         u = o.usage
-        assert (u.input_tokens, u.output_tokens, u.estimated, u.model, u.finish_reason) == (120, 30, False, "gpt-4o-mini", "stop")
+        assert (u.input_tokens, u.output_tokens, u.estimated, u.model, u.finish_reason) == (
+            120,
+            30,
+            False,
+            "gpt-4o-mini",
+            "stop",
+        )
         assert o.cost_micros == PRICING.cost_micros(120, 30) == 540
         assert o.text == "".join(texts) and o.finish_reason == "stop" and o.error_json is None
         assert json.loads(o.tool_calls_json) == []
@@ -466,9 +515,26 @@ async def test_stream_drop_midstream_settles():
 
 async def test_stream_anthropic_truncated_is_estimated():
     evs = [
-        ("message_start", {"type": "message_start", "message": {"model": "claude-x", "usage": {"input_tokens": 40, "cache_read_input_tokens": 8, "output_tokens": 1}}}),
-        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-    ] + [("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "word " * 4}})] * 5
+        (
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "model": "claude-x",
+                    "usage": {"input_tokens": 40, "cache_read_input_tokens": 8, "output_tokens": 1},
+                },
+            },
+        ),
+        (
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
+    ] + [
+        (
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "word " * 4}},
+        )
+    ] * 5
     chunks = [f"event: {n}\r\ndata: {json.dumps(d)}\r\n\r\n".encode() for n, d in evs]
     async with Upstream(sse_handler(chunks)) as up:
         done = Done()
@@ -484,9 +550,21 @@ async def test_stream_anthropic_truncated_is_estimated():
 
 async def test_stream_anthropic_complete():
     evs = [
-        ("message_start", {"type": "message_start", "message": {"model": "claude-x", "usage": {"input_tokens": 40, "output_tokens": 1}}}),
-        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}}),
-        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 12}}),
+        (
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {"model": "claude-x", "usage": {"input_tokens": 40, "output_tokens": 1}},
+            },
+        ),
+        (
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}},
+        ),
+        (
+            "message_delta",
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 12}},
+        ),
         ("message_stop", {"type": "message_stop"}),
     ]
     chunks = [f"event: {n}\ndata: {json.dumps(d)}\n\n".encode() for n, d in evs]
@@ -495,7 +573,13 @@ async def test_stream_anthropic_complete():
         s = await start_stream(UpstreamClient(), up, kind="anthropic", on_done=done)
         await collect(s)
         o = await done.wait()
-        assert (o.status, o.usage.input_tokens, o.usage.output_tokens, o.usage.estimated, o.finish_reason) == ("ok", 40, 12, False, "end_turn")
+        assert (o.status, o.usage.input_tokens, o.usage.output_tokens, o.usage.estimated, o.finish_reason) == (
+            "ok",
+            40,
+            12,
+            False,
+            "end_turn",
+        )
 
 
 async def test_on_done_exception_is_ignored(capsys):
@@ -591,7 +675,11 @@ class ThreadUpstream:
             while b"\r\n\r\n" not in data:
                 data += conn.recv(65536)
             head, rest = data.split(b"\r\n\r\n", 1)
-            n = int(dict((k.strip().lower(), v.strip()) for k, v in (line.split(b":", 1) for line in head.split(b"\r\n")[1:])).get(b"content-length", b"0"))
+            n = int(
+                dict(
+                    (k.strip().lower(), v.strip()) for k, v in (line.split(b":", 1) for line in head.split(b"\r\n")[1:])
+                ).get(b"content-length", b"0")
+            )
             while len(rest) < n:
                 rest += conn.recv(65536)
             conn.sendall(self.response)
@@ -698,14 +786,28 @@ async def test_cancelled_stream_before_headers_leaves_hold_untouched():
 
 async def test_cancelled_stream_after_headers_settles_client_closed():
     chunk = openai_events(["abc"])[0]
-    up = ThreadUpstream(response_head(200, [("content-type", "text/event-stream")], chunked=True) + b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    up = ThreadUpstream(
+        response_head(200, [("content-type", "text/event-stream")], chunked=True)
+        + b"%x\r\n%s\r\n" % (len(chunk), chunk)
+    )
     client = UpstreamClient()
     led = Ledger()
     led.load("k", 0, 1_000_000)
     hold = led.reserve("k", 10, 50_000)
     done = Done()
     task = asyncio.ensure_future(
-        client.stream("POST", up.url(), [], b"{}", kind="openai", strip_usage_chunk=False, pricing=PRICING, hold_micros=hold.micros, input_estimate=7, on_done=settling(hold, done))
+        client.stream(
+            "POST",
+            up.url(),
+            [],
+            b"{}",
+            kind="openai",
+            strip_usage_chunk=False,
+            pricing=PRICING,
+            hold_micros=hold.micros,
+            input_estimate=7,
+            on_done=settling(hold, done),
+        )
     )
     await asyncio.sleep(0)  # the task now awaits the headers
     assert up.sent.wait(3)

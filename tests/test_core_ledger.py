@@ -23,7 +23,9 @@ def decimal_cost(p: Pricing, i: int, o: int, cr: int = 0, cw: int = 0) -> Decima
 
 
 def test_pricing_fields_and_simple_costs():
-    p = Pricing(3 * USD_PER_M, 15 * USD_PER_M, cache_read_atto=USD_PER_M * 3 // 10, cache_write_atto=USD_PER_M * 375 // 100)
+    p = Pricing(
+        3 * USD_PER_M, 15 * USD_PER_M, cache_read_atto=USD_PER_M * 3 // 10, cache_write_atto=USD_PER_M * 375 // 100
+    )
     assert (p.input_atto, p.output_atto, p.markup_ppm) == (3 * USD_PER_M, 15 * USD_PER_M, 0)
     assert p.cost_micros(1_000_000, 0) == 3_000_000  # $3
     assert p.cost_micros(1000, 1000) == 18_000
@@ -58,7 +60,9 @@ tokens = st.integers(0, 10**12)
 
 
 @settings(max_examples=500, deadline=None)
-@given(ip=prices, op=prices, crp=prices, cwp=prices, m=st.integers(0, 5_000_000), i=tokens, o=tokens, cr=tokens, cw=tokens)
+@given(
+    ip=prices, op=prices, crp=prices, cwp=prices, m=st.integers(0, 5_000_000), i=tokens, o=tokens, cr=tokens, cw=tokens
+)
 def test_cost_matches_decimal(ip, op, crp, cwp, m, i, o, cr, cw):
     p = Pricing(ip, op, crp, cwp, m)
     exact = decimal_cost(p, i, o, cr, cw)

@@ -4,27 +4,51 @@ from __future__ import annotations
 
 import json
 
-from tollway._core import UpstreamClient, extract_usage
 from tests.test_core_client import Done, Upstream, collect, sse_handler, start_stream
+from tollway._core import UpstreamClient, extract_usage
 
 START = {"id": "resp_1", "object": "response", "model": "gpt-5", "status": "in_progress", "output": [], "usage": None}
 FINAL = {
     **START,
     "status": "completed",
-    "output": [{"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
-                "content": [{"type": "output_text", "text": "hi there", "annotations": []}]}],
-    "usage": {"input_tokens": 50, "input_tokens_details": {"cached_tokens": 20}, "output_tokens": 30,
-              "output_tokens_details": {"reasoning_tokens": 12}, "total_tokens": 80},
+    "output": [
+        {
+            "type": "message",
+            "id": "msg_1",
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": "hi there", "annotations": []}],
+        }
+    ],
+    "usage": {
+        "input_tokens": 50,
+        "input_tokens_details": {"cached_tokens": 20},
+        "output_tokens": 30,
+        "output_tokens_details": {"reasoning_tokens": 12},
+        "total_tokens": 80,
+    },
 }
 
 
 def events(final: dict | None) -> list[bytes]:
     evs = [
         {"type": "response.created", "sequence_number": 0, "response": START},
-        {"type": "response.output_text.delta", "sequence_number": 1, "item_id": "msg_1", "output_index": 0,
-         "content_index": 0, "delta": "hi"},
-        {"type": "response.output_text.delta", "sequence_number": 2, "item_id": "msg_1", "output_index": 0,
-         "content_index": 0, "delta": " there"},
+        {
+            "type": "response.output_text.delta",
+            "sequence_number": 1,
+            "item_id": "msg_1",
+            "output_index": 0,
+            "content_index": 0,
+            "delta": "hi",
+        },
+        {
+            "type": "response.output_text.delta",
+            "sequence_number": 2,
+            "item_id": "msg_1",
+            "output_index": 0,
+            "content_index": 0,
+            "delta": " there",
+        },
     ]
     if final is not None:
         evs.append({"type": "response.completed", "sequence_number": 3, "response": final})
@@ -65,5 +89,11 @@ async def test_other_kinds_have_no_final_response():
 
 def test_extract_usage_of_a_response_body():
     u = extract_usage("openai_responses", json.dumps(FINAL).encode())
-    assert (u.input_tokens, u.cache_read_tokens, u.output_tokens, u.model, u.finish_reason) == (30, 20, 30, "gpt-5", "completed")
+    assert (u.input_tokens, u.cache_read_tokens, u.output_tokens, u.model, u.finish_reason) == (
+        30,
+        20,
+        30,
+        "gpt-5",
+        "completed",
+    )
     assert extract_usage("openai_responses", json.dumps(START).encode()) is None

@@ -59,7 +59,13 @@ class OpenAIStream:
     usage_pos: int  # where "usage":null goes among the members (0 first, 1 middle, 2 last)
 
     def chunk(self, choices, include_usage: bool, usage=None) -> str:
-        members = [("id", "chatcmpl-1"), ("object", "chat.completion.chunk"), ("created", 1700000000), ("model", "gpt-4o-mini"), ("choices", choices)]
+        members = [
+            ("id", "chatcmpl-1"),
+            ("object", "chat.completion.chunk"),
+            ("created", 1700000000),
+            ("model", "gpt-4o-mini"),
+            ("choices", choices),
+        ]
         if include_usage:
             members.insert([0, 3, 5][self.usage_pos], ("usage", usage))
         return dumps(dict(members))
@@ -72,7 +78,9 @@ class OpenAIStream:
             events.append(self.chunk([{"index": 0, "delta": {"content": t}, "finish_reason": None}], include_usage))
         for i, (tid, name, frags) in enumerate(self.tools):
             head = {"index": i, "id": tid, "type": "function", "function": {"name": name, "arguments": ""}}
-            events.append(self.chunk([{"index": 0, "delta": {"tool_calls": [head]}, "finish_reason": None}], include_usage))
+            events.append(
+                self.chunk([{"index": 0, "delta": {"tool_calls": [head]}, "finish_reason": None}], include_usage)
+            )
             for f in frags:
                 d = {"tool_calls": [{"index": i, "function": {"arguments": f}}]}
                 events.append(self.chunk([{"index": 0, "delta": d, "finish_reason": None}], include_usage))
@@ -80,7 +88,12 @@ class OpenAIStream:
         events.append(self.chunk([{"index": 0, "delta": {}, "finish_reason": finish}], include_usage))
         if include_usage:
             p, c, cached = self.usage
-            u = {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c, "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0}}
+            u = {
+                "prompt_tokens": p,
+                "completion_tokens": c,
+                "total_tokens": p + c,
+                "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+            }
             events.append(self.chunk([], True, u))
         events.append("[DONE]")
         return "".join(event(e, style, idx=i) for i, e in enumerate(events)).encode()
@@ -94,13 +107,24 @@ class OpenAIStream:
         return [{"id": tid, "name": name, "arguments": "".join(frags)} for tid, name, frags in self.tools]
 
 
-styles = st.builds(Style, eol=st.sampled_from(EOLS), comments=st.booleans(), multiline=st.booleans(), space=st.booleans(), event_lines=st.booleans())
+styles = st.builds(
+    Style,
+    eol=st.sampled_from(EOLS),
+    comments=st.booleans(),
+    multiline=st.booleans(),
+    space=st.booleans(),
+    event_lines=st.booleans(),
+)
 frags = st.lists(st.sampled_from(['{"city":', '"Paris', 'é 世"', ',"n":1', "}", ""]), min_size=0, max_size=4)
 openai_streams = st.builds(
     OpenAIStream,
     texts=st.lists(st.sampled_from(TEXTS), min_size=0, max_size=6),
-    tools=st.lists(st.tuples(st.sampled_from(["call_a", "call_b"]), st.sampled_from(["get_weather", "lookup"]), frags), max_size=2),
-    usage=st.tuples(st.integers(0, 10**6), st.integers(0, 10**5), st.integers(0, 10**6)).map(lambda t: (t[0] + t[2], t[1], t[2])),
+    tools=st.lists(
+        st.tuples(st.sampled_from(["call_a", "call_b"]), st.sampled_from(["get_weather", "lookup"]), frags), max_size=2
+    ),
+    usage=st.tuples(st.integers(0, 10**6), st.integers(0, 10**5), st.integers(0, 10**6)).map(
+        lambda t: (t[0] + t[2], t[1], t[2])
+    ),
     usage_pos=st.integers(0, 2),
 )
 
@@ -127,7 +151,9 @@ def run(sc: StreamScanner, chunks: list[bytes]) -> bytes:
 def state(sc: StreamScanner):
     u = sc.usage
     return (
-        None if u is None else (u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens, u.model, u.finish_reason),
+        None
+        if u is None
+        else (u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens, u.model, u.finish_reason),
         sc.text,
         sc.tool_calls_json,
         sc.finish_reason,
@@ -165,7 +191,12 @@ def test_openai_passthrough_any_split(s: OpenAIStream, style: Style, cut, includ
     if include_usage:
         p, c, cached = s.usage
         u = sc.usage
-        assert (u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens) == (p - cached, c, cached, 0)
+        assert (u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens) == (
+            p - cached,
+            c,
+            cached,
+            0,
+        )
         assert u.model == "gpt-4o-mini" and not u.estimated
     else:
         assert sc.usage is None
@@ -191,7 +222,9 @@ def test_openai_strip_usage_any_split(s: OpenAIStream, style: Style, cut):
 
 
 def test_strip_removes_only_top_level_usage_null():
-    ev = b'data: {"id":"x","choices":[{"index":0,"delta":{"content":"\\"usage\\":null","usage":null}}],"usage":null}\n\n'
+    ev = (
+        b'data: {"id":"x","choices":[{"index":0,"delta":{"content":"\\"usage\\":null","usage":null}}],"usage":null}\n\n'
+    )
     sc = StreamScanner("openai", strip_usage_chunk=True)
     out = sc.feed(ev) + sc.finish()
     assert out == b'data: {"id":"x","choices":[{"index":0,"delta":{"content":"\\"usage\\":null","usage":null}}]}\n\n'
@@ -201,7 +234,9 @@ def test_strip_removes_only_top_level_usage_null():
 
 def test_strip_keeps_usage_with_choices_and_pretty_json():
     # A usage object next to non-empty choices is not the usage-only chunk: keep it.
-    ev = b'data: {"choices":[{"index":0,"delta":{"content":"a"}}],"usage":{"prompt_tokens":1,"completion_tokens":1}}\n\n'
+    ev = (
+        b'data: {"choices":[{"index":0,"delta":{"content":"a"}}],"usage":{"prompt_tokens":1,"completion_tokens":1}}\n\n'
+    )
     sc = StreamScanner("openai", strip_usage_chunk=True)
     assert sc.feed(ev) == ev
     pretty = b'data: { "usage" : null , "choices": [] }\n\n'
@@ -242,32 +277,114 @@ class AnthropicStream:
 
     def events(self) -> list[tuple[str, dict]]:
         ev = []
-        usage = {"input_tokens": self.input_tokens, "cache_creation_input_tokens": self.cache_write, "cache_read_input_tokens": self.cache_read, "output_tokens": 1}
-        msg = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4", "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage}
+        usage = {
+            "input_tokens": self.input_tokens,
+            "cache_creation_input_tokens": self.cache_write,
+            "cache_read_input_tokens": self.cache_read,
+            "output_tokens": 1,
+        }
+        msg = {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-sonnet-4",
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": usage,
+        }
         ev.append(("message_start", {"type": "message_start", "message": msg}))
         idx = 0
         if self.thinking:
-            ev.append(("content_block_start", {"type": "content_block_start", "index": idx, "content_block": {"type": "thinking", "thinking": ""}}))
+            ev.append(
+                (
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": idx,
+                        "content_block": {"type": "thinking", "thinking": ""},
+                    },
+                )
+            )
             for t in self.thinking:
-                ev.append(("content_block_delta", {"type": "content_block_delta", "index": idx, "delta": {"type": "thinking_delta", "thinking": t}}))
-            ev.append(("content_block_delta", {"type": "content_block_delta", "index": idx, "delta": {"type": "signature_delta", "signature": "c2ln"}}))
+                ev.append(
+                    (
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": idx,
+                            "delta": {"type": "thinking_delta", "thinking": t},
+                        },
+                    )
+                )
+            ev.append(
+                (
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": idx,
+                        "delta": {"type": "signature_delta", "signature": "c2ln"},
+                    },
+                )
+            )
             ev.append(("content_block_stop", {"type": "content_block_stop", "index": idx}))
             idx += 1
-        ev.append(("content_block_start", {"type": "content_block_start", "index": idx, "content_block": {"type": "text", "text": ""}}))
+        ev.append(
+            (
+                "content_block_start",
+                {"type": "content_block_start", "index": idx, "content_block": {"type": "text", "text": ""}},
+            )
+        )
         ev.append(("ping", {"type": "ping"}))
         for t in self.texts:
-            ev.append(("content_block_delta", {"type": "content_block_delta", "index": idx, "delta": {"type": "text_delta", "text": t}}))
+            ev.append(
+                (
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": idx, "delta": {"type": "text_delta", "text": t}},
+                )
+            )
         ev.append(("content_block_stop", {"type": "content_block_stop", "index": idx}))
         for tid, name, frags in self.tools:
             idx += 1
-            ev.append(("content_block_start", {"type": "content_block_start", "index": idx, "content_block": {"type": "tool_use", "id": tid, "name": name, "input": {}}}))
+            ev.append(
+                (
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": idx,
+                        "content_block": {"type": "tool_use", "id": tid, "name": name, "input": {}},
+                    },
+                )
+            )
             for f in frags:
-                ev.append(("content_block_delta", {"type": "content_block_delta", "index": idx, "delta": {"type": "input_json_delta", "partial_json": f}}))
+                ev.append(
+                    (
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": idx,
+                            "delta": {"type": "input_json_delta", "partial_json": f},
+                        },
+                    )
+                )
             ev.append(("content_block_stop", {"type": "content_block_stop", "index": idx}))
         du = {"output_tokens": self.output_tokens}
         if self.late_input:
-            du.update(input_tokens=self.input_tokens, cache_read_input_tokens=self.cache_read, cache_creation_input_tokens=self.cache_write)
-        ev.append(("message_delta", {"type": "message_delta", "delta": {"stop_reason": self.finish_reason, "stop_sequence": None}, "usage": du}))
+            du.update(
+                input_tokens=self.input_tokens,
+                cache_read_input_tokens=self.cache_read,
+                cache_creation_input_tokens=self.cache_write,
+            )
+        ev.append(
+            (
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": self.finish_reason, "stop_sequence": None},
+                    "usage": du,
+                },
+            )
+        )
         ev.append(("message_stop", {"type": "message_stop"}))
         return ev
 
@@ -283,7 +400,10 @@ class AnthropicStream:
 anthropic_streams = st.builds(
     AnthropicStream,
     texts=st.lists(st.sampled_from(TEXTS), max_size=6),
-    tools=st.lists(st.tuples(st.sampled_from(["toolu_1", "toolu_2"]), st.sampled_from(["get_weather", "search"]), frags), max_size=2),
+    tools=st.lists(
+        st.tuples(st.sampled_from(["toolu_1", "toolu_2"]), st.sampled_from(["get_weather", "search"]), frags),
+        max_size=2,
+    ),
     thinking=st.lists(st.sampled_from(["hmm", "let me think 🤔"]), max_size=2),
     input_tokens=st.integers(0, 10**6),
     cache_read=st.integers(0, 10**5),
@@ -307,7 +427,12 @@ def test_anthropic_any_split(s: AnthropicStream, style: Style, cut):
     assert sc.finish_reason == s.finish_reason
     assert sc.completed
     u = sc.usage
-    assert (u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens) == (s.input_tokens, s.output_tokens, s.cache_read, s.cache_write)
+    assert (u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens) == (
+        s.input_tokens,
+        s.output_tokens,
+        s.cache_read,
+        s.cache_write,
+    )
     assert u.model == "claude-sonnet-4" and u.finish_reason == s.finish_reason
     nonempty_frags = sum(len(f) for _, _, f in s.tools)
     assert sc.delta_count == len(s.texts) + nonempty_frags + len(s.thinking)
@@ -337,7 +462,14 @@ def test_anthropic_error_event():
 
 def test_usage_class():
     u = Usage(1, 2, estimated=True, model="m")
-    assert (u.input_tokens, u.output_tokens, u.cache_read_tokens, u.estimated, u.model, u.finish_reason) == (1, 2, 0, True, "m", None)
+    assert (u.input_tokens, u.output_tokens, u.cache_read_tokens, u.estimated, u.model, u.finish_reason) == (
+        1,
+        2,
+        0,
+        True,
+        "m",
+        None,
+    )
     u.output_tokens = 5
     assert u.output_tokens == 5
     assert u == Usage(1, 5, estimated=True, model="m")

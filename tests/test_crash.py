@@ -118,7 +118,9 @@ class Load:
                 n += 1
                 try:
                     if (i + n) % 2:
-                        with client.stream("POST", self.url + "/v1/chat/completions", json=STREAM, headers=headers) as r:
+                        with client.stream(
+                            "POST", self.url + "/v1/chat/completions", json=STREAM, headers=headers
+                        ) as r:
                             body = r.read()
                             ok = r.status_code == 200 and body.rstrip().endswith(b"data: [DONE]")
                     else:
@@ -158,7 +160,9 @@ def assert_all_accounted(database_url: str, completed: list[str], wait: float = 
 
 
 @pytest.mark.parametrize("fresh_database", DATABASES, indirect=True)
-def test_sigkill_under_load_forgets_no_settled_usage_and_keeps_the_cap(fake, tmp_data_dir, fresh_database, server) -> None:
+def test_sigkill_under_load_forgets_no_settled_usage_and_keeps_the_cap(
+    fake, tmp_data_dir, fresh_database, server
+) -> None:
     env = gateway_env(fake, tmp_data_dir, fresh_database)
     gw = spawn(env, server)
     key_id, secret = gw.mint(max_spend_usd=CAP_USD)
@@ -222,7 +226,9 @@ def test_a_killed_worker_is_respawned_with_its_usage(fake, tmp_data_dir, fresh_d
         load.join()
         assert gw.proc.poll() is None
         assert _worker(gw) != worker
-        assert ("Respawning worker-1" if server == "granian" else "was killed by SIGKILL; starting it again") in gw.log()
+        assert (
+            "Respawning worker-1" if server == "granian" else "was killed by SIGKILL; starting it again"
+        ) in gw.log()
         info = gw.wait_settled(key_id)
         rows = assert_all_accounted(fresh_database, load.completed)
         assert info["spent_micros"] == sum(r[2] for r in rows) <= CAP_MICROS
@@ -239,7 +245,9 @@ def _second(env: dict[str, str], server: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("fresh_database", DATABASES, indirect=True)
-def test_a_second_gateway_on_the_same_data_refuses_to_start(fake, tmp_data_dir, tmp_path, fresh_database, server) -> None:
+def test_a_second_gateway_on_the_same_data_refuses_to_start(
+    fake, tmp_data_dir, tmp_path, fresh_database, server
+) -> None:
     env = gateway_env(fake, tmp_data_dir, fresh_database)
     gw = start_gateway(env, server=server)
     try:

@@ -18,11 +18,11 @@ import orjson
 import pytest
 
 from tests.conftest import Gateway
+from tests.test_translate import AnthropicToOpenAIStream
 from tollway import errors
 from tollway.http.core import App, HTTPError, Request
 from tollway.providers.anthropic.tools import AnthropicLoopWriter
 from tollway.providers.openai_chat.tools import OpenAILoopWriter
-from tests.test_translate import AnthropicToOpenAIStream
 
 # status: (openai SDK class, anthropic SDK class, OpenAI type, Anthropic type). The classes
 # are exact: a 402 is openai.APIStatusError itself, no subclass of it.
@@ -36,7 +36,12 @@ TABLE: dict[int, tuple[type, type, str, str]] = {
     408: (openai.APIStatusError, anthropic.RequestTimeoutError, "invalid_request_error", "invalid_request_error"),
     409: (openai.ConflictError, anthropic.ConflictError, "invalid_request_error", "invalid_request_error"),
     413: (openai.APIStatusError, anthropic.ContentTooLargeError, "invalid_request_error", "request_too_large"),
-    422: (openai.UnprocessableEntityError, anthropic.UnprocessableEntityError, "invalid_request_error", "invalid_request_error"),
+    422: (
+        openai.UnprocessableEntityError,
+        anthropic.UnprocessableEntityError,
+        "invalid_request_error",
+        "invalid_request_error",
+    ),
     429: (openai.RateLimitError, anthropic.RateLimitError, "rate_limit_error", "rate_limit_error"),
     500: (openai.InternalServerError, anthropic.InternalServerError, "server_error", "api_error"),
     502: (openai.InternalServerError, anthropic.InternalServerError, "server_error", "api_error"),
@@ -95,14 +100,21 @@ def _sdk_clients(app: App) -> tuple[openai.OpenAI, anthropic.Anthropic]:
     """Both SDKs talking to ``app`` in-process (the adapters' job done by hand)."""
 
     def handler(request: httpx2.Request) -> httpx2.Response:
-        ours = Request(request.method, request.url.path, request.url.query.decode(),
-                       {k.lower(): v for k, v in request.headers.items()}, request.read())
+        ours = Request(
+            request.method,
+            request.url.path,
+            request.url.query.decode(),
+            {k.lower(): v for k, v in request.headers.items()},
+            request.read(),
+        )
         response = asyncio.run(app.handle(ours))
         return httpx2.Response(response.status, headers=response.headers, content=response.body)
 
     http = httpx2.Client(transport=httpx2.MockTransport(handler))
-    return (openai.OpenAI(api_key="k", base_url="http://gw.test/v1", http_client=http, max_retries=0),
-            anthropic.Anthropic(api_key="k", base_url="http://gw.test", http_client=http, max_retries=0))
+    return (
+        openai.OpenAI(api_key="k", base_url="http://gw.test/v1", http_client=http, max_retries=0),
+        anthropic.Anthropic(api_key="k", base_url="http://gw.test", http_client=http, max_retries=0),
+    )
 
 
 @pytest.mark.parametrize("status", sorted(TABLE))
@@ -117,8 +129,19 @@ def test_own_errors_of_every_status_in_both_shapes(status: int) -> None:
     app.route("POST", "/v1/chat/completions")(fail)
     app.route("POST", "/v1/messages")(fail)
     oai, claude = _sdk_clients(app)
-    check("openai", status, raised("openai", lambda: oai.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])))
-    check("anthropic", status, raised("anthropic", lambda: claude.messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": "x"}])))
+    check(
+        "openai",
+        status,
+        raised("openai", lambda: oai.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])),
+    )
+    check(
+        "anthropic",
+        status,
+        raised(
+            "anthropic",
+            lambda: claude.messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": "x"}]),
+        ),
+    )
 
 
 def test_own_408_413_and_405_from_the_app_in_both_shapes() -> None:
@@ -140,13 +163,19 @@ def _chat(client: openai.OpenAI, model: str, text: str = "x", **kw: Any) -> Call
     return lambda: client.chat.completions.create(model=model, messages=[{"role": "user", "content": text}], **kw)
 
 
-def _message(client: anthropic.Anthropic, model: str, text: str = "x", max_tokens: int = 20, **kw: Any) -> Callable[[], Any]:
-    return lambda: client.messages.create(model=model, max_tokens=max_tokens, messages=[{"role": "user", "content": text}], **kw)
+def _message(
+    client: anthropic.Anthropic, model: str, text: str = "x", max_tokens: int = 20, **kw: Any
+) -> Callable[[], Any]:
+    return lambda: client.messages.create(
+        model=model, max_tokens=max_tokens, messages=[{"role": "user", "content": text}], **kw
+    )
 
 
 def _clients(gateway: Gateway, secret: str) -> tuple[openai.OpenAI, anthropic.Anthropic]:
-    return (openai.OpenAI(api_key=secret, base_url=gateway.url + "/v1", max_retries=0, timeout=30),
-            anthropic.Anthropic(api_key=secret, base_url=gateway.url, max_retries=0, timeout=30))
+    return (
+        openai.OpenAI(api_key=secret, base_url=gateway.url + "/v1", max_retries=0, timeout=30),
+        anthropic.Anthropic(api_key=secret, base_url=gateway.url, max_retries=0, timeout=30),
+    )
 
 
 def test_own_errors_through_the_gateway(gateway: Gateway, user) -> None:
@@ -182,8 +211,12 @@ def test_own_errors_through_the_gateway(gateway: Gateway, user) -> None:
 
 def test_own_409_through_the_gateway(gateway: Gateway) -> None:
     admin, _ = _clients(gateway, gateway.admin)
-    tool = {"name": f"t_{uuid.uuid4().hex[:8]}", "description": "d", "input_schema": {"type": "object"},
-            "webhook_url": "http://127.0.0.1:9/hook"}
+    tool = {
+        "name": f"t_{uuid.uuid4().hex[:8]}",
+        "description": "d",
+        "input_schema": {"type": "object"},
+        "webhook_url": "http://127.0.0.1:9/hook",
+    }
     admin.post("/tools", body=tool, cast_to=object)
     check("openai", 409, raised("openai", lambda: admin.post("/tools", body=tool, cast_to=object)))
 
@@ -202,8 +235,11 @@ def test_provider_errors_passed_on_and_translated(gateway: Gateway, fake, user, 
     text = f"x #status={status} #retry_after=0"  # 429 and 5xx are retried: at once
     # Native: the provider's status and body as they are (its SDK class follows the status).
     native_oai = raised("openai", _chat(oai, "test-gpt", text))
-    direct = httpx.post(fake.url + "/v1/chat/completions", headers={"authorization": "Bearer sk-fake-openai"},
-                        json={"model": "m", "messages": [{"role": "user", "content": text}]})
+    direct = httpx.post(
+        fake.url + "/v1/chat/completions",
+        headers={"authorization": "Bearer sk-fake-openai"},
+        json={"model": "m", "messages": [{"role": "user", "content": text}]},
+    )
     assert type(native_oai) is TABLE[status][0] and native_oai.status_code == status
     assert native_oai.body == direct.json()["error"]
     native_claude = raised("anthropic", _message(claude, "test-claude", text))
@@ -225,7 +261,12 @@ def test_stream_errors_follow_the_table(status: int) -> None:
     OpenAI client (Anthropic's types name their status; OpenAI's mostly do not)."""
     error = _sse_data(OpenAILoopWriter(set(), "m", False).error(status, "no"))["error"]
     assert body_type("openai", error) == expected("openai", status)[1]
-    assert body_type("anthropic", _sse_data(AnthropicLoopWriter(set()).error(status, "no"))) == expected("anthropic", status)[1]
-    event = orjson.dumps({"type": "error", "error": {"type": expected("anthropic", status)[1], "message": "no"}}).decode()
+    assert (
+        body_type("anthropic", _sse_data(AnthropicLoopWriter(set()).error(status, "no")))
+        == expected("anthropic", status)[1]
+    )
+    event = orjson.dumps(
+        {"type": "error", "error": {"type": expected("anthropic", status)[1], "message": "no"}}
+    ).decode()
     chunk = _sse_data(AnthropicToOpenAIStream("m", False).feed("error", event))["error"]
     assert chunk["type"] == expected("openai", status)[1] and chunk["code"] == expected("anthropic", status)[1]

@@ -11,8 +11,19 @@ import pytest
 from tests.conftest import Gateway, fake_requests
 
 ROUTES = {
-    "openai": ("/v1/chat/completions", lambda model, text, **kw: {"model": model, "messages": [{"role": "user", "content": text}], **kw}),
-    "anthropic": ("/v1/messages", lambda model, text, **kw: {"model": model, "max_tokens": kw.pop("max_tokens", 50), "messages": [{"role": "user", "content": text}], **kw}),
+    "openai": (
+        "/v1/chat/completions",
+        lambda model, text, **kw: {"model": model, "messages": [{"role": "user", "content": text}], **kw},
+    ),
+    "anthropic": (
+        "/v1/messages",
+        lambda model, text, **kw: {
+            "model": model,
+            "max_tokens": kw.pop("max_tokens", 50),
+            "messages": [{"role": "user", "content": text}],
+            **kw,
+        },
+    ),
 }
 MODELS = {"openai": "test-gpt", "anthropic": "test-claude"}
 
@@ -31,7 +42,9 @@ def assert_shape(route: str, r: httpx.Response, status: int) -> str:
 @pytest.mark.parametrize("route", ["openai", "anthropic"])
 def test_malformed_json_is_400(gateway: Gateway, user, route) -> None:
     path, _ = ROUTES[route]
-    r = gateway.request("POST", path, user[1], content=b'{"model": "test-gpt", ', headers={"content-type": "application/json"})
+    r = gateway.request(
+        "POST", path, user[1], content=b'{"model": "test-gpt", ', headers={"content-type": "application/json"}
+    )
     assert "not valid JSON" in assert_shape(route, r, 400)
     r = gateway.request("POST", path, user[1], json=[1, 2])
     assert_shape(route, r, 400)
@@ -44,9 +57,13 @@ def test_malformed_json_is_400(gateway: Gateway, user, route) -> None:
 @pytest.mark.parametrize("route", ["openai", "anthropic"])
 def test_unknown_model_404_and_unpriced_400(gateway: Gateway, user, route) -> None:
     path, body = ROUTES[route]
-    assert "does not exist" in assert_shape(route, gateway.request("POST", path, user[1], json=body("gpt-imaginary", "x")), 404)
+    assert "does not exist" in assert_shape(
+        route, gateway.request("POST", path, user[1], json=body("gpt-imaginary", "x")), 404
+    )
     if route == "openai":
-        assert "no price" in assert_shape(route, gateway.request("POST", path, user[1], json=body("unpriced-gpt", "x")), 400)
+        assert "no price" in assert_shape(
+            route, gateway.request("POST", path, user[1], json=body("unpriced-gpt", "x")), 400
+        )
 
 
 @pytest.mark.parametrize("route", ["openai", "anthropic"])
@@ -69,7 +86,9 @@ def test_upstream_unreachable_is_502(gateway: Gateway, user) -> None:
 def test_upstream_timeout_is_504(gateway: Gateway, route, stream) -> None:
     key_id, secret = gateway.mint(max_spend_usd=1)
     path, body = ROUTES[route]
-    r = gateway.request("POST", path, secret, json=body(MODELS[route], "x #hang", stream=stream))  # first-byte timeout: 3 s
+    r = gateway.request(
+        "POST", path, secret, json=body(MODELS[route], "x #hang", stream=stream)
+    )  # first-byte timeout: 3 s
     assert "timed out" in assert_shape(route, r, 504)
     info = gateway.wait_settled(key_id)
     assert info["reserved_micros"] == 0 and info["spent_micros"] == 0
@@ -80,7 +99,11 @@ def test_upstream_timeout_is_504(gateway: Gateway, route, stream) -> None:
 def test_upstream_errors_pass_through_with_status_and_body(gateway: Gateway, fake, route, stream) -> None:
     key_id, secret = gateway.mint(max_spend_usd=1)
     path, body = ROUTES[route]
-    direct_headers = {"authorization": "Bearer sk-fake-openai"} if route == "openai" else {"x-api-key": "sk-ant-fake", "anthropic-version": "2023-06-01"}
+    direct_headers = (
+        {"authorization": "Bearer sk-fake-openai"}
+        if route == "openai"
+        else {"x-api-key": "sk-ant-fake", "anthropic-version": "2023-06-01"}
+    )
     direct = httpx.post(fake.url + path, json=body("m", "x #status=400"), headers=direct_headers)
     r = gateway.request("POST", path, secret, json=body(MODELS[route], "x #status=400", stream=stream))
     assert r.status_code == 400
@@ -95,12 +118,19 @@ def test_upstream_errors_pass_through_with_status_and_body(gateway: Gateway, fak
 def test_5xx_and_429_are_retried_before_any_byte(gateway: Gateway, fake, user, route, stream) -> None:
     path, body = ROUTES[route]
     tag = uuid.uuid4().hex[:8]
-    r = gateway.request("POST", path, user[1], json=body(MODELS[route], f"x #fail=2 #id={tag} #status=503 #words=2", stream=stream))
+    r = gateway.request(
+        "POST", path, user[1], json=body(MODELS[route], f"x #fail=2 #id={tag} #status=503 #words=2", stream=stream)
+    )
     assert r.status_code == 200, r.text
     tries = [q for q in fake_requests(fake) if q["path"] == path and f"#id={tag}" in str(q["body"])]
     assert len(tries) == 3
     tag = uuid.uuid4().hex[:8]
-    r = gateway.request("POST", path, user[1], json=body(MODELS[route], f"x #fail=3 #id={tag} #status=429 #retry_after=0", stream=stream))
+    r = gateway.request(
+        "POST",
+        path,
+        user[1],
+        json=body(MODELS[route], f"x #fail=3 #id={tag} #status=429 #retry_after=0", stream=stream),
+    )
     assert r.status_code == 429  # two retries, then the provider's answer
     assert len([q for q in fake_requests(fake) if f"#id={tag}" in str(q["body"])]) == 3
 
@@ -108,8 +138,12 @@ def test_5xx_and_429_are_retried_before_any_byte(gateway: Gateway, fake, user, r
 def test_retry_after_is_honoured(gateway: Gateway, fake, user) -> None:
     tag = uuid.uuid4().hex[:8]
     started = time.monotonic()
-    r = gateway.request("POST", "/v1/chat/completions", user[1],
-                        json=ROUTES["openai"][1]("test-gpt", f"x #fail=1 #id={tag} #status=429 #retry_after=1"))
+    r = gateway.request(
+        "POST",
+        "/v1/chat/completions",
+        user[1],
+        json=ROUTES["openai"][1]("test-gpt", f"x #fail=1 #id={tag} #status=429 #retry_after=1"),
+    )
     assert r.status_code == 200
     tries = [q for q in fake_requests(fake) if f"#id={tag}" in str(q["body"])]
     assert len(tries) == 2 and tries[1]["t"] - tries[0]["t"] >= 0.95

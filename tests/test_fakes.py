@@ -26,9 +26,7 @@ TOOLS_OPENAI = [
         },
     }
 ]
-TOOLS_ANTHROPIC = [
-    {"name": "lookup", "input_schema": {"type": "object", "properties": {"query": {"type": "string"}}}}
-]
+TOOLS_ANTHROPIC = [{"name": "lookup", "input_schema": {"type": "object", "properties": {"query": {"type": "string"}}}}]
 
 
 def words(n: int) -> str:
@@ -110,14 +108,46 @@ def test_directives_and_counting_rules():
 def test_tool_pairing_is_enforced_like_the_real_apis() -> None:
     call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
     with pytest.raises(upstream.BadRequest, match="did not have response messages: c1"):
-        upstream.OpenAI.parse({"model": "m", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "tool_calls": [call]}, {"role": "user", "content": "x"}]})
+        upstream.OpenAI.parse(
+            {
+                "model": "m",
+                "messages": [
+                    {"role": "user", "content": "q"},
+                    {"role": "assistant", "tool_calls": [call]},
+                    {"role": "user", "content": "x"},
+                ],
+            }
+        )
     with pytest.raises(upstream.BadRequest, match="must be a response to a preceeding message"):
-        upstream.OpenAI.parse({"model": "m", "messages": [{"role": "user", "content": "q"}, {"role": "tool", "tool_call_id": "c9", "content": "x"}]})
+        upstream.OpenAI.parse(
+            {
+                "model": "m",
+                "messages": [{"role": "user", "content": "q"}, {"role": "tool", "tool_call_id": "c9", "content": "x"}],
+            }
+        )
     use = {"type": "tool_use", "id": "t1", "name": "f", "input": {}}
     with pytest.raises(upstream.BadRequest, match="without `tool_result` blocks immediately after: t1"):
-        upstream.Anthropic.parse({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": [use]}, {"role": "user", "content": "x"}]})
+        upstream.Anthropic.parse(
+            {
+                "model": "m",
+                "max_tokens": 5,
+                "messages": [
+                    {"role": "user", "content": "q"},
+                    {"role": "assistant", "content": [use]},
+                    {"role": "user", "content": "x"},
+                ],
+            }
+        )
     with pytest.raises(upstream.BadRequest, match="unexpected `tool_use_id`"):
-        upstream.Anthropic.parse({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "x"}]}]})
+        upstream.Anthropic.parse(
+            {
+                "model": "m",
+                "max_tokens": 5,
+                "messages": [
+                    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "x"}]}
+                ],
+            }
+        )
 
 
 def test_tool_rounds_and_parallel_calls() -> None:
@@ -130,9 +160,15 @@ def test_tool_rounds_and_parallel_calls() -> None:
     round_one = [
         prompt,
         {"role": "assistant", "content": body["content"]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": b["id"], "content": "ok"} for b in body["content"]]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": b["id"], "content": "ok"} for b in body["content"]],
+        },
     ]
-    assert upstream.Anthropic.parse({"model": "m", "max_tokens": 5, "tools": tools, "messages": round_one}).tools == ("a", "b")
+    assert upstream.Anthropic.parse({"model": "m", "max_tokens": 5, "tools": tools, "messages": round_one}).tools == (
+        "a",
+        "b",
+    )
     round_two = round_one + round_one[1:]
     assert upstream.Anthropic.parse({"model": "m", "max_tokens": 5, "tools": tools, "messages": round_two}).tools == ()
 
@@ -265,9 +301,7 @@ def test_openai_tool_result_gets_text_reply(oai):
 
 def test_anthropic_text_and_cache(ant):
     text = "Hello Claude #words=4 #cache_read=7 #cache_write=9"
-    msg = ant.messages.create(
-        model="claude-test", max_tokens=100, system="Be brief.", messages=user(text)
-    )
+    msg = ant.messages.create(model="claude-test", max_tokens=100, system="Be brief.", messages=user(text))
     assert msg.id.startswith("msg_") and msg.type == "message" and msg.role == "assistant"
     assert msg.model == "claude-test" and msg.content[0].text == words(4)
     assert msg.stop_reason == "end_turn" and msg.stop_sequence is None
@@ -313,9 +347,7 @@ def test_anthropic_stream_event_sequence(ant):
 
 
 def test_anthropic_tool_use(ant):
-    msg = ant.messages.create(
-        model="m", max_tokens=50, tools=TOOLS_ANTHROPIC, messages=user("london #tool=lookup")
-    )
+    msg = ant.messages.create(model="m", max_tokens=50, tools=TOOLS_ANTHROPIC, messages=user("london #tool=lookup"))
     block = msg.content[0]
     assert msg.stop_reason == "tool_use"
     assert block.type == "tool_use" and block.id.startswith("toolu_") and block.name == "lookup"

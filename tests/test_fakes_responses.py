@@ -92,7 +92,9 @@ def test_reasoning_tokens_are_output_tokens(oai):
     assert r.usage.output_tokens_details.reasoning_tokens == 30
     assert r.usage.output_tokens == 34 and r.output_text == "w0 w1 w2 w3"
     # max_output_tokens counts reasoning too: 30 reasoning + 10 visible.
-    cut = oai.responses.create(model="o4-mini", input="think #reasoning=30", reasoning={"effort": "low"}, max_output_tokens=40)
+    cut = oai.responses.create(
+        model="o4-mini", input="think #reasoning=30", reasoning={"effort": "low"}, max_output_tokens=40
+    )
     assert cut.status == "incomplete" and cut.usage.output_tokens == 40 and cut.output_text.count("w") == 10
 
 
@@ -110,7 +112,9 @@ def test_stream_helper_accumulates(oai):
 
 def test_stream_wire_format(fake):
     with httpx.stream(
-        "POST", fake.openai_base_url + "/responses", headers={"authorization": f"Bearer {OPENAI_KEY}"},
+        "POST",
+        fake.openai_base_url + "/responses",
+        headers={"authorization": f"Bearer {OPENAI_KEY}"},
         json={"model": "m", "input": "hi #words=2", "stream": True},
     ) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
@@ -130,7 +134,9 @@ def test_stream_incomplete_and_cut(oai, fake):
         kinds = [e.type for e in stream]
     assert kinds[-1] == "response.incomplete"
     body = {"model": "m", "input": "x #cut_after=2", "stream": True}
-    with httpx.stream("POST", fake.openai_base_url + "/responses", headers={"authorization": f"Bearer {OPENAI_KEY}"}, json=body) as r:
+    with httpx.stream(
+        "POST", fake.openai_base_url + "/responses", headers={"authorization": f"Bearer {OPENAI_KEY}"}, json=body
+    ) as r:
         with pytest.raises(httpx.RemoteProtocolError):
             r.read()
 
@@ -152,7 +158,9 @@ def test_function_call_round_trip(oai):
     )
     assert second.output_text.startswith("w0")
     follow = oai.responses.create(
-        model="gpt-4o-mini", tools=TOOLS, previous_response_id=first.id,
+        model="gpt-4o-mini",
+        tools=TOOLS,
+        previous_response_id=first.id,
         input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}],
     )
     assert follow.output_text.startswith("w0") and follow.usage.input_tokens > first.usage.input_tokens
@@ -196,7 +204,9 @@ def test_errors_in_openai_shape(fake, oai):
         oai.responses.create(model="m")  # type: ignore[call-arg]
     with pytest.raises(openai.RateLimitError):
         oai.responses.create(model="m", input="x #status=429")
-    r = httpx.post(fake.openai_base_url + "/responses", headers={"authorization": f"Bearer {OPENAI_KEY}"}, content=b"{nope")
+    r = httpx.post(
+        fake.openai_base_url + "/responses", headers={"authorization": f"Bearer {OPENAI_KEY}"}, content=b"{nope"
+    )
     assert r.status_code == 400 and set(r.json()["error"]) == {"message", "type", "param", "code"}
 
 

@@ -20,9 +20,15 @@ from tests.fuzzing import FAST_MODELS, FUZZ_SETTINGS, Findings, deep, register_l
 
 EXAMPLES_PER_ROUTE = 200  # per database
 
-SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12)
-JSON = st.recursive(SCALARS, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=6), c, max_size=4), max_leaves=12)
-HUGE_INTS = st.sampled_from([0, -1, 2**31 - 1, 2**31, 2**53, 2**53 + 1, 2**63, 2**64, 14757395258967642, 10**40, -(2**63)])
+SCALARS = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12)
+)
+JSON = st.recursive(
+    SCALARS, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=6), c, max_size=4), max_leaves=12
+)
+HUGE_INTS = st.sampled_from(
+    [0, -1, 2**31 - 1, 2**31, 2**53, 2**53 + 1, 2**63, 2**64, 14757395258967642, 10**40, -(2**63)]
+)
 ODD_STRINGS = st.sampled_from(["", " ", "\x00", "a\x00b", "\ud800", "x" * 100_000, "é" * 5000, "\u202e\ufeff"])
 DEPTHS = st.sampled_from([31, 32, 33, 64, 100, 300, 600])
 DEEP = st.builds(deep, DEPTHS, st.just(1), st.sampled_from(["list", "dict"]))
@@ -33,7 +39,9 @@ def _messages(text: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": text}]
 
 
-PROMPTS = st.sampled_from(["hi", "hello #words=3", "hi \x00 there", "x" * 50_000, "fail #status=500 #retry_after=0", "é\u202e"])
+PROMPTS = st.sampled_from(
+    ["hi", "hello #words=3", "hi \x00 there", "x" * 50_000, "fail #status=500 #retry_after=0", "é\u202e"]
+)
 MESSAGES = (
     st.builds(_messages, PROMPTS)
     | st.sampled_from([1, "hi", [], [1], [None], ["hi"], [{"role": "bogus", "content": 1}], [{"role": "user"}],
@@ -50,7 +58,10 @@ STREAMS = st.sampled_from([True, False, None, "true", 1, 0, [], {}])
 
 
 def tool_ids(real: str):
-    return st.sampled_from([1, "x", [], [1], [None], ["\x00"], ["nope"], [real], [real, real], [real, 1], [real, "\x00"]]) | DEEP
+    return (
+        st.sampled_from([1, "x", [], [1], [None], ["\x00"], ["nope"], [real], [real, real], [real, 1], [real, "\x00"]])
+        | DEEP
+    )
 
 
 @st.composite
@@ -179,7 +190,11 @@ def test_model_route_bodies(fuzz_gateway: Gateway, setup: dict[str, str], route:
     gw = fuzz_gateway
     template, make_bodies = ROUTES[route]
     path = template.format(thread=setup["thread"])
-    headers = {"authorization": f"Bearer {setup['secret']}", "content-type": "application/json", "anthropic-version": "2023-06-01"}
+    headers = {
+        "authorization": f"Bearer {setup['secret']}",
+        "content-type": "application/json",
+        "anthropic-version": "2023-06-01",
+    }
     findings = Findings()
     leaked: list[int] = []
 
@@ -194,7 +209,10 @@ def test_model_route_bodies(fuzz_gateway: Gateway, setup: dict[str, str], route:
         held = gw.wait_settled(setup["key_id"], timeout=5)["reserved_micros"]
         if held:
             leaked.append(held)
-            findings.add(f"held POST {template}", f"{held} micro-USD still held 5 s after POST {path} -> {response.status_code}: sent {raw[:300]!r}")
+            findings.add(
+                f"held POST {template}",
+                f"{held} micro-USD still held 5 s after POST {path} -> {response.status_code}: sent {raw[:300]!r}",
+            )
 
     for body in seeds(route, setup["tool"]):  # cases that once broke the gateway, first
         run = example(body)(run)

@@ -14,8 +14,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import orjson
 import openai
+import orjson
 import pytest
 
 from tests.conftest import Gateway, fake_requests, gateway_env, start_gateway, stop_gateway
@@ -112,8 +112,12 @@ def test_deep_model_request_is_400_in_the_route_shape(gateway: Gateway, fake, us
     sent_before = len(fake_requests(fake))
     r = gateway.request("POST", path, user[1], json=body(MODELS[route], "hi", metadata=nested(300)))
     assert "nests" in assert_shape(route, r, 400)
-    r = gateway.request("POST", f"/v1/threads/{_thread(gateway, user)}/messages", user[1],
-                        json={"model": "test-claude", "content": [{"type": "text", "text": "x", "extra": nested(300)}]})
+    r = gateway.request(
+        "POST",
+        f"/v1/threads/{_thread(gateway, user)}/messages",
+        user[1],
+        json={"model": "test-claude", "content": [{"type": "text", "text": "x", "extra": nested(300)}]},
+    )
     assert_shape("openai", r, 400)
     assert len(fake_requests(fake)) == sent_before
     assert gateway.wait_settled(user[0])["reserved_micros"] == 0
@@ -132,8 +136,12 @@ def test_max_tokens_out_of_range_is_400(gateway: Gateway, user, route, value) ->
     path, body = ROUTES[route]
     r = gateway.request("POST", path, user[1], json=body(MODELS[route], "hi", max_tokens=value))
     assert "max_tokens" in assert_shape(route, r, 400)
-    r = gateway.request("POST", f"/v1/threads/{_thread(gateway, user)}/messages", user[1],
-                        json={"model": MODELS[route], "content": "hi", "max_tokens": value})
+    r = gateway.request(
+        "POST",
+        f"/v1/threads/{_thread(gateway, user)}/messages",
+        user[1],
+        json={"model": MODELS[route], "content": "hi", "max_tokens": value},
+    )
     assert "max_tokens" in assert_shape("openai", r, 400)
     assert gateway.key(user[0])["reserved_micros"] == 0
 
@@ -145,8 +153,18 @@ def test_max_tokens_at_the_limit_is_clamped_not_refused(gateway: Gateway, user) 
     assert int(r.headers["x-tollway-max-tokens-clamped"]) < MAX_TOKENS_LIMIT
 
 
-@pytest.mark.parametrize("query", ["from_ms=0&to_ms=9223372036854775808", "from_ms=-1", "to_ms=99999999999999999999",
-                                   "from_ms=abc", f"to_ms={2**53 + 1}", "from_ms=", "to_ms="])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "from_ms=0&to_ms=9223372036854775808",
+        "from_ms=-1",
+        "to_ms=99999999999999999999",
+        "from_ms=abc",
+        f"to_ms={2**53 + 1}",
+        "from_ms=",
+        "to_ms=",
+    ],
+)
 def test_usage_window_out_of_range_is_400(gateway: Gateway, query) -> None:
     r = gateway.request("GET", f"/v1/usage?{query}", gateway.admin)
     assert_shape("openai", r, 400)
@@ -159,14 +177,23 @@ def test_tools_of_the_wrong_type_with_tool_ids_is_400(gateway: Gateway, user, ro
     path, body = ROUTES[route]
     r = gateway.request("POST", path, user[1], json=body(MODELS[route], "hi", tools=tools, tool_ids=["tool_x"]))
     assert "tools" in assert_shape(route, r, 400)
-    r = gateway.request("POST", f"/v1/threads/{_thread(gateway, user)}/messages", user[1],
-                        json={"model": MODELS[route], "content": "hi", "tools": tools, "tool_ids": ["tool_x"]})
+    r = gateway.request(
+        "POST",
+        f"/v1/threads/{_thread(gateway, user)}/messages",
+        user[1],
+        json={"model": MODELS[route], "content": "hi", "tools": tools, "tool_ids": ["tool_x"]},
+    )
     assert "tools" in assert_shape("openai", r, 400)
 
 
 # ---------------------------------------------------------------- 5. tool schemas
 def _tool(name: str, schema: dict) -> dict:
-    return {"name": f"{name}_{secrets.token_hex(4)}", "description": "d", "input_schema": schema, "webhook_url": "http://127.0.0.1:9/hook"}
+    return {
+        "name": f"{name}_{secrets.token_hex(4)}",
+        "description": "d",
+        "input_schema": schema,
+        "webhook_url": "http://127.0.0.1:9/hook",
+    }
 
 
 def test_deep_tool_schema_is_400_and_one_at_the_limit_is_kept(gateway: Gateway) -> None:
@@ -190,7 +217,8 @@ def send_bad_chunk(gw: Gateway) -> bytes:
     parts = urlsplit(gw.url)
     with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
         sock.sendall(
-            b"POST /v1/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + gw.admin.encode()
+            b"POST /v1/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + gw.admin.encode()
             + b"\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"
         )
         data = b""
@@ -253,10 +281,16 @@ def test_nul_in_urls_and_stored_strings_is_400(gateway: Gateway, user) -> None:
     assert "NUL" in assert_shape("openai", r, 400)
     r = gateway.request("POST", "/v1/threads", user[1], json={"metadata": {"k": "v\u0000"}})
     assert_shape("openai", r, 400)
-    r = gateway.request("POST", f"/v1/threads/{_thread(gateway, user)}/messages", user[1],
-                        json={"model": "test-claude", "content": "hi\u0000there"})
+    r = gateway.request(
+        "POST",
+        f"/v1/threads/{_thread(gateway, user)}/messages",
+        user[1],
+        json={"model": "test-claude", "content": "hi\u0000there"},
+    )
     assert_shape("openai", r, 400)
-    r = gateway.request("POST", "/v1/tools", gateway.admin, json=_tool("nul", {"type": "object", "description": "\u0000"}))
+    r = gateway.request(
+        "POST", "/v1/tools", gateway.admin, json=_tool("nul", {"type": "object", "description": "\u0000"})
+    )
     assert_shape("openai", r, 400)
     reads_all_work(gateway)
     reads_all_work(gateway, user[1])
@@ -285,7 +319,9 @@ def test_overlong_strings_are_400_not_a_database_error(gateway: Gateway, user) -
 # ---------------------------------------------------------------- 8. fields we act on are checked before forwarding
 @pytest.mark.parametrize("route", ["openai", "anthropic"])
 @pytest.mark.parametrize("field,value", [("stream", [1]), ("stream", "true"), ("stream", 1), ("stream_options", 5)])
-def test_fields_the_gateway_acts_on_are_checked_before_forwarding(gateway: Gateway, fake, user, route, field, value) -> None:
+def test_fields_the_gateway_acts_on_are_checked_before_forwarding(
+    gateway: Gateway, fake, user, route, field, value
+) -> None:
     path, body = ROUTES[route]
     sent_before = len(fake_requests(fake))
     r = gateway.request("POST", path, user[1], json=body(MODELS[route], "hi", **{field: value}))
@@ -357,7 +393,9 @@ def test_the_providers_own_organization_and_project_come_from_its_config(tmp_pat
     env_provider = dict(ADAPTERS["openai"].headers(settings.providers["openai"], client))
     assert env_provider["openai-organization"] == "org-env" and "openai-project" not in env_provider
     bad = tmp_path / "bad.toml"
-    bad.write_text('[[providers]]\nname = "a"\nkind = "anthropic"\nbase_url = "http://127.0.0.1:9"\norganization = "org"\n')
+    bad.write_text(
+        '[[providers]]\nname = "a"\nkind = "anthropic"\nbase_url = "http://127.0.0.1:9"\norganization = "org"\n'
+    )
     with pytest.raises(Exception, match="organization"):
         load_settings({"TOLLWAY_CONFIG": str(bad)})
 
@@ -388,7 +426,11 @@ async def test_the_last_guard_turns_bad_input_exceptions_into_400s() -> None:
         response = await app.handle(Request("POST", path))
         statuses.append(response.status)
         body = orjson.loads(response.body)
-        assert ("type" in body and body["type"] == "error") if path == "/v1/messages" else set(body["error"]) == {"message", "type", "param", "code"}
+        assert (
+            ("type" in body and body["type"] == "error")
+            if path == "/v1/messages"
+            else set(body["error"]) == {"message", "type", "param", "code"}
+        )
     assert statuses == [400, 400, 400, 500]
 
 

@@ -17,14 +17,25 @@ def test_mint_returns_secret_once_and_stores_only_its_hash(gateway: Gateway) -> 
         "POST",
         "/v1/keys",
         gateway.admin,
-        json={"name": "user_42", "scope": "standard", "max_spend_usd": 5, "end_user_id": "u42", "metadata": {"plan": "pro"}},
+        json={
+            "name": "user_42",
+            "scope": "standard",
+            "max_spend_usd": 5,
+            "end_user_id": "u42",
+            "metadata": {"plan": "pro"},
+        },
     )
     assert r.status_code == 201, r.text
     body = r.json()
     for field in ("id", "secret", "name", "scope", "max_spend_usd", "end_user_id", "created_at"):
         assert field in body
     assert body["secret"].startswith("tw_live_") and len(body["secret"]) >= len("tw_live_") + 43
-    assert (body["name"], body["scope"], body["max_spend_usd"], body["end_user_id"]) == ("user_42", "standard", 5.0, "u42")
+    assert (body["name"], body["scope"], body["max_spend_usd"], body["end_user_id"]) == (
+        "user_42",
+        "standard",
+        5.0,
+        "u42",
+    )
     assert body["max_spend_micros"] == 5_000_000 and body["metadata"] == {"plan": "pro"}
 
     # Never again: not in the list, not on GET.
@@ -44,7 +55,14 @@ def test_mint_returns_secret_once_and_stores_only_its_hash(gateway: Gateway) -> 
 
 @pytest.mark.parametrize(
     "header",
-    ["Authorization: Bearer {}", "Authorization: Token {}", "x-api-key: {}", "api-key: {}", "xi-api-key: {}", "x-goog-api-key: {}"],
+    [
+        "Authorization: Bearer {}",
+        "Authorization: Token {}",
+        "x-api-key: {}",
+        "api-key: {}",
+        "xi-api-key: {}",
+        "x-goog-api-key: {}",
+    ],
 )
 def test_key_accepted_in_every_sdk_header(gateway: Gateway, user, header: str) -> None:
     name, value = header.format(user[1]).split(": ", 1)
@@ -66,8 +84,14 @@ def test_missing_and_wrong_keys_are_401(gateway: Gateway) -> None:
 
 def test_standard_key_cannot_manage_keys(gateway: Gateway, user) -> None:
     key_id, secret = user
-    for method, path in [("POST", "/v1/keys"), ("GET", "/v1/keys"), ("GET", f"/v1/keys/{key_id}"),
-                         ("PATCH", f"/v1/keys/{key_id}"), ("DELETE", f"/v1/keys/{key_id}"), ("GET", "/v1/usage")]:
+    for method, path in [
+        ("POST", "/v1/keys"),
+        ("GET", "/v1/keys"),
+        ("GET", f"/v1/keys/{key_id}"),
+        ("PATCH", f"/v1/keys/{key_id}"),
+        ("DELETE", f"/v1/keys/{key_id}"),
+        ("GET", "/v1/usage"),
+    ]:
         r = gateway.request(method, path, secret, json={"name": "x"} if method in ("POST", "PATCH") else None)
         assert r.status_code == 403, (method, path, r.text)
     # ...but may read its own usage.
@@ -94,15 +118,27 @@ def test_list_is_paginated_with_spend(gateway: Gateway) -> None:
 
 def test_patch_changes_name_cap_metadata(gateway: Gateway) -> None:
     key_id, secret = gateway.mint(max_spend_usd=1)
-    r = gateway.request("PATCH", f"/v1/keys/{key_id}", gateway.admin, json={"name": "renamed", "max_spend_usd": 0, "metadata": {"a": 1}})
+    r = gateway.request(
+        "PATCH", f"/v1/keys/{key_id}", gateway.admin, json={"name": "renamed", "max_spend_usd": 0, "metadata": {"a": 1}}
+    )
     assert r.status_code == 200, r.text
     assert (r.json()["name"], r.json()["max_spend_micros"], r.json()["metadata"]) == ("renamed", 0, {"a": 1})
     # A cap of 0 refuses the next request before the upstream.
-    r = gateway.request("POST", "/v1/chat/completions", secret, json={"model": "test-gpt", "messages": [{"role": "user", "content": "hi"}]})
+    r = gateway.request(
+        "POST",
+        "/v1/chat/completions",
+        secret,
+        json={"model": "test-gpt", "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert r.status_code == 402
     r = gateway.request("PATCH", f"/v1/keys/{key_id}", gateway.admin, json={"max_spend_usd": None})
     assert r.json()["max_spend_usd"] is None
-    r = gateway.request("POST", "/v1/chat/completions", secret, json={"model": "test-gpt", "messages": [{"role": "user", "content": "hi"}]})
+    r = gateway.request(
+        "POST",
+        "/v1/chat/completions",
+        secret,
+        json={"model": "test-gpt", "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert r.status_code == 200, r.text
 
 
@@ -144,7 +180,11 @@ def test_unknown_key_id_is_404(gateway: Gateway) -> None:
 def _new_account(gateway: Gateway, name: str) -> str:
     out = subprocess.run(
         [sys.executable, "-m", "tollway", "init", "--new-account", name],
-        env=gateway.env, cwd=str(REPO), capture_output=True, text=True, check=True,
+        env=gateway.env,
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return next(line.strip() for line in out.splitlines() if line.strip().startswith("tw_live_"))
 
@@ -162,7 +202,9 @@ def test_tenant_isolation_between_accounts(gateway: Gateway) -> None:
 
     # No reading, changing, revoking or usage of the other account's keys.
     for method in ("GET", "PATCH", "DELETE"):
-        r = gateway.request(method, f"/v1/keys/{mine_id}", other_admin, json={"name": "x"} if method == "PATCH" else None)
+        r = gateway.request(
+            method, f"/v1/keys/{mine_id}", other_admin, json={"name": "x"} if method == "PATCH" else None
+        )
         assert r.status_code == 404
     assert gateway.request("GET", f"/v1/keys/{mine_id}/usage", other_admin).status_code == 404
 

@@ -177,8 +177,12 @@ def test_concurrent_settle_and_release_never_overspend(ledger: Ledger) -> None:
 # The two implementations agree on any sequence of operations.
 _ops = st.lists(
     st.one_of(
-        st.tuples(st.just("reserve"), st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=3),
-                  st.integers(-5, 60), st.integers(-5, 80)),
+        st.tuples(
+            st.just("reserve"),
+            st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=3),
+            st.integers(-5, 60),
+            st.integers(-5, 80),
+        ),
         st.tuples(st.just("settle"), st.integers(0, 20), st.integers(0, 120)),
         st.tuples(st.just("release"), st.integers(0, 20)),
         st.tuples(st.just("limit"), st.sampled_from(["a", "b", "c"]), st.one_of(st.none(), st.integers(0, 200))),
@@ -197,7 +201,7 @@ def test_the_implementations_agree(ops) -> None:
         ledger.load("b", 10, 60)
     for op in ops:
         results = []
-        for ledger, mine in zip(ledgers, holds):
+        for ledger, mine in zip(ledgers, holds, strict=True):
             if op[0] == "reserve":
                 hold = ledger.reserve_all(op[1], op[2], op[3])
                 if not isinstance(hold, str):

@@ -27,8 +27,13 @@ def test_spend_survives_a_restart_and_sigterm_drains_streams(fake, tmp_data_dir,
 
     def slow_stream() -> None:
         slow = {**body, "stream": True, "messages": [{"role": "user", "content": "x #words=10 #chunk_delay_ms=150"}]}
-        with httpx.stream("POST", gw.url + "/v1/chat/completions", json=slow,
-                          headers={"authorization": f"Bearer {secret}"}, timeout=30) as r:
+        with httpx.stream(
+            "POST",
+            gw.url + "/v1/chat/completions",
+            json=slow,
+            headers={"authorization": f"Bearer {secret}"},
+            timeout=30,
+        ) as r:
             streamed["status"] = r.status_code
             received = b""
             try:
@@ -63,8 +68,12 @@ def test_spend_survives_a_restart_and_sigterm_drains_streams(fake, tmp_data_dir,
 def test_first_start_prints_the_admin_secret_once(fake, tmp_data_dir, fresh_database, server) -> None:
     env = gateway_env(fake, tmp_data_dir, fresh_database)
     env.pop("TOLLWAY_ADMIN_KEY")
-    run = lambda *args: subprocess.run([sys.executable, "-m", "tollway", *args], env=env, cwd=str(REPO),
-                                       capture_output=True, text=True, timeout=60)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "tollway", *args], env=env, cwd=str(REPO), capture_output=True, text=True, timeout=60
+        )
+
     first = run("init")
     assert first.returncode == 0, first.stderr
     secrets = re.findall(r"tw_live_\S+", first.stdout)

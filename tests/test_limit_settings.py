@@ -11,7 +11,11 @@ from tollway.config.settings import max_connections_for
 def test_defaults() -> None:
     s = load_settings({})
     assert (s.stream_window_bytes, s.client_stall_timeout, s.header_timeout, s.body_timeout, s.max_connections) == (
-        256 * 1024, 60.0, 10.0, 30.0, 0,
+        256 * 1024,
+        60.0,
+        10.0,
+        30.0,
+        0,
     )
 
 
@@ -26,7 +30,11 @@ def test_values_from_the_environment() -> None:
         }
     )
     assert (s.stream_window_bytes, s.client_stall_timeout, s.header_timeout, s.body_timeout, s.max_connections) == (
-        64 * 1024, 2.5, 3.0, 4.0, 1000,
+        64 * 1024,
+        2.5,
+        3.0,
+        4.0,
+        1000,
     )
     assert max_connections_for(s, 20000) == 1000
 

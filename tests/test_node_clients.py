@@ -49,5 +49,8 @@ def test_vercel_ai_sdk_default_openai_provider(gateway: Gateway, fake, node_modu
     assert [q["path"] for q in ours] == ["/v1/responses", "/v1/responses"]  # the SDK's default: the Responses API
     info = gateway.wait_settled(key_id)
     events = gateway.key_usage(key_id)["events"]
-    assert sorted((e["stream"], e["output_tokens"], e["estimated"]) for e in events) == [(False, 5, False), (True, 7, False)]
+    assert sorted((e["stream"], e["output_tokens"], e["estimated"]) for e in events) == [
+        (False, 5, False),
+        (True, 7, False),
+    ]
     assert sum(e["cost_micros"] for e in events) == info["spent_micros"] > 0

@@ -7,12 +7,12 @@ from pathlib import Path
 import httpx
 import schemathesis
 from openapi_spec_validator import OpenAPIV31SpecValidator
+
+from tests.conftest import gateway_env
 from tollway.config import load_settings
 from tollway.gateway import Gateway
 from tollway.http import limits
 from tollway.http.openapi import OPERATIONS, document
-
-from tests.conftest import gateway_env
 
 
 def _registered(fake, tmp_path: Path) -> set[tuple[str, str]]:
@@ -42,7 +42,11 @@ def test_limits_are_published() -> None:
     name = schemas["KeyCreate"]["properties"]["name"]
     assert name["maxLength"] == limits.MAX_NAME_CHARS
     assert schemas["ChatCompletionRequest"]["properties"]["max_tokens"]["maximum"] == limits.MAX_TOKENS_LIMIT
-    assert schemas["MessagesRequest"]["properties"]["max_tokens"] == {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
+    assert schemas["MessagesRequest"]["properties"]["max_tokens"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 2**31 - 1,
+    }
     spend = schemas["KeyCreate"]["properties"]["max_spend_usd"]["anyOf"][0]
     assert spend["maximum"] == limits.MAX_SPEND_USD
     metadata = schemas["ThreadCreate"]["properties"]["metadata"]["anyOf"][0]
@@ -76,4 +80,3 @@ def test_served_without_a_key(fuzz_gateway) -> None:
     assert r.headers["content-type"] == "application/json"
     assert r.json() == document()
     assert fuzz_gateway.request("GET", "/v1/keys").status_code == 401  # the rest still needs one
-

@@ -104,15 +104,27 @@ def test_prepare_keeps_the_clients_bytes_unless_it_must_change_them() -> None:
 
 def test_input_estimate_counts_images_once(tmp_path) -> None:
     image = "data:image/png;base64," + "A" * 100_000
-    payload = {"model": "m", "input": [{"role": "user", "content": [
-        {"type": "input_text", "text": "what is this"}, {"type": "input_image", "image_url": image}]}]}
+    payload = {
+        "model": "m",
+        "input": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "what is this"},
+                    {"type": "input_image", "image_url": image},
+                ],
+            }
+        ],
+    }
     body_len = len(orjson.dumps(payload))
     estimate = ADAPTER.estimate_input_tokens(payload, body_len, 400_000)
     assert 1600 < estimate < 2000  # one image, not 100 KB of base64 at 3 bytes a token
     assert ADAPTER.estimate_input_tokens({"input": "x" * 300}, 312, None) == 104 + 8
 
 
-@pytest.mark.parametrize("stored", [{"previous_response_id": "resp_1"}, {"conversation": "conv_1"}, {"prompt": {"id": "pmpt_1"}}])
+@pytest.mark.parametrize(
+    "stored", [{"previous_response_id": "resp_1"}, {"conversation": "conv_1"}, {"prompt": {"id": "pmpt_1"}}]
+)
 def test_stored_context_is_estimated_at_the_context_window(stored) -> None:
     payload = {"model": "m", "input": "and then?", **stored}
     assert ADAPTER.estimate_input_tokens(payload, 80, 400_000) == 400_000

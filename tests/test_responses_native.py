@@ -8,7 +8,6 @@ import uuid
 
 import httpx
 import openai
-import orjson
 import pytest
 from pydantic import BaseModel
 
@@ -159,7 +158,9 @@ def test_previous_response_id_is_served_from_our_store(gateway: Gateway, fake) -
     second = client.responses.create(model="test-gpt", input="and then? #words=2", previous_response_id=first.id)
     sent = upstream_calls(fake)[-1]["body"]
     assert "previous_response_id" not in sent
-    texts = [part.get("text") for item in sent["input"] for part in (item.get("content") or []) if isinstance(part, dict)]
+    texts = [
+        part.get("text") for item in sent["input"] for part in (item.get("content") or []) if isinstance(part, dict)
+    ]
     assert "remember lisbon #words=3" in texts and first.output_text in texts and "and then? #words=2" in texts
     assert second.usage.input_tokens > first.usage.input_tokens  # the provider counted the earlier turn
     info = gateway.wait_settled(key_id)
@@ -213,7 +214,9 @@ def test_cut_stream_settles_estimated(gateway: Gateway) -> None:
     key_id, secret = gateway.mint(max_spend_usd=1)
     body = {"model": "out-gpt", "input": "x #words=50 #cut_after=6", "stream": True}
     with httpx.Client(timeout=30) as client:
-        with client.stream("POST", gateway.url + "/v1/responses", json=body, headers={"authorization": f"Bearer {secret}"}) as r:
+        with client.stream(
+            "POST", gateway.url + "/v1/responses", json=body, headers={"authorization": f"Bearer {secret}"}
+        ) as r:
             assert r.status_code == 200
             try:
                 for _ in r.iter_bytes():

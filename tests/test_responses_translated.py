@@ -40,7 +40,9 @@ def _last_upstream(fake, path: str) -> dict:
 
 
 def test_create_on_an_anthropic_model(oai: openai.OpenAI, gateway: Gateway, user, fake) -> None:
-    resp = oai.responses.create(model="test-claude", instructions="Be brief.", input="hello #words=5", max_output_tokens=40)
+    resp = oai.responses.create(
+        model="test-claude", instructions="Be brief.", input="hello #words=5", max_output_tokens=40
+    )
     assert resp.object == "response" and resp.id.startswith("resp_") and resp.model == "test-claude"
     assert resp.status == "completed" and resp.incomplete_details is None
     assert resp.output_text == "w0 w1 w2 w3 w4"
@@ -156,8 +158,11 @@ def test_store_false_is_not_kept(oai: openai.OpenAI) -> None:
 def test_delete_erases_and_scoping(oai: openai.OpenAI, gateway: Gateway) -> None:
     resp = oai.responses.create(model="test-claude", input="secret words")
     other = openai.OpenAI(api_key=gateway.mint(max_spend_usd=1)[1], base_url=gateway.url + "/v1", max_retries=0)
-    for call in (lambda: other.responses.retrieve(resp.id), lambda: other.responses.delete(resp.id),
-                 lambda: other.responses.input_items.list(resp.id)):
+    for call in (
+        lambda: other.responses.retrieve(resp.id),
+        lambda: other.responses.delete(resp.id),
+        lambda: other.responses.input_items.list(resp.id),
+    ):
         with pytest.raises(openai.NotFoundError):
             call()
     with pytest.raises(openai.NotFoundError):
@@ -178,7 +183,13 @@ def test_delete_erases_and_scoping(oai: openai.OpenAI, gateway: Gateway) -> None
         ({"model": "test-claude", "input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type"),
         ({"model": "test-claude", "input": "x", "max_output_tokens": "many"}, "max_output_tokens"),
         ({"model": "test-claude", "input": "x", "store": "yes"}, "store"),
-        ({"model": "test-claude", "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "file:///x"}]}]}, "input[0].content[0].image_url"),
+        (
+            {
+                "model": "test-claude",
+                "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "file:///x"}]}],
+            },
+            "input[0].content[0].image_url",
+        ),
     ],
 )
 def test_bad_input_is_an_openai_400(gateway: Gateway, user, body, param) -> None:
@@ -214,7 +225,12 @@ def test_webhook_tools_run_by_the_gateway(oai: openai.OpenAI, gateway: Gateway, 
         assert "tool_ids" not in resp.model_dump()
         sent = [q["body"] for q in fake_requests(fake) if marker in json.dumps(q["body"])]
         assert len(sent) == 2  # the call, then the follow-up with the webhook's result
-        assert any(b.get("type") == "tool_result" for m in sent[1]["messages"] if isinstance(m["content"], list) for b in m["content"])
+        assert any(
+            b.get("type") == "tool_result"
+            for m in sent[1]["messages"]
+            if isinstance(m["content"], list)
+            for b in m["content"]
+        )
         # Streamed, on a Chat model too: the turns merged into one Responses stream, stored at its end.
         with oai.responses.stream(
             model="chat-gpt", input=f"{marker} #tool=lookup_account #words=4", extra_body={"tool_ids": [tool["id"]]}

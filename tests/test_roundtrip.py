@@ -16,17 +16,22 @@ from typing import Any, Callable, Optional
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from tollway.keys import KeyStore
-from tollway.store import Database
 
 from tests.conftest import Gateway
 from tests.fuzzing import FUZZ_SETTINGS, Findings, deep, response_problems
+from tollway.keys import KeyStore
+from tollway.store import Database
 
 EXAMPLES_PER_ROUTE = 40  # per database
 
 _names = itertools.count()
 TEXT = st.text(min_size=1, max_size=30)
-ODD_TEXT = st.sampled_from(["x" * 200, "x" * 201, "\x00", "a\x00b", "é" * 200, "\U0001f600" * 200, " x ", "\u202e\ufeff", "x" * 20_000]) | TEXT
+ODD_TEXT = (
+    st.sampled_from(
+        ["x" * 200, "x" * 201, "\x00", "a\x00b", "é" * 200, "\U0001f600" * 200, " x ", "\u202e\ufeff", "x" * 20_000]
+    )
+    | TEXT
+)
 NUMBERS = st.sampled_from([2**64, -(2**63) - 1, 10**40, 1e308, -0.0, 5e-324, 2**53 + 1])
 METADATA = st.one_of(
     st.builds(deep, st.sampled_from([31, 32, 33, 100, 300]), st.just("v"), st.sampled_from(["dict", "list"])).map(lambda v: {"m": v}),
@@ -43,7 +48,9 @@ SCHEMAS = st.sampled_from(
 ) | st.builds(lambda n: {"type": "object", **deep(n, {"type": "string"}, "dict")}, st.sampled_from([30, 100, 300])) | st.builds(
     lambda n: nested_properties(n), st.sampled_from([10, 31, 50, 100])
 )  # fmt: skip
-URLS = st.sampled_from(["http://127.0.0.1:9/h", "http://127.0.0.1:9/" + "x" * 2000, "http://xn--e-ufa.example/é", "http://[::1]:9/"])
+URLS = st.sampled_from(
+    ["http://127.0.0.1:9/h", "http://127.0.0.1:9/" + "x" * 2000, "http://xn--e-ufa.example/é", "http://[::1]:9/"]
+)
 CONTENT = st.sampled_from(["hi", "hi \x00 there", "é" * 1000, [{"type": "text", "text": "x\x00"}],
                            [{"type": "text", "text": "t", "extra": deep(100)}], [{"type": "text", "text": "t", "n": 2**64}]])  # fmt: skip
 
@@ -90,7 +97,12 @@ def _new_thread(c: Ctx) -> tuple[str, str]:
 
 
 def _new_tool(c: Ctx) -> tuple[str, str]:
-    body = {"name": _tool_name(), "description": "d", "input_schema": {"type": "object"}, "webhook_url": "http://127.0.0.1:9/h"}
+    body = {
+        "name": _tool_name(),
+        "description": "d",
+        "input_schema": {"type": "object"},
+        "webhook_url": "http://127.0.0.1:9/h",
+    }
     r = c.gw.request("POST", "/v1/tools", c.admin, json=body)
     assert r.status_code == 201, r.text
     return "tool", r.json()["id"]
@@ -98,8 +110,19 @@ def _new_tool(c: Ctx) -> tuple[str, str]:
 
 _KEY_FIELDS = {"name": ODD_TEXT, "max_spend_usd": SPEND, "metadata": METADATA}
 _THREAD_FIELDS = {"metadata": METADATA, "system": SYSTEM}
-_TOOL_FIELDS = {"name": ODD_TEXT, "description": ODD_TEXT, "input_schema": SCHEMAS, "webhook_url": URLS, "timeout_ms": st.sampled_from([100, 120_000])}
-_TURN_FIELDS = {"content": CONTENT, "metadata": METADATA, "system": SYSTEM, "max_tokens": st.sampled_from([1, 16, 2**31 - 1])}
+_TOOL_FIELDS = {
+    "name": ODD_TEXT,
+    "description": ODD_TEXT,
+    "input_schema": SCHEMAS,
+    "webhook_url": URLS,
+    "timeout_ms": st.sampled_from([100, 120_000]),
+}
+_TURN_FIELDS = {
+    "content": CONTENT,
+    "metadata": METADATA,
+    "system": SYSTEM,
+    "max_tokens": st.sampled_from([1, 16, 2**31 - 1]),
+}
 
 WRITES = {
     "POST /v1/keys": Write("POST", "/v1/keys", near_valid({"name": "k"}, {**_KEY_FIELDS, "end_user_id": ODD_TEXT, "scope": st.sampled_from(["standard", "admin"])})),
@@ -120,6 +143,8 @@ WRITES = {
 
 
 _DEEP_META = {"m": deep(300, "v", "dict")}
+
+
 def nested_properties(levels: int) -> dict[str, Any]:
     """An object schema whose property is an object schema, ``levels`` deep (valid JSON Schema)."""
     schema: dict[str, Any] = {"type": "string"}
@@ -138,7 +163,8 @@ SEEDS: dict[str, list[dict[str, Any]]] = {  # bodies that once broke a read (or 
     "POST /v1/threads (admin)": [{"metadata": _DEEP_META}, {"end_user_id": "u\x00"}],
     "PATCH /v1/threads/{id}": [{"metadata": _DEEP_META}, {"system": "s\x00"}],
     "POST /v1/threads/{id}/messages": [
-        {**_TURN, "metadata": _DEEP_META}, {**_TURN, "content": "hi \x00"},
+        {**_TURN, "metadata": _DEEP_META},
+        {**_TURN, "content": "hi \x00"},
         {**_TURN, "content": [{"type": "text", "text": "t", "extra": deep(300)}]},
     ],
     "POST /v1/tools": [{**_TOOL, "input_schema": _DEEP_SCHEMA}, {**_TOOL, "description": "d\x00"}],
@@ -165,14 +191,20 @@ def reads(c: Ctx, admin: bool) -> list[tuple[str, str, Any]]:
     urls: list[tuple[str, str]] = [("GET /v1/threads", "/v1/threads?limit=100")]
     thread = c.written.get("thread")
     if thread and (admin or c.std_sees_thread):
-        urls += [(f"GET /v1/threads/{{id}}{s}", f"/v1/threads/{thread}{s}{q}") for s, q in (("", ""), ("/messages", "?limit=100"), ("/export", ""))]
+        urls += [
+            (f"GET /v1/threads/{{id}}{s}", f"/v1/threads/{thread}{s}{q}")
+            for s, q in (("", ""), ("/messages", "?limit=100"), ("/export", ""))
+        ]
     if c.written.get("tool"):
         urls.append(("GET /v1/tools/{id}", f"/v1/tools/{c.written['tool']}"))
     urls.append(("GET /v1/keys/{id}/usage", f"/v1/keys/{c.std_id}/usage"))
     if admin:
         urls.append(("GET /v1/usage", "/v1/usage?from_ms=0"))
         for key_id in {c.std_id, c.written.get("key", c.std_id)}:
-            urls += [("GET /v1/keys/{id}", f"/v1/keys/{key_id}"), ("GET /v1/keys/{id}/usage", f"/v1/keys/{key_id}/usage")]
+            urls += [
+                ("GET /v1/keys/{id}", f"/v1/keys/{key_id}"),
+                ("GET /v1/keys/{id}/usage", f"/v1/keys/{key_id}/usage"),
+            ]
     out = [(route, url, gw.request("GET", url, key)) for route, url in urls]
     out += [("GET /v1/tools", url, r) for url, r in _pages(gw, "/v1/tools", key, 100)]
     if admin:
@@ -238,7 +270,9 @@ def test_accepted_writes_read_back(fuzz_gateway: Gateway, write: str) -> None:
                     who = "admin" if admin else "standard"
                     problems = response_problems(gw, "GET", url, resp, route=route)
                     detail = problems[0][1] if problems else resp.text[:300]
-                    key = f"{write} -> {route} ({who}) {resp.status_code} " + (problems[0][0].rsplit(route, 1)[-1] if problems else "")
+                    key = f"{write} -> {route} ({who}) {resp.status_code} " + (
+                        problems[0][0].rsplit(route, 1)[-1] if problems else ""
+                    )
                     findings.add(key, f"after {spec.method} {path} with {body!r:.400} -> {r.status_code}:\n{detail}")
         if failed or r.status_code >= 500:
             repair(c)

@@ -28,10 +28,10 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from tollway.http.openapi import OPERATIONS
 
 from tests.conftest import Gateway
 from tests.fuzzing import FAST_MODELS, FUZZ_SETTINGS, Findings, register_lookup_tool, response_problems
+from tollway.http.openapi import OPERATIONS
 
 EXAMPLES_PER_OPERATION = 30  # per database; about 25 s of requests on each
 CHECKS = [
@@ -77,7 +77,12 @@ def _strategy(api: Api, method: str, path: str):
         operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
         operation.as_strategy(generation_mode=GenerationMode.NEGATIVE),
     )
-    return st.tuples(cases, st.sampled_from(["admin", "standard"]), st.booleans(), st.sampled_from([None, *FAST_MODELS, "test-embed"]))
+    return st.tuples(
+        cases,
+        st.sampled_from(["admin", "standard"]),
+        st.booleans(),
+        st.sampled_from([None, *FAST_MODELS, "test-embed"]),
+    )
 
 
 @pytest.mark.timeout(300)
@@ -132,7 +137,12 @@ def _edge_cases(operation: Any, real_ids: dict[str, str]) -> list[Any]:
             else:
                 query[p["name"]] = value
             body = {} if operation.method.upper() in ("POST", "PATCH") else NOT_SET
-            case = operation.Case(path_parameters=path_params, query=query, body=body, media_type="application/json" if body == {} else None)
+            case = operation.Case(
+                path_parameters=path_params,
+                query=query,
+                body=body,
+                media_type="application/json" if body == {} else None,
+            )
             cases.append((case, p["name"], value, _valid(value, p["schema"])))
     return cases
 
@@ -141,7 +151,9 @@ def _valid(value: Any, schema: dict[str, Any]) -> bool:
     """Is the parameter's value, as it goes on the wire, valid for its schema?"""
     wire = str(value)
     if schema.get("type") == "integer":
-        return re.fullmatch(r"-?[0-9]+", wire) is not None and jsonschema.Draft202012Validator(schema).is_valid(int(wire))
+        return re.fullmatch(r"-?[0-9]+", wire) is not None and jsonschema.Draft202012Validator(schema).is_valid(
+            int(wire)
+        )
     return wire == "" or jsonschema.Draft202012Validator(schema).is_valid(wire)
 
 
@@ -155,7 +167,9 @@ def test_edge_parameters(api: Api, method: str, path: str) -> None:
     headers = {"authorization": f"Bearer {api.gw.admin}"}
     for case, name, value, valid in _edge_cases(operation, api.real_ids):
         response = case.call(base_url=api.gw.url, session=api.session, headers=headers, timeout=30)
-        findings.extend(response_problems(api.gw, method, case.formatted_path, response, (case.path_parameters, case.query), path))
+        findings.extend(
+            response_problems(api.gw, method, case.formatted_path, response, (case.path_parameters, case.query), path)
+        )
         if not valid and response.status_code < 400:  # (a 5xx is reported above)
             findings.add(
                 f"out-of-schema {name} accepted: {method} {path} [{response.status_code}]",

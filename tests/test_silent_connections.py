@@ -8,7 +8,6 @@ from accepting anyone: see README, "Limits and timeouts".
 from __future__ import annotations
 
 import multiprocessing
-import os
 import selectors
 import shutil
 import socket
@@ -38,7 +37,13 @@ def _gateway(fake, database_url: str, server: str, **env: str) -> Iterator[Gatew
 
 @pytest.fixture(params=["granian", "robyn"])
 def timed_gateway(request, fake, fresh_database) -> Iterator[Gateway]:
-    yield from _gateway(fake, fresh_database, request.param, TOLLWAY_HEADER_TIMEOUT=str(HEADER_TIMEOUT), TOLLWAY_BODY_TIMEOUT=str(BODY_TIMEOUT))
+    yield from _gateway(
+        fake,
+        fresh_database,
+        request.param,
+        TOLLWAY_HEADER_TIMEOUT=str(HEADER_TIMEOUT),
+        TOLLWAY_BODY_TIMEOUT=str(BODY_TIMEOUT),
+    )
 
 
 def address(gw: Gateway) -> tuple[str, int]:
@@ -73,7 +78,9 @@ def test_connection_that_sends_nothing_is_closed(timed_gateway: Gateway):
     assert waited < LIMIT, f"a silent connection was still open after {waited:.1f} s"
 
 
-ROBYN_NO_TIMEOUT = "Robyn 0.88 sets no header, keep-alive or body timeout on actix and exposes none (README, Robyn limits)"
+ROBYN_NO_TIMEOUT = (
+    "Robyn 0.88 sets no header, keep-alive or body timeout on actix and exposes none (README, Robyn limits)"
+)
 
 
 def test_partial_headers_are_closed(timed_gateway: Gateway):
@@ -89,7 +96,9 @@ def test_idle_keep_alive_is_closed(timed_gateway: Gateway):
     if timed_gateway.server == "robyn":
         pytest.skip(ROBYN_NO_TIMEOUT)
     with socket.create_connection(address(timed_gateway)) as sock:
-        sock.sendall(f"GET /v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {timed_gateway.admin}\r\n\r\n".encode())
+        sock.sendall(
+            f"GET /v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {timed_gateway.admin}\r\n\r\n".encode()
+        )
         waited, received = closed_after(sock, LIMIT + 5)
     assert received.startswith(b"HTTP/1.1 200"), received[:100]
     assert waited < LIMIT
@@ -149,7 +158,9 @@ def _normal_latency(gw: Gateway, key: str, n: int = 20) -> list[float]:
     for _ in range(n):
         start = time.monotonic()
         r = httpx.post(
-            gw.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"}, timeout=5,
+            gw.url + "/v1/chat/completions",
+            headers={"authorization": f"Bearer {key}"},
+            timeout=5,
             json={"model": "test-gpt", "messages": [{"role": "user", "content": "hi #words=3"}]},
         )
         assert r.status_code == 200, r.text

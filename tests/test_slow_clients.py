@@ -75,7 +75,14 @@ def big_fake() -> Iterator[FakeServer]:
 @pytest.fixture(params=["granian", "robyn"])
 def slow_gateway(request, fake, big_fake, fresh_database) -> Iterator[Gateway]:
     data_dir = Path(tempfile.mkdtemp(prefix="tollway-slow-"))
-    env = gateway_env(fake, data_dir, fresh_database, TOLLWAY_CLIENT_STALL_TIMEOUT=str(STALL_TIMEOUT), TOLLWAY_READ_TIMEOUT="30", TOLLWAY_STREAM_WINDOW_KB=os.environ.get("SLOW_TEST_WINDOW_KB", "256"))
+    env = gateway_env(
+        fake,
+        data_dir,
+        fresh_database,
+        TOLLWAY_CLIENT_STALL_TIMEOUT=str(STALL_TIMEOUT),
+        TOLLWAY_READ_TIMEOUT="30",
+        TOLLWAY_STREAM_WINDOW_KB=os.environ.get("SLOW_TEST_WINDOW_KB", "256"),
+    )
     with (data_dir / "tollway.toml").open("a") as f:
         f.write(BIG_MODEL.format(url=big_fake.url))
     gw = start_gateway(env, server=request.param)
@@ -90,7 +97,12 @@ def open_unread_stream(gw: Gateway, secret: str) -> socket.socket:
     """Ask for a big stream and never read it."""
     host, port = gw.url.removeprefix("http://").split(":")
     body = json.dumps(
-        {"model": "big-gpt", "stream": True, "max_tokens": WORDS, "messages": [{"role": "user", "content": f"go #words={WORDS}"}]}
+        {
+            "model": "big-gpt",
+            "stream": True,
+            "max_tokens": WORDS,
+            "messages": [{"role": "user", "content": f"go #words={WORDS}"}],
+        }
     ).encode()
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
@@ -132,11 +144,18 @@ def test_clients_that_never_read(slow_gateway: Gateway):
     served = 0
     # While the streams are held (and then stalled), everyone else is served as usual.
     while time.monotonic() - opened < STALL_TIMEOUT + 1.5:
-        r = gw.request("POST", "/v1/chat/completions", other, json={"model": "test-gpt", "messages": [{"role": "user", "content": "hi #words=5"}]})
+        r = gw.request(
+            "POST",
+            "/v1/chat/completions",
+            other,
+            json={"model": "test-gpt", "messages": [{"role": "user", "content": "hi #words=5"}]},
+        )
         assert r.status_code == 200, r.text
         assert r.json()["choices"][0]["message"]["content"] == "w0 w1 w2 w3 w4"
         with gw._client.stream(
-            "POST", gw.url + "/v1/chat/completions", headers={"authorization": f"Bearer {other}"},
+            "POST",
+            gw.url + "/v1/chat/completions",
+            headers={"authorization": f"Bearer {other}"},
             json={"model": "test-gpt", "stream": True, "messages": [{"role": "user", "content": "hi #words=3"}]},
         ) as s:
             assert s.status_code == 200
@@ -145,7 +164,9 @@ def test_clients_that_never_read(slow_gateway: Gateway):
         peak = max(peak, tree_rss_kb(gw.proc.pid))
     assert served >= 3
     grown_mb = (peak - before) / 1024
-    print(f"\n{gw.server}: RSS {before // 1024} MB -> peak {peak // 1024} MB with {STALLED} stalled streams; {served} rounds served")
+    print(
+        f"\n{gw.server}: RSS {before // 1024} MB -> peak {peak // 1024} MB with {STALLED} stalled streams; {served} rounds served"
+    )
     assert grown_mb < RSS_MARGIN_MB, f"RSS grew by {grown_mb:.0f} MB with {STALLED} stalled streams"
 
     # Stalled: the streams settled, holds released, what was generated billed.

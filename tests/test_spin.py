@@ -12,7 +12,7 @@ from typing import Iterator
 import orjson
 import pytest
 
-from tests.conftest import ADMIN_SECRET, gateway_env, free_port
+from tests.conftest import ADMIN_SECRET, free_port, gateway_env
 from tests.fakes.runner import FakeServer
 from tollway._core import UpstreamClient, UpstreamConnectError
 from tollway.config import ConfigError, load_settings

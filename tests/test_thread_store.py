@@ -67,11 +67,21 @@ def test_thread_crud_and_messages(env: Env) -> None:
     t = s.create_thread(acct, "key_1", "u1", {"topic": "tax"}, "You are terse.")
     assert t.id.startswith("thread_") and t.created_at == t.updated_at
     assert t.public() == {
-        "id": t.id, "object": "thread", "end_user_id": "u1", "metadata": {"topic": "tax"},
-        "system": "You are terse.", "created_at": t.created_at, "updated_at": t.updated_at,
+        "id": t.id,
+        "object": "thread",
+        "end_user_id": "u1",
+        "metadata": {"topic": "tax"},
+        "system": "You are terse.",
+        "created_at": t.created_at,
+        "updated_at": t.updated_at,
     }
     got = s.get_thread(acct, t.id)
-    assert got is not None and (got.id, got.key_id, got.account_id, got.system) == (t.id, "key_1", acct, "You are terse.")
+    assert got is not None and (got.id, got.key_id, got.account_id, got.system) == (
+        t.id,
+        "key_1",
+        acct,
+        "You are terse.",
+    )
 
     # Defaults: no metadata -> {}, no system.
     bare = s.create_thread(acct, "key_1", None, None, None)
@@ -96,12 +106,20 @@ def test_thread_crud_and_messages(env: Env) -> None:
         {"type": "text", "text": "what is in this picture?"},
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
     ]
-    stored = s.append_messages(t.id, [
-        NewMessage("user", blocks, metadata={"client": "web"}),
-        NewMessage("assistant", [{"type": "tool_use", "id": "tu_1", "name": "look", "input": {"q": 1}}],
-                   model="test-claude", usage={"input_tokens": 10, "output_tokens": 3}, stop_reason="tool_use"),
-        NewMessage("user", [{"type": "tool_result", "tool_use_id": "tu_1", "content": "a cat"}]),
-    ])
+    stored = s.append_messages(
+        t.id,
+        [
+            NewMessage("user", blocks, metadata={"client": "web"}),
+            NewMessage(
+                "assistant",
+                [{"type": "tool_use", "id": "tu_1", "name": "look", "input": {"q": 1}}],
+                model="test-claude",
+                usage={"input_tokens": 10, "output_tokens": 3},
+                stop_reason="tool_use",
+            ),
+            NewMessage("user", [{"type": "tool_result", "tool_use_id": "tu_1", "content": "a cat"}]),
+        ],
+    )
     assert [m.id[:4] for m in stored] == ["msg_"] * 3 and len({m.id for m in stored}) == 3
     assert stored[0].seq < stored[1].seq < stored[2].seq
     assert s.get_thread(acct, t.id).updated_at > before
@@ -109,10 +127,16 @@ def test_thread_crud_and_messages(env: Env) -> None:
     assert [m.public() for m in everything] == [m.public() for m in stored]
     pub = everything[1].public()
     assert pub == {
-        "id": stored[1].id, "object": "thread.message", "thread_id": t.id, "role": "assistant",
+        "id": stored[1].id,
+        "object": "thread.message",
+        "thread_id": t.id,
+        "role": "assistant",
         "content": [{"type": "tool_use", "id": "tu_1", "name": "look", "input": {"q": 1}}],
-        "model": "test-claude", "usage": {"input_tokens": 10, "output_tokens": 3}, "stop_reason": "tool_use",
-        "metadata": None, "created_at": stored[1].created_at,
+        "model": "test-claude",
+        "usage": {"input_tokens": 10, "output_tokens": 3},
+        "stop_reason": "tool_use",
+        "metadata": None,
+        "created_at": stored[1].created_at,
     }
     assert everything[0].content == blocks and everything[0].metadata == {"client": "web"}
     assert s.count_messages(t.id) == 3 and s.count_messages(bare.id) == 0
@@ -209,7 +233,9 @@ def test_list_threads_pages_newest_first(env: Env) -> None:
         s.list_threads(acct, after="thread_unknown")
 
 
-def walk(s: ThreadStore, tid: str, *, order: str, cursor: str, limit: int, start: str | None = None) -> tuple[list[str], int]:
+def walk(
+    s: ThreadStore, tid: str, *, order: str, cursor: str, limit: int, start: str | None = None
+) -> tuple[list[str], int]:
     """Every page from `start` (or the first page of `order`), following `cursor` ('before'/'after')."""
     ids, cur, pages = [], start, 0
     while True:
@@ -231,7 +257,9 @@ def test_message_cursor_pagination_500(env: Env) -> None:
     other = s.create_thread(acct, "k", None, None, None)
     stored = []
     for batch in range(10):
-        stored += s.append_messages(t.id, [msg("user" if i % 2 == 0 else "assistant", f"m{batch * 50 + i}") for i in range(50)])
+        stored += s.append_messages(
+            t.id, [msg("user" if i % 2 == 0 else "assistant", f"m{batch * 50 + i}") for i in range(50)]
+        )
         s.append_messages(other.id, [msg("user", f"other{batch}")])
     ids = [m.id for m in stored]
     assert texts(s.all_messages(t.id)) == [f"m{i}" for i in range(500)] and s.count_messages(t.id) == 500
@@ -241,10 +269,10 @@ def test_message_cursor_pagination_500(env: Env) -> None:
     assert walk(s, t.id, order="desc", cursor="before", limit=30) == (ids[::-1], 17)
     # Forward in time with pages shown newest first, from the oldest message on.
     fwd_desc, pages = walk(s, t.id, order="desc", cursor="after", limit=50, start=ids[0])
-    assert pages == 10 and fwd_desc == [i for k in range(1, 500, 50) for i in ids[k:k + 50][::-1]]
+    assert pages == 10 and fwd_desc == [i for k in range(1, 500, 50) for i in ids[k : k + 50][::-1]]
     # Back in time with pages shown oldest first (a UI prepending pages), from the newest on.
     back_asc, pages = walk(s, t.id, order="asc", cursor="before", limit=50, start=ids[-1])
-    assert pages == 10 and back_asc == [i for k in range(499, 0, -50) for i in ids[max(k - 50, 0):k]]
+    assert pages == 10 and back_asc == [i for k in range(499, 0, -50) for i in ids[max(k - 50, 0) : k]]
     assert sorted(back_asc, key=ids.index) == ids[:-1] and len(set(back_asc)) == 499
 
     # The first page with no cursor: oldest (asc) / newest (desc).
@@ -264,7 +292,10 @@ def test_message_cursor_pagination_500(env: Env) -> None:
     assert [m.id for m in page] == ids[101:111][::-1] and more
 
     # Edges: has_more is False exactly when the page reaches the end.
-    assert s.list_messages(t.id, order="desc", before=ids[10], limit=10) == (s.list_messages(t.id, order="desc", before=ids[10], limit=10)[0], False)
+    assert s.list_messages(t.id, order="desc", before=ids[10], limit=10) == (
+        s.list_messages(t.id, order="desc", before=ids[10], limit=10)[0],
+        False,
+    )
     assert [m.id for m in s.list_messages(t.id, order="desc", before=ids[10], limit=10)[0]] == ids[:10][::-1]
     assert s.list_messages(t.id, order="desc", before=ids[11], limit=10)[1] is True
     assert s.list_messages(t.id, after=ids[489], limit=10)[1] is False
@@ -298,8 +329,11 @@ def test_message_cursor_pagination_500(env: Env) -> None:
         with env.db.engine.connect() as conn:
             seq = conn.execute(text("SELECT seq FROM thread_messages WHERE id = :i"), {"i": ids[100]}).scalar()
             plan = " ".join(
-                str(r[-1]) for r in conn.execute(
-                    text("EXPLAIN QUERY PLAN SELECT * FROM thread_messages WHERE thread_id = :t AND seq < :s ORDER BY seq DESC LIMIT 31"),
+                str(r[-1])
+                for r in conn.execute(
+                    text(
+                        "EXPLAIN QUERY PLAN SELECT * FROM thread_messages WHERE thread_id = :t AND seq < :s ORDER BY seq DESC LIMIT 31"
+                    ),
                     {"t": t.id, "s": seq},
                 )
             )
@@ -368,13 +402,22 @@ def fill_thread(s: ThreadStore, tid: str, marker: str, n: int) -> None:
             body = random_text(6_000) + marker + random_text(6_000) + marker
         else:
             body = f"{marker} short {i}"
-        s.append_messages(tid, [
-            NewMessage("user", [{"type": "text", "text": body}], metadata={"note": marker}),
-            NewMessage("assistant", [
-                {"type": "tool_use", "id": f"tu_{i}", "name": "search", "input": {"q": marker}},
-                {"type": "text", "text": f"answer {marker}"},
-            ], model="m", usage={"input_tokens": 1, "output_tokens": 1}, stop_reason="end_turn"),
-        ])
+        s.append_messages(
+            tid,
+            [
+                NewMessage("user", [{"type": "text", "text": body}], metadata={"note": marker}),
+                NewMessage(
+                    "assistant",
+                    [
+                        {"type": "tool_use", "id": f"tu_{i}", "name": "search", "input": {"q": marker}},
+                        {"type": "text", "text": f"answer {marker}"},
+                    ],
+                    model="m",
+                    usage={"input_tokens": 1, "output_tokens": 1},
+                    stop_reason="end_turn",
+                ),
+            ],
+        )
 
 
 def make_threads(env: Env) -> tuple[str, dict[str, str], dict[str, str]]:
@@ -404,7 +447,10 @@ def assert_kept_readable(env: Env, acct: str, ids: dict[str, str], markers: dict
 
 def sqlite_files(env: Env) -> dict[str, bytes]:
     path = env.db.url.split("sqlite:///", 1)[1]
-    return {suffix: (Path(path + suffix).read_bytes() if Path(path + suffix).exists() else b"") for suffix in ("", "-wal", "-shm")}
+    return {
+        suffix: (Path(path + suffix).read_bytes() if Path(path + suffix).exists() else b"")
+        for suffix in ("", "-wal", "-shm")
+    }
 
 
 @pytest.mark.parametrize("env", ["sqlite"], indirect=True)
@@ -542,7 +588,9 @@ def test_migration_0002_up_from_0001_and_down(kind: str) -> None:
                 command.upgrade(alembic_config(conn), "0002_threads")
             insp = inspect(db.engine)
             assert {"threads", "thread_messages", "accounts"} <= set(insp.get_table_names())
-            assert {"ix_threads_account_seq", "ix_threads_account_end_user_seq"} <= {i["name"] for i in insp.get_indexes("threads")}
+            assert {"ix_threads_account_seq", "ix_threads_account_end_user_seq"} <= {
+                i["name"] for i in insp.get_indexes("threads")
+            }
             assert "ix_thread_messages_thread_seq" in {i["name"] for i in insp.get_indexes("thread_messages")}
             fks = insp.get_foreign_keys("thread_messages")
             assert fks[0]["referred_table"] == "threads" and fks[0]["options"].get("ondelete") == "CASCADE"

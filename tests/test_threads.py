@@ -71,8 +71,19 @@ def test_create_stamps_end_user_and_isolates(gateway: Gateway) -> None:
     r = gateway.request("POST", "/v1/threads", alice, json={"end_user_id": "mallory"})
     assert r.status_code == 403 and r.json()["error"]["code"] == "end_user_mismatch"
     # Bob sees nothing of Alice's.
-    for method, path in (("GET", ""), ("PATCH", ""), ("DELETE", ""), ("GET", "/messages"), ("GET", "/export"), ("POST", "/messages")):
-        body = {"metadata": {}} if method == "PATCH" else ({"model": "test-claude", "content": "x"} if method == "POST" else None)
+    for method, path in (
+        ("GET", ""),
+        ("PATCH", ""),
+        ("DELETE", ""),
+        ("GET", "/messages"),
+        ("GET", "/export"),
+        ("POST", "/messages"),
+    ):
+        body = (
+            {"metadata": {}}
+            if method == "PATCH"
+            else ({"model": "test-claude", "content": "x"} if method == "POST" else None)
+        )
         r = gateway.request(method, f"/v1/threads/{t['id']}{path}", bob, json=body)
         assert r.status_code == 404, (method, path, r.text)
     assert t["id"] not in [x["id"] for x in gateway.request("GET", "/v1/threads", bob).json()["data"]]
@@ -171,13 +182,20 @@ def test_client_tools_round_trip_across_providers(gateway: Gateway, fake) -> Non
     reply = r.json()
     assert reply["stop_reason"] == "tool_use"
     call = reply["content"][-1]
-    assert call["type"] == "tool_use" and call["name"] == "lookup_account" and call["input"] == {"query": f"acme{marker}"}
+    assert (
+        call["type"] == "tool_use" and call["name"] == "lookup_account" and call["input"] == {"query": f"acme{marker}"}
+    )
     # The result goes back on the other provider: the tool call and its result are translated.
     result = {"type": "tool_result", "tool_use_id": call["id"], "content": "balance 42"}
     r = turn(gateway, key, t["id"], model="test-claude", tools=TOOLS, content=[result])
     assert r.status_code == 200, r.text
     an = upstream_bodies(fake, f"acme{marker}")[-1][1]
-    assert an["messages"][1]["content"][-1] == {"type": "tool_use", "id": call["id"], "name": "lookup_account", "input": {"query": f"acme{marker}"}}
+    assert an["messages"][1]["content"][-1] == {
+        "type": "tool_use",
+        "id": call["id"],
+        "name": "lookup_account",
+        "input": {"query": f"acme{marker}"},
+    }
     assert an["messages"][2]["content"][0]["type"] == "tool_result"
     # And once more on OpenAI: tool_calls + a tool message.
     r = turn(gateway, key, t["id"], model="test-gpt", content=f"thanks {marker}")
@@ -201,7 +219,7 @@ def test_stream_turn_is_anthropic_sse_and_persisted(gateway: Gateway) -> None:
             assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
             assert r.headers["x-tollway-thread-id"] == t["id"]
             body = r.read().decode()
-        events = [line[len("event: "):] for line in body.splitlines() if line.startswith("event: ")]
+        events = [line[len("event: ") :] for line in body.splitlines() if line.startswith("event: ")]
         assert events[0] == "message_start" and events[-1] == "message_stop", (model, events)
         assert events.count("content_block_delta") == 6, (model, events)
     data = wait_messages(gateway, key, t["id"], 4)
@@ -222,7 +240,7 @@ def test_stream_turn_parsed_by_the_anthropic_sdk(gateway: Gateway) -> None:
     t = new_thread(gateway, key)
     client = anthropic.Anthropic(api_key=key, base_url=gateway.url, max_retries=0)
     for model in ("test-gpt", "test-claude"):
-        request = lambda: client.post(  # noqa: E731
+        request = lambda model=model: client.post(  # noqa: E731
             f"/v1/threads/{t['id']}/messages",
             body={"model": model, "max_tokens": 50, "content": "hey #words=5", "stream": True},
             cast_to=anthropic.types.Message,
@@ -240,13 +258,13 @@ def test_disconnect_mid_stream_keeps_and_bills_what_was_generated(gateway: Gatew
     t = new_thread(gateway, key)
     host, port = gateway.url.removeprefix("http://").split(":")
     body = (
-        '{"model":"test-claude","max_tokens":200,"stream":true,'
-        '"content":"long one #words=100 #chunk_delay_ms=40"}'
+        '{"model":"test-claude","max_tokens":200,"stream":true,"content":"long one #words=100 #chunk_delay_ms=40"}'
     ).encode()
     sock = socket.create_connection((host, int(port)))
     sock.sendall(
         f"POST /v1/threads/{t['id']}/messages HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n"
-        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n".encode()
+        + body
     )
     got = b""
     while got.count(b"event: content_block_delta") < 5:
@@ -270,7 +288,9 @@ def test_a_second_turn_waits_for_the_running_one_then_gets_409(gateway: Gateway)
     t = new_thread(gateway, key)
     results: dict[str, httpx.Response] = {}
     slow = threading.Thread(
-        target=lambda: results.update(first=turn(gateway, key, t["id"], model="test-claude", content="first #delay_ms=400"))
+        target=lambda: results.update(
+            first=turn(gateway, key, t["id"], model="test-claude", content="first #delay_ms=400")
+        )
     )
     slow.start()
     time.sleep(0.15)
@@ -281,7 +301,9 @@ def test_a_second_turn_waits_for_the_running_one_then_gets_409(gateway: Gateway)
     assert [m["content"][0]["text"] for m in data[::2]] == ["first #delay_ms=400", "second #words=2"]
     assert [m["role"] for m in data] == ["user", "assistant"] * 2
 
-    slow = threading.Thread(target=lambda: turn(gateway, key, t["id"], model="test-claude", content="slow #delay_ms=2500"))
+    slow = threading.Thread(
+        target=lambda: turn(gateway, key, t["id"], model="test-claude", content="slow #delay_ms=2500")
+    )
     slow.start()
     time.sleep(0.3)
     busy = turn(gateway, key, t["id"], model="test-claude", content="impatient")
@@ -294,7 +316,9 @@ def test_parallel_turns_never_lose_or_duplicate(gateway: Gateway) -> None:
     _, key = gateway.mint(max_spend_usd=10)
     t = new_thread(gateway, key)
     with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda i: turn(gateway, key, t["id"], model="test-gpt", content=f"n{i} #delay_ms=50"), range(8)))
+        results = list(
+            pool.map(lambda i: turn(gateway, key, t["id"], model="test-gpt", content=f"n{i} #delay_ms=50"), range(8))
+        )
     ok = [r for r in results if r.status_code == 200]
     assert ok and all(r.status_code in (200, 409) for r in results)
     data = messages(gateway, key, t["id"], limit=100)["data"]
@@ -325,15 +349,36 @@ def test_truncation_keeps_tool_use_with_its_result(gateway: Gateway, fake) -> No
     _, key = gateway.mint(max_spend_usd=10)
     t = new_thread(gateway, key)
     marker = uuid.uuid4().hex[:8]
-    r = turn(gateway, key, t["id"], model="tiny-claude", max_tokens=20, tools=TOOLS, content=f"q{marker} #tool=lookup_account")
+    r = turn(
+        gateway,
+        key,
+        t["id"],
+        model="tiny-claude",
+        max_tokens=20,
+        tools=TOOLS,
+        content=f"q{marker} #tool=lookup_account",
+    )
     call = r.json()["content"][-1]
     result = {"type": "tool_result", "tool_use_id": call["id"], "content": "z" * 300}
-    assert turn(gateway, key, t["id"], model="tiny-claude", max_tokens=20, tools=TOOLS, content=[result]).status_code == 200
-    r = turn(gateway, key, t["id"], model="tiny-claude", max_tokens=20, tools=TOOLS, content=f"final {marker} " + "k" * 200)
+    assert (
+        turn(gateway, key, t["id"], model="tiny-claude", max_tokens=20, tools=TOOLS, content=[result]).status_code
+        == 200
+    )
+    r = turn(
+        gateway, key, t["id"], model="tiny-claude", max_tokens=20, tools=TOOLS, content=f"final {marker} " + "k" * 200
+    )
     assert r.status_code == 200, r.text
     sent = upstream_bodies(fake, f"final {marker}")[-1][1]["messages"]
-    ids_used = {b["id"] for m in sent if isinstance(m["content"], list) for b in m["content"] if b.get("type") == "tool_use"}
-    ids_answered = {b["tool_use_id"] for m in sent if isinstance(m["content"], list) for b in m["content"] if b.get("type") == "tool_result"}
+    ids_used = {
+        b["id"] for m in sent if isinstance(m["content"], list) for b in m["content"] if b.get("type") == "tool_use"
+    }
+    ids_answered = {
+        b["tool_use_id"]
+        for m in sent
+        if isinstance(m["content"], list)
+        for b in m["content"]
+        if b.get("type") == "tool_result"
+    }
     assert ids_used == ids_answered  # never one without the other
     assert sent[0]["role"] == "user"
 
@@ -342,7 +387,12 @@ def test_history_pages_500_messages_both_ways(gateway: Gateway) -> None:
     _, key = gateway.mint(max_spend_usd=50)
     t = new_thread(gateway, key)
     with ThreadPoolExecutor(1) as pool:
-        list(pool.map(lambda i: turn(gateway, key, t["id"], model="out-gpt", max_tokens=3, content=f"m{i} #words=1"), range(250)))
+        list(
+            pool.map(
+                lambda i: turn(gateway, key, t["id"], model="out-gpt", max_tokens=3, content=f"m{i} #words=1"),
+                range(250),
+            )
+        )
     # Scroll up like a chat UI: newest first, then older pages with before=.
     seen, before = [], None
     while True:
@@ -401,7 +451,12 @@ def test_bad_turns_get_clear_errors(gateway: Gateway, fake) -> None:
         assert r.json()["error"]["param"] == param
     r = gateway.request("POST", f"/v1/threads/{t['id']}/messages", key, content=b"{nope")
     assert r.status_code == 400
-    assert gateway.request("POST", f"/v1/threads/{t['id']}/messages", key, json={"model": "nope", "content": "x"}).status_code == 404
+    assert (
+        gateway.request(
+            "POST", f"/v1/threads/{t['id']}/messages", key, json={"model": "nope", "content": "x"}
+        ).status_code
+        == 404
+    )
     # An upstream failure keeps its status, stores nothing and frees the thread.
     r = turn(gateway, key, t["id"], model="test-claude", content="#status=400")
     assert r.status_code == 400 and "upstream" in r.json()["error"]["message"]
@@ -435,7 +490,14 @@ def test_tollway_compact_rewrites_the_thread_tables(gateway: Gateway) -> None:
     for t in (gone, kept):
         assert turn(gateway, key, t["id"], model="test-claude", content="words #words=2").status_code == 200
     assert gateway.request("DELETE", f"/v1/threads/{gone['id']}", key).status_code == 200
-    out = subprocess.run([sys.executable, "-m", "tollway", "compact"], env=gateway.env, cwd=str(REPO), capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "tollway", "compact"],
+        env=gateway.env,
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "Compacted the thread tables" in out.stdout
     assert len(messages(gateway, key, kept["id"])["data"]) == 2

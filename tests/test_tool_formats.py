@@ -18,8 +18,8 @@ from openai.types.chat import (
 )
 from pydantic import TypeAdapter
 
-from tollway.http.core import HTTPError
 from tollway.config.routes import PROVIDER_KINDS
+from tollway.http.core import HTTPError
 from tollway.providers import ADAPTERS, CANONICAL_TOOLS, TOOL_FORMATS
 from tollway.providers.tool_format import LoopWriter, ToolFormat
 from tollway.tools.calls import add_definitions

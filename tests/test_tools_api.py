@@ -44,11 +44,26 @@ def test_register_returns_the_secret_once(gateway: Gateway) -> None:
     r = gateway.request("POST", "/v1/tools", gateway.admin, json=body)
     assert r.status_code == 201, r.text
     tool = r.json()
-    assert set(tool) == {"id", "object", "name", "description", "input_schema", "webhook_url", "timeout_ms",
-                         "created_at", "updated_at", "signing_secret"}
+    assert set(tool) == {
+        "id",
+        "object",
+        "name",
+        "description",
+        "input_schema",
+        "webhook_url",
+        "timeout_ms",
+        "created_at",
+        "updated_at",
+        "signing_secret",
+    }
     assert tool["id"].startswith("tool_") and tool["object"] == "tool"
     assert (tool["name"], tool["description"], tool["input_schema"], tool["webhook_url"], tool["timeout_ms"]) == (
-        body["name"], body["description"], SCHEMA, body["webhook_url"], 2500)
+        body["name"],
+        body["description"],
+        SCHEMA,
+        body["webhook_url"],
+        2500,
+    )
     assert tool["created_at"] == tool["updated_at"] > 0
     secret = tool["signing_secret"]
     assert secret.startswith("whsec_") and len(secret) == len("whsec_") + 43
@@ -99,15 +114,28 @@ def test_patch_and_rotate_secret(gateway: Gateway) -> None:
     tool = create(gateway)
     new_schema = {"type": "object", "properties": {"id": {"type": "integer"}}, "additionalProperties": False}
     new_name = "renamed_" + secrets.token_hex(4)
-    r = gateway.request("PATCH", f"/v1/tools/{tool['id']}", gateway.admin, json={
-        "name": new_name, "description": "Changed", "input_schema": new_schema,
-        "webhook_url": "http://127.0.0.1:9/hook", "timeout_ms": 100,
-    })
+    r = gateway.request(
+        "PATCH",
+        f"/v1/tools/{tool['id']}",
+        gateway.admin,
+        json={
+            "name": new_name,
+            "description": "Changed",
+            "input_schema": new_schema,
+            "webhook_url": "http://127.0.0.1:9/hook",
+            "timeout_ms": 100,
+        },
+    )
     assert r.status_code == 200, r.text
     patched = r.json()
     assert "signing_secret" not in patched
-    assert (patched["name"], patched["description"], patched["input_schema"], patched["webhook_url"], patched["timeout_ms"]) == (
-        new_name, "Changed", new_schema, "http://127.0.0.1:9/hook", 100)
+    assert (
+        patched["name"],
+        patched["description"],
+        patched["input_schema"],
+        patched["webhook_url"],
+        patched["timeout_ms"],
+    ) == (new_name, "Changed", new_schema, "http://127.0.0.1:9/hook", 100)
     assert patched["updated_at"] >= tool["updated_at"] and patched["created_at"] == tool["created_at"]
     assert gateway.request("GET", f"/v1/tools/{tool['id']}", gateway.admin).json() == patched
 
@@ -135,7 +163,9 @@ def test_delete_then_404(gateway: Gateway) -> None:
     r = gateway.request("DELETE", f"/v1/tools/{tool['id']}", gateway.admin)
     assert r.status_code == 200 and r.json() == {"id": tool["id"], "object": "tool.deleted", "deleted": True}
     for method in ("GET", "PATCH", "DELETE"):
-        r = gateway.request(method, f"/v1/tools/{tool['id']}", gateway.admin, json={"timeout_ms": 500} if method == "PATCH" else None)
+        r = gateway.request(
+            method, f"/v1/tools/{tool['id']}", gateway.admin, json={"timeout_ms": 500} if method == "PATCH" else None
+        )
         assert r.status_code == 404 and error(r)["code"] == "tool_not_found", (method, r.text)
     listed = gateway.request("GET", "/v1/tools", gateway.admin, params={"limit": 100}).json()
     assert tool["id"] not in {t["id"] for t in listed["data"]}
@@ -151,7 +181,10 @@ def test_duplicate_name_is_409(gateway: Gateway) -> None:
     r = gateway.request("PATCH", f"/v1/tools/{second['id']}", gateway.admin, json={"name": first["name"]})
     assert r.status_code == 409 and error(r)["param"] == "name"
     # Renaming a tool to its own name is no clash; names are case-sensitive.
-    assert gateway.request("PATCH", f"/v1/tools/{first['id']}", gateway.admin, json={"name": first["name"]}).status_code == 200
+    assert (
+        gateway.request("PATCH", f"/v1/tools/{first['id']}", gateway.admin, json={"name": first["name"]}).status_code
+        == 200
+    )
     assert create(gateway, name=first["name"].upper())["name"] == first["name"].upper()
 
 
@@ -171,7 +204,11 @@ def test_duplicate_name_is_409(gateway: Gateway) -> None:
         ({"input_schema": "object"}, "input_schema", "JSON Schema"),
         ({"input_schema": {"type": "string"}}, "input_schema", '"type": "object"'),
         ({"input_schema": {"properties": {}}}, "input_schema", '"type": "object"'),
-        ({"input_schema": {"type": "object", "properties": {"a": {"type": 12}}}}, "input_schema", "is not valid under any of the given schemas"),
+        (
+            {"input_schema": {"type": "object", "properties": {"a": {"type": 12}}}},
+            "input_schema",
+            "is not valid under any of the given schemas",
+        ),
         ({"input_schema": {"type": "object", "required": "a"}}, "input_schema", "not a valid JSON Schema"),
         ({"webhook_url": None}, "webhook_url", "required"),
         ({"webhook_url": "/relative/path"}, "webhook_url", "absolute"),
@@ -200,17 +237,25 @@ def test_bad_fields_are_400_with_param(gateway: Gateway, overrides: dict[str, An
         r = gateway.request("PATCH", f"/v1/tools/{tool['id']}", gateway.admin, json={param: overrides[param]})
         assert r.status_code == 400 and error(r)["param"] == param, r.text
         assert gateway.request("GET", f"/v1/tools/{tool['id']}", gateway.admin).json() == {
-            k: v for k, v in tool.items() if k != "signing_secret"}
+            k: v for k, v in tool.items() if k != "signing_secret"
+        }
 
 
 def test_bad_bodies_are_400(gateway: Gateway) -> None:
-    r = gateway.request("POST", "/v1/tools", gateway.admin, content=b"[1]", headers={"content-type": "application/json"})
+    r = gateway.request(
+        "POST", "/v1/tools", gateway.admin, content=b"[1]", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400
-    r = gateway.request("POST", "/v1/tools", gateway.admin, content=b"{nope", headers={"content-type": "application/json"})
+    r = gateway.request(
+        "POST", "/v1/tools", gateway.admin, content=b"{nope", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400
     tool = create(gateway)
-    for body, param in [({"rotate_secret": "yes"}, "rotate_secret"), ({"signing_secret": "x"}, "signing_secret"),
-                        ({"id": "tool_x"}, "id")]:
+    for body, param in [
+        ({"rotate_secret": "yes"}, "rotate_secret"),
+        ({"signing_secret": "x"}, "signing_secret"),
+        ({"id": "tool_x"}, "id"),
+    ]:
         r = gateway.request("PATCH", f"/v1/tools/{tool['id']}", gateway.admin, json=body)
         assert r.status_code == 400 and error(r)["param"] == param, r.text
 
@@ -245,8 +290,12 @@ def test_tenant_isolation(gateway: Gateway) -> None:
     theirs = create(gateway, other_admin, name=mine["name"])  # names are per account
     assert theirs["name"] == mine["name"] and theirs["id"] != mine["id"]
 
-    my_list = {t["id"] for t in gateway.request("GET", "/v1/tools", gateway.admin, params={"limit": 100}).json()["data"]}
-    their_list = {t["id"] for t in gateway.request("GET", "/v1/tools", other_admin, params={"limit": 100}).json()["data"]}
+    my_list = {
+        t["id"] for t in gateway.request("GET", "/v1/tools", gateway.admin, params={"limit": 100}).json()["data"]
+    }
+    their_list = {
+        t["id"] for t in gateway.request("GET", "/v1/tools", other_admin, params={"limit": 100}).json()["data"]
+    }
     assert mine["id"] in my_list and theirs["id"] not in my_list
     assert their_list == {theirs["id"]}
 
@@ -260,7 +309,8 @@ def test_tenant_isolation(gateway: Gateway) -> None:
     r = gateway.request("GET", "/v1/tools", other_admin, params={"after": mine["id"]})
     assert r.status_code == 400 and error(r)["param"] == "after"
     assert gateway.request("GET", f"/v1/tools/{mine['id']}", gateway.admin).json() == {
-        k: v for k, v in mine.items() if k != "signing_secret"}
+        k: v for k, v in mine.items() if k != "signing_secret"
+    }
 
 
 # ---------------------------------------------------------------- ToolStore, directly
@@ -299,7 +349,12 @@ def test_tool_store_api(kind: str) -> None:
                 store.list(acct, 1, t3.id)
 
             updated, secret = store.update(acct, t1.id, description="changed", timeout_ms=500)
-            assert (updated.description, updated.timeout_ms, updated.signing_secret, secret) == ("changed", 500, s1, None)
+            assert (updated.description, updated.timeout_ms, updated.signing_secret, secret) == (
+                "changed",
+                500,
+                s1,
+                None,
+            )
             updated, secret = store.update(acct, t1.id, rotate_secret=True)
             assert secret and secret != s1 and updated.signing_secret == secret
             with pytest.raises(DuplicateToolName):
@@ -307,8 +362,10 @@ def test_tool_store_api(kind: str) -> None:
             assert store.update(other, t1.id, description="x") is None
             assert store.update(acct, "tool_nope") is None
 
-            assert t1.openai_definition() == {"type": "function", "function": {
-                "name": "one", "description": "first", "parameters": SCHEMA}}
+            assert t1.openai_definition() == {
+                "type": "function",
+                "function": {"name": "one", "description": "first", "parameters": SCHEMA},
+            }
             assert t1.anthropic_definition() == {"name": "one", "description": "first", "input_schema": SCHEMA}
 
             assert not store.delete(other, t1.id)
@@ -375,8 +432,10 @@ def test_migration_0004_event_ids_up_from_0003_and_down(kind: str) -> None:
 
     move = _migrate
 
-    columns = "request_id, account_id, key_id, model, provider, http_status, outcome, stream, input_tokens, " \
-              "output_tokens, cache_read_tokens, cache_write_tokens, estimated, cost_micros, latency_ms, created_at"
+    columns = (
+        "request_id, account_id, key_id, model, provider, http_status, outcome, stream, input_tokens, "
+        "output_tokens, cache_read_tokens, cache_write_tokens, estimated, cost_micros, latency_ms, created_at"
+    )
     values = "'req_1', 'acct', 'key', 'm', 'p', 200, 'ok', false, 1, 1, 0, 0, false, 7, 1, 1"
     with throwaway_database(kind) as url:
         db = Database(normalize_database_url(url))

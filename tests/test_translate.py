@@ -14,16 +14,18 @@ from openai.types.chat import ChatCompletion
 
 from tollway.providers.anthropic import convert as anthropic_convert
 from tollway.providers.anthropic import stream as anthropic_stream
+from tollway.providers.formats import StreamTranslator
 from tollway.providers.openai_chat import convert as openai_chat_convert
 from tollway.providers.openai_chat import request as openai_chat_request
 from tollway.providers.openai_chat import stream as openai_chat_stream
-from tollway.providers.formats import StreamTranslator
 from tollway.translate import TranslationError
 
 
 # ------------------------------------------------------------------ both directions, source -> canonical -> target
 def openai_request_to_anthropic(payload: Any, upstream_model: str, default_max_tokens: int) -> dict:
-    return anthropic_convert.from_canonical(openai_chat_request.to_canonical(payload), upstream_model, default_max_tokens)
+    return anthropic_convert.from_canonical(
+        openai_chat_request.to_canonical(payload), upstream_model, default_max_tokens
+    )
 
 
 def anthropic_request_to_openai(payload: Any, upstream_model: str) -> dict:
@@ -52,6 +54,7 @@ def OpenAIToAnthropicStream(model: str, input_tokens_hint: int = 0) -> StreamTra
 
 def AnthropicToOpenAIStream(model: str, include_usage: bool) -> StreamTranslator:
     return StreamTranslator(anthropic_stream.StreamDecoder(), openai_chat_stream.StreamEncoder(model, include_usage))
+
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 
@@ -128,8 +131,16 @@ OPENAI_TOOL_RESPONSE = {
                 "role": "assistant",
                 "content": None,
                 "tool_calls": [
-                    {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": '{"city":"Paris"}'}},
-                    {"id": "call_2", "type": "function", "function": {"name": "weather", "arguments": '{"city":"Rome"}'}},
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "weather", "arguments": '{"city":"Paris"}'},
+                    },
+                    {
+                        "id": "call_2",
+                        "type": "function",
+                        "function": {"name": "weather", "arguments": '{"city":"Rome"}'},
+                    },
                 ],
             },
             "finish_reason": "tool_calls",
@@ -231,11 +242,22 @@ ANTHROPIC_TEXT_STREAM = [
                 "content": [],
                 "stop_reason": None,
                 "stop_sequence": None,
-                "usage": {"input_tokens": 25, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 0, "output_tokens": 1},
+                "usage": {
+                    "input_tokens": 25,
+                    "cache_read_input_tokens": 100,
+                    "cache_creation_input_tokens": 0,
+                    "output_tokens": 1,
+                },
             },
         }
     ),
-    an_event({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+    an_event(
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+        }
+    ),
     an_event({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "secret"}}),
     an_event({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "sig"}}),
     an_event({"type": "content_block_stop", "index": 0}),
@@ -244,7 +266,13 @@ ANTHROPIC_TEXT_STREAM = [
     an_event({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "Bonjour"}}),
     an_event({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": " le monde"}}),
     an_event({"type": "content_block_stop", "index": 1}),
-    an_event({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 9}}),
+    an_event(
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": 9},
+        }
+    ),
     an_event({"type": "message_stop"}),
 ]
 
@@ -253,15 +281,47 @@ ANTHROPIC_PARALLEL_TOOLS_STREAM = [
     an_event({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
     an_event({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "On it."}}),
     an_event({"type": "content_block_stop", "index": 0}),
-    an_event({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_a", "name": "weather", "input": {}}}),
+    an_event(
+        {
+            "type": "content_block_start",
+            "index": 1,
+            "content_block": {"type": "tool_use", "id": "toolu_a", "name": "weather", "input": {}},
+        }
+    ),
     an_event({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": ""}}),
-    an_event({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": '{"city": "Pa'}}),
-    an_event({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": 'ris"}'}}),
+    an_event(
+        {
+            "type": "content_block_delta",
+            "index": 1,
+            "delta": {"type": "input_json_delta", "partial_json": '{"city": "Pa'},
+        }
+    ),
+    an_event(
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": 'ris"}'}}
+    ),
     an_event({"type": "content_block_stop", "index": 1}),
-    an_event({"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "toolu_b", "name": "time", "input": {}}}),
-    an_event({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": '{"tz": "CET"}'}}),
+    an_event(
+        {
+            "type": "content_block_start",
+            "index": 2,
+            "content_block": {"type": "tool_use", "id": "toolu_b", "name": "time", "input": {}},
+        }
+    ),
+    an_event(
+        {
+            "type": "content_block_delta",
+            "index": 2,
+            "delta": {"type": "input_json_delta", "partial_json": '{"tz": "CET"}'},
+        }
+    ),
     an_event({"type": "content_block_stop", "index": 2}),
-    an_event({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None}, "usage": {"output_tokens": 33}}),
+    an_event(
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+            "usage": {"output_tokens": 33},
+        }
+    ),
     an_event({"type": "message_stop"}),
 ]
 
@@ -304,7 +364,9 @@ def openai_accumulate(raw: bytes) -> dict:
     """Text, tool calls, finish reason and usage, as an openai SDK user accumulates them."""
     client = openai_client(raw)
     stream = client.chat.completions.create(
-        model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hi"}], stream=True,
+        model="claude-sonnet-4-5",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
         stream_options={"include_usage": True},
     )
     text, calls, finish, usage, ids = "", {}, None, None, set()
@@ -329,7 +391,10 @@ def test_anthropic_request_full_conversation_to_openai() -> None:
     payload = sent_by_anthropic_sdk(
         model="gpt-4o",
         max_tokens=512,
-        system=[{"type": "text", "text": "Be brief."}, {"type": "text", "text": "Be kind.", "cache_control": {"type": "ephemeral"}}],
+        system=[
+            {"type": "text", "text": "Be brief."},
+            {"type": "text", "text": "Be kind.", "cache_control": {"type": "ephemeral"}},
+        ],
         messages=[
             {
                 "role": "user",
@@ -352,7 +417,11 @@ def test_anthropic_request_full_conversation_to_openai() -> None:
                 "role": "user",
                 "content": [
                     {"type": "text", "text": "Also, thanks!"},
-                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "Sunny"}, {"type": "text", "text": "21C"}]},
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "toolu_1",
+                        "content": [{"type": "text", "text": "Sunny"}, {"type": "text", "text": "21C"}],
+                    },
                     {"type": "tool_result", "tool_use_id": "toolu_2", "content": "city not found", "is_error": True},
                 ],
             },
@@ -446,7 +515,10 @@ def test_anthropic_tool_result_images_follow_tool_messages() -> None:
         "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "shot", "arguments": "{}"}}],
     }
     assert out[1]["role"] == "tool" and out[1]["tool_call_id"] == "t1" and "attachments" in out[1]["content"]
-    assert out[2] == {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,AAAA"}}]}
+    assert out[2] == {
+        "role": "user",
+        "content": [{"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,AAAA"}}],
+    }
 
 
 @pytest.mark.parametrize(
@@ -461,11 +533,21 @@ def test_anthropic_tool_result_images_follow_tool_messages() -> None:
         ({"max_tokens": "5", "messages": [{"role": "user", "content": "x"}]}, "max_tokens"),
         ({"max_tokens": 5, "system": [{"type": "image"}], "messages": []}, "system[0].type"),
         (
-            {"max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "file", "file_id": "f"}}]}]},
+            {
+                "max_tokens": 5,
+                "messages": [
+                    {"role": "user", "content": [{"type": "image", "source": {"type": "file", "file_id": "f"}}]}
+                ],
+            },
             "messages[0].content[0].source.type",
         ),
         (
-            {"max_tokens": 5, "messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "n", "input": []}]}]},
+            {
+                "max_tokens": 5,
+                "messages": [
+                    {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "n", "input": []}]}
+                ],
+            },
             "messages[0].content[0].input",
         ),
         (
@@ -477,7 +559,15 @@ def test_anthropic_tool_result_images_follow_tool_messages() -> None:
             "tools[0].type",
         ),
         ({"max_tokens": 5, "messages": [], "tools": [{"name": "x"}]}, "tools[0].input_schema"),
-        ({"max_tokens": 5, "messages": [], "tools": [{"name": "x", "input_schema": {}}], "tool_choice": {"type": "maybe"}}, "tool_choice.type"),
+        (
+            {
+                "max_tokens": 5,
+                "messages": [],
+                "tools": [{"name": "x", "input_schema": {}}],
+                "tool_choice": {"type": "maybe"},
+            },
+            "tool_choice.type",
+        ),
         ({"max_tokens": 5, "messages": [], "stop_sequences": "END"}, "stop_sequences"),
         ({"max_tokens": 5, "messages": [], "metadata": {"user_id": 7}}, "metadata.user_id"),
     ],
@@ -495,22 +585,39 @@ def test_openai_request_full_conversation_to_anthropic() -> None:
         model="claude-sonnet-4-5",
         messages=[
             {"role": "system", "content": "Be brief."},
-            {"role": "user", "content": [
-                {"type": "text", "text": "What is in these?"},
-                {"type": "image_url", "image_url": {"url": "data:image/webp;base64,UklGRg==", "detail": "high"}},
-                {"type": "image_url", "image_url": {"url": "https://example.com/b.png"}},
-            ]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is in these?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/webp;base64,UklGRg==", "detail": "high"}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/b.png"}},
+                ],
+            },
             {"role": "developer", "content": [{"type": "text", "text": "Use metric units."}]},
-            {"role": "assistant", "content": "Let me look.", "tool_calls": [
-                {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}},
-                {"id": "call_2", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Rome"}'}},
-            ]},
+            {
+                "role": "assistant",
+                "content": "Let me look.",
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "weather", "arguments": '{"city": "Paris"}'},
+                    },
+                    {
+                        "id": "call_2",
+                        "type": "function",
+                        "function": {"name": "weather", "arguments": '{"city": "Rome"}'},
+                    },
+                ],
+            },
             {"role": "tool", "tool_call_id": "call_1", "content": "Sunny"},
             {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "Rainy"}]},
             {"role": "user", "content": "And tomorrow?"},
             {"role": "user", "content": "Please."},
         ],
-        tools=[{"type": "function", "function": {"name": "weather", "description": "Get weather", "parameters": SCHEMA}}],
+        tools=[
+            {"type": "function", "function": {"name": "weather", "description": "Get weather", "parameters": SCHEMA}}
+        ],
         tool_choice="required",
         parallel_tool_calls=False,
         max_completion_tokens=300,
@@ -525,22 +632,31 @@ def test_openai_request_full_conversation_to_anthropic() -> None:
     assert out["model"] == "claude-sonnet-4-5-20250929"
     assert out["system"] == "Be brief.\n\nUse metric units."
     assert out["messages"] == [
-        {"role": "user", "content": [
-            {"type": "text", "text": "What is in these?"},
-            {"type": "image", "source": {"type": "base64", "media_type": "image/webp", "data": "UklGRg=="}},
-            {"type": "image", "source": {"type": "url", "url": "https://example.com/b.png"}},
-        ]},
-        {"role": "assistant", "content": [
-            {"type": "text", "text": "Let me look."},
-            {"type": "tool_use", "id": "call_1", "name": "weather", "input": {"city": "Paris"}},
-            {"type": "tool_use", "id": "call_2", "name": "weather", "input": {"city": "Rome"}},
-        ]},
-        {"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": "call_1", "content": "Sunny"},
-            {"type": "tool_result", "tool_use_id": "call_2", "content": "Rainy"},
-            {"type": "text", "text": "And tomorrow?"},
-            {"type": "text", "text": "Please."},
-        ]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is in these?"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/webp", "data": "UklGRg=="}},
+                {"type": "image", "source": {"type": "url", "url": "https://example.com/b.png"}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Let me look."},
+                {"type": "tool_use", "id": "call_1", "name": "weather", "input": {"city": "Paris"}},
+                {"type": "tool_use", "id": "call_2", "name": "weather", "input": {"city": "Rome"}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "call_1", "content": "Sunny"},
+                {"type": "tool_result", "tool_use_id": "call_2", "content": "Rainy"},
+                {"type": "text", "text": "And tomorrow?"},
+                {"type": "text", "text": "Please."},
+            ],
+        },
     ]
     assert out["tools"] == [{"name": "weather", "description": "Get weather", "input_schema": SCHEMA}]
     assert out["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
@@ -615,16 +731,28 @@ def test_openai_request_merges_roles_and_skips_empty_assistant() -> None:
             {"role": "user", "content": [{"type": "text", "text": "b"}]},
             {"role": "assistant", "content": None, "refusal": "I can't."},
             {"role": "assistant", "content": [{"type": "text", "text": "Sorry."}]},
-            {"role": "user", "content": [{"type": "file", "file": {"filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBE"}}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "file", "file": {"filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBE"}}
+                ],
+            },
         ]
     }
     out = openai_request_to_anthropic(payload, "c", 10)["messages"]
     assert out == [
         {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
         {"role": "assistant", "content": [{"type": "text", "text": "I can't."}, {"type": "text", "text": "Sorry."}]},
-        {"role": "user", "content": [
-            {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"}, "title": "a.pdf"}
-        ]},
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "document",
+                    "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"},
+                    "title": "a.pdf",
+                }
+            ],
+        },
     ]
 
 
@@ -636,16 +764,46 @@ def test_openai_request_merges_roles_and_skips_empty_assistant() -> None:
         ({"messages": [7]}, "messages[0]", "object"),
         ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role", "role"),
         ({"messages": [{"role": "function", "name": "f", "content": "x"}]}, "messages[0].role", "legacy"),
-        ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}, "messages[0].content[0].type", "input_audio"),
-        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x"}}]}]}, "messages[0].content[0].image_url.url", "URL"),
-        ({"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-1"}}]}]}, "messages[0].content[0].file", "file_data"),
         (
-            {"messages": [{"role": "assistant", "tool_calls": [{"id": "call_9", "type": "function", "function": {"name": "f", "arguments": "{oops"}}]}]},
+            {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]},
+            "messages[0].content[0].type",
+            "input_audio",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x"}}]}]},
+            "messages[0].content[0].image_url.url",
+            "URL",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-1"}}]}]},
+            "messages[0].content[0].file",
+            "file_data",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {"id": "call_9", "type": "function", "function": {"name": "f", "arguments": "{oops"}}
+                        ],
+                    }
+                ]
+            },
             "messages[0].tool_calls[0].function.arguments",
             "call_9",
         ),
         (
-            {"messages": [{"role": "assistant", "tool_calls": [{"id": "call_9", "type": "function", "function": {"name": "f", "arguments": "[1]"}}]}]},
+            {
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {"id": "call_9", "type": "function", "function": {"name": "f", "arguments": "[1]"}}
+                        ],
+                    }
+                ]
+            },
             "messages[0].tool_calls[0].function.arguments",
             "object",
         ),
@@ -660,7 +818,11 @@ def test_openai_request_merges_roles_and_skips_empty_assistant() -> None:
         ({"messages": [], "temperature": "hot"}, "temperature", "number"),
         ({"messages": [], "stop": [1]}, "stop[0]", "string"),
         ({"messages": [], "tools": [{"type": "custom", "custom": {"name": "x"}}]}, "tools[0].type", "custom"),
-        ({"messages": [], "tools": [{"type": "function", "function": {"name": "x"}}], "tool_choice": "sometimes"}, "tool_choice", "required"),
+        (
+            {"messages": [], "tools": [{"type": "function", "function": {"name": "x"}}], "tool_choice": "sometimes"},
+            "tool_choice",
+            "required",
+        ),
         ({"messages": [], "response_format": {"type": "yaml"}}, "response_format.type", "json_schema"),
         ({"messages": [], "stream": "yes"}, "stream", "boolean"),
     ],
@@ -699,7 +861,13 @@ def test_openai_tool_response_to_anthropic_message() -> None:
 
 @pytest.mark.parametrize(
     "finish, stop",
-    [("stop", "end_turn"), ("length", "max_tokens"), ("tool_calls", "tool_use"), ("function_call", "tool_use"), ("content_filter", "refusal")],
+    [
+        ("stop", "end_turn"),
+        ("length", "max_tokens"),
+        ("tool_calls", "tool_use"),
+        ("function_call", "tool_use"),
+        ("content_filter", "refusal"),
+    ],
 )
 def test_finish_reason_to_stop_reason(finish: str, stop: str) -> None:
     body = orjson.loads(orjson.dumps(OPENAI_TEXT_RESPONSE))
@@ -817,9 +985,13 @@ def test_openai_error_to_anthropic(status: int, error_type: str, exception: type
     ],
 )
 def test_anthropic_error_to_openai(status: int, error_type: str, exception: type) -> None:
-    upstream = orjson.dumps({"type": "error", "error": {"type": "overloaded_error", "message": "Busy"}, "request_id": "req_1"})
+    upstream = orjson.dumps(
+        {"type": "error", "error": {"type": "overloaded_error", "message": "Busy"}, "request_id": "req_1"}
+    )
     body = anthropic_error_to_openai(status, upstream)
-    assert orjson.loads(body) == {"error": {"message": "Busy", "type": error_type, "param": None, "code": "overloaded_error"}}
+    assert orjson.loads(body) == {
+        "error": {"message": "Busy", "type": error_type, "param": None, "code": "overloaded_error"}
+    }
     client = openai_client(body, status=status, content_type="application/json")
     with pytest.raises(exception) as info:
         client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "hi"}])
@@ -833,10 +1005,18 @@ def test_unexpected_error_bodies_keep_their_text() -> None:
         "error": {"type": "api_error", "message": "<html>Bad Gateway</html>"},
     }
     assert orjson.loads(anthropic_error_to_openai(418, b'{"detail": "teapot"}'))["error"] == {
-        "message": '{"detail": "teapot"}', "type": "invalid_request_error", "param": None, "code": None
+        "message": '{"detail": "teapot"}',
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
     }
     assert orjson.loads(anthropic_error_to_openai(503, b""))["error"]["message"] == "upstream HTTP 503"
-    assert orjson.loads(anthropic_error_to_openai(429, b'{"type":"error","error":{"type":"billing_error","message":"pay"}}'))["error"]["type"] == "insufficient_quota"
+    assert (
+        orjson.loads(
+            anthropic_error_to_openai(429, b'{"type":"error","error":{"type":"billing_error","message":"pay"}}')
+        )["error"]["type"]
+        == "insufficient_quota"
+    )
 
 
 # ================================================================== streams: OpenAI -> Anthropic
@@ -844,8 +1024,14 @@ def test_openai_text_stream_is_the_anthropic_event_sequence() -> None:
     raw = to_anthropic_sse(OPENAI_TEXT_STREAM, hint=33)
     events = parse_sse(raw)
     assert [event for event, _ in events] == [
-        "message_start", "content_block_start", "content_block_delta", "content_block_delta",
-        "content_block_delta", "content_block_stop", "message_delta", "message_stop",
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
     ]
     assert all(data["type"] == event for event, data in events)
     start = events[0][1]["message"]
@@ -855,7 +1041,12 @@ def test_openai_text_stream_is_the_anthropic_event_sequence() -> None:
     assert events[6][1] == {
         "type": "message_delta",
         "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-        "usage": {"input_tokens": 24, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 16, "output_tokens": 12},
+        "usage": {
+            "input_tokens": 24,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 16,
+            "output_tokens": 12,
+        },
     }
 
 
@@ -863,7 +1054,11 @@ def test_openai_text_stream_parsed_by_anthropic_sdk() -> None:
     message = anthropic_final(to_anthropic_sse(OPENAI_TEXT_STREAM, hint=33))
     assert message.content[0].text == "Hello, world."
     assert message.stop_reason == "end_turn" and message.stop_sequence is None
-    assert (message.usage.input_tokens, message.usage.output_tokens, message.usage.cache_read_input_tokens) == (24, 12, 16)
+    assert (message.usage.input_tokens, message.usage.output_tokens, message.usage.cache_read_input_tokens) == (
+        24,
+        12,
+        16,
+    )
 
 
 def test_message_delta_waits_for_the_usage_chunk() -> None:
@@ -871,7 +1066,9 @@ def test_message_delta_waits_for_the_usage_chunk() -> None:
     before = b"".join(stream.feed(None, data) for data in OPENAI_TEXT_STREAM[:5])
     assert b"content_block_stop" in before and b"message_delta" not in before
     after_usage = stream.feed(None, OPENAI_TEXT_STREAM[5])
-    assert after_usage.startswith(b"event: message_delta") and after_usage.endswith(b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")
+    assert after_usage.startswith(b"event: message_delta") and after_usage.endswith(
+        b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+    )
     assert stream.feed(None, "[DONE]") == b"" and stream.finish() == b""
 
 
@@ -904,7 +1101,10 @@ def test_openai_cut_stream_makes_anthropic_sdk_raise() -> None:
     raw = to_anthropic_sse(OPENAI_PARALLEL_TOOLS_STREAM[:5])
     assert parse_sse(raw)[-1] == (
         "error",
-        {"type": "error", "error": {"type": "api_error", "message": "the upstream stream ended early; the response is incomplete"}},
+        {
+            "type": "error",
+            "error": {"type": "api_error", "message": "the upstream stream ended early; the response is incomplete"},
+        },
     )
     with pytest.raises(anthropic.APIStatusError) as info:
         anthropic_final(raw)
@@ -918,11 +1118,16 @@ def test_openai_stream_ending_after_finish_but_before_done_is_an_error() -> None
 
 
 def test_openai_error_chunk_becomes_anthropic_error_event() -> None:
-    error = orjson.dumps({"error": {"message": "Rate limit reached", "type": "rate_limit_error", "code": "rate_limit_exceeded"}}).decode()
+    error = orjson.dumps(
+        {"error": {"message": "Rate limit reached", "type": "rate_limit_error", "code": "rate_limit_exceeded"}}
+    ).decode()
     stream = OpenAIToAnthropicStream("gpt-4o")
     raw = stream.feed(None, OPENAI_TEXT_STREAM[0]) + stream.feed(None, OPENAI_TEXT_STREAM[1]) + stream.feed(None, error)
     raw += stream.feed(None, OPENAI_TEXT_STREAM[2]) + stream.finish()
-    assert parse_sse(raw)[-1] == ("error", {"type": "error", "error": {"type": "rate_limit_error", "message": "Rate limit reached"}})
+    assert parse_sse(raw)[-1] == (
+        "error",
+        {"type": "error", "error": {"type": "rate_limit_error", "message": "Rate limit reached"}},
+    )
     with pytest.raises(anthropic.APIStatusError) as info:
         anthropic_final(raw)
     assert "Rate limit reached" in str(info.value)
@@ -949,7 +1154,9 @@ def test_anthropic_text_stream_chunks() -> None:
     assert all(c["usage"] is None for c in chunks[:-1])
     assert chunks[-1]["choices"] == []
     assert chunks[-1]["usage"] == {
-        "prompt_tokens": 125, "completion_tokens": 9, "total_tokens": 134,
+        "prompt_tokens": 125,
+        "completion_tokens": 9,
+        "total_tokens": 134,
         "prompt_tokens_details": {"cached_tokens": 100, "audio_tokens": 0},
     }
     assert b"secret" not in raw
@@ -989,7 +1196,9 @@ def test_anthropic_parallel_tool_stream_parsed_by_openai_sdk() -> None:
 def test_anthropic_error_event_makes_openai_sdk_raise() -> None:
     error = an_event({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
     raw = to_openai_sse([*ANTHROPIC_TEXT_STREAM[:8], error, ANTHROPIC_TEXT_STREAM[8]])
-    assert parse_sse(raw)[-1][1] == {"error": {"message": "Overloaded", "type": "server_error", "param": None, "code": "overloaded_error"}}
+    assert parse_sse(raw)[-1][1] == {
+        "error": {"message": "Overloaded", "type": "server_error", "param": None, "code": "overloaded_error"}
+    }
     assert b"[DONE]" not in raw
     with pytest.raises(openai.APIError) as info:
         openai_accumulate(raw)
@@ -1016,14 +1225,20 @@ def test_round_trip_request_keeps_the_conversation() -> None:
         "system": "Sys.",
         "messages": [
             {"role": "user", "content": "Weather in Paris?"},
-            {"role": "assistant", "content": [
-                {"type": "text", "text": "Checking."},
-                {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Paris"}},
-            ]},
-            {"role": "user", "content": [
-                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "Sunny"},
-                {"type": "text", "text": "Thanks"},
-            ]},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "text", "text": "Checking."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Paris"}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": "Sunny"},
+                    {"type": "text", "text": "Thanks"},
+                ],
+            },
         ],
         "tools": [{"name": "weather", "description": "Get weather", "input_schema": SCHEMA}],
         "tool_choice": {"type": "tool", "name": "weather"},
@@ -1039,19 +1254,78 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from(
-        ["", "text", "user", "assistant", "tool", "system", "image_url", "image", "tool_use", "tool_result",
-         "function", "base64", "url", "data:image/png;base64,AA", "{", "{}", "tool_use", "text_delta",
-         "input_json_delta", "message_start", "content_block_start", "content_block_delta", "message_delta"]
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 3)
+    | st.sampled_from(
+        [
+            "",
+            "text",
+            "user",
+            "assistant",
+            "tool",
+            "system",
+            "image_url",
+            "image",
+            "tool_use",
+            "tool_result",
+            "function",
+            "base64",
+            "url",
+            "data:image/png;base64,AA",
+            "{",
+            "{}",
+            "tool_use",
+            "text_delta",
+            "input_json_delta",
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "message_delta",
+        ]
     ),
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(
-        st.sampled_from(["role", "content", "type", "text", "tool_calls", "function", "arguments", "source", "id", "name",
-                         "tool_call_id", "tool_use_id", "input", "image_url", "url", "max_tokens", "stop", "tools",
-                         "choices", "delta", "index", "content_block", "error", "usage", "message", "finish_reason",
-                         "media_type", "data", "partial_json", "is_error", "system", "tool_choice"]),
-        inner,
-        max_size=4,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "role",
+                    "content",
+                    "type",
+                    "text",
+                    "tool_calls",
+                    "function",
+                    "arguments",
+                    "source",
+                    "id",
+                    "name",
+                    "tool_call_id",
+                    "tool_use_id",
+                    "input",
+                    "image_url",
+                    "url",
+                    "max_tokens",
+                    "stop",
+                    "tools",
+                    "choices",
+                    "delta",
+                    "index",
+                    "content_block",
+                    "error",
+                    "usage",
+                    "message",
+                    "finish_reason",
+                    "media_type",
+                    "data",
+                    "partial_json",
+                    "is_error",
+                    "system",
+                    "tool_choice",
+                ]
+            ),
+            inner,
+            max_size=4,
+        )
     ),
     max_leaves=16,
 )

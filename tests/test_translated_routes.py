@@ -102,10 +102,18 @@ def test_anthropic_sdk_tool_use_on_an_openai_model(claude: anthropic.Anthropic, 
 
 def test_anthropic_sdk_sees_anthropic_errors_from_an_openai_model(claude: anthropic.Anthropic) -> None:
     with pytest.raises(anthropic.RateLimitError) as info:
-        claude.messages.create(model="test-gpt", max_tokens=10, messages=[{"role": "user", "content": "#status=429 #retry_after=100"}])
+        claude.messages.create(
+            model="test-gpt", max_tokens=10, messages=[{"role": "user", "content": "#status=429 #retry_after=100"}]
+        )
     assert info.value.body["type"] == "error" and info.value.body["error"]["type"] == "rate_limit_error"
     with pytest.raises(anthropic.BadRequestError) as info:
-        claude.messages.create(model="test-gpt", max_tokens=10, messages=[{"role": "user", "content": [{"type": "document", "source": {"type": "url", "url": "http://x"}}]}])
+        claude.messages.create(
+            model="test-gpt",
+            max_tokens=10,
+            messages=[
+                {"role": "user", "content": [{"type": "document", "source": {"type": "url", "url": "http://x"}}]}
+            ],
+        )
     assert info.value.body["error"]["type"] == "invalid_request_error"
 
 
@@ -169,7 +177,9 @@ def test_openai_sdk_tool_calls_on_an_anthropic_model(oai: openai.OpenAI, fake) -
     with oai.chat.completions.stream(model="test-claude", messages=messages, tools=TOOLS_OPENAI, max_tokens=50) as s:
         final = s.get_final_completion()
     streamed = final.choices[0].message.tool_calls[0]
-    assert final.choices[0].finish_reason == "tool_calls" and json.loads(streamed.function.arguments) == {"query": "acme"}
+    assert final.choices[0].finish_reason == "tool_calls" and json.loads(streamed.function.arguments) == {
+        "query": "acme"
+    }
     # The result goes back as an Anthropic tool_result.
     follow = oai.chat.completions.create(
         model="test-claude",
@@ -183,13 +193,20 @@ def test_openai_sdk_tool_calls_on_an_anthropic_model(oai: openai.OpenAI, fake) -
     )
     assert follow.choices[0].finish_reason == "stop"
     sent = last_upstream(fake, "/v1/messages")["body"]["messages"]
-    assert sent[1]["content"][-1] == {"type": "tool_use", "id": call.id, "name": "lookup_account", "input": {"query": "acme"}}
+    assert sent[1]["content"][-1] == {
+        "type": "tool_use",
+        "id": call.id,
+        "name": "lookup_account",
+        "input": {"query": "acme"},
+    }
     assert sent[2]["content"][0]["type"] == "tool_result" and sent[2]["content"][0]["tool_use_id"] == call.id
 
 
 def test_openai_sdk_sees_openai_errors_from_an_anthropic_model(oai: openai.OpenAI) -> None:
     with pytest.raises(openai.InternalServerError) as info:
-        oai.chat.completions.create(model="test-claude", messages=[{"role": "user", "content": "#status=529 #retry_after=100"}])
+        oai.chat.completions.create(
+            model="test-claude", messages=[{"role": "user", "content": "#status=529 #retry_after=100"}]
+        )
     assert info.value.status_code == 529 and "message" in info.value.body
     with pytest.raises(openai.BadRequestError) as info:
         oai.chat.completions.create(model="test-claude", messages=[{"role": "user", "content": "x"}], n=2)
@@ -200,16 +217,22 @@ def test_translated_streams_are_capped_and_billed(gateway: Gateway, fake) -> Non
     # out-claude / out-gpt: output 10 $/Mtok, so cost = 10 micros per output token exactly.
     key_id, key = gateway.mint(max_spend_usd=0.0005)  # 500 micros: 50 output tokens
     oai = openai.OpenAI(api_key=key, base_url=gateway.url + "/v1", max_retries=0)
-    stream = oai.chat.completions.create(model="out-claude", messages=[{"role": "user", "content": "#words=20"}], max_tokens=20, stream=True)
+    stream = oai.chat.completions.create(
+        model="out-claude", messages=[{"role": "user", "content": "#words=20"}], max_tokens=20, stream=True
+    )
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices).count("w") == 20
     claude = anthropic.Anthropic(api_key=key, base_url=gateway.url, max_retries=0)
     # 300 micros left: a 1000-token request is clamped to 30 tokens, not refused.
-    raw = claude.messages.with_raw_response.create(model="out-gpt", max_tokens=1000, messages=[{"role": "user", "content": "#words=1000"}])
+    raw = claude.messages.with_raw_response.create(
+        model="out-gpt", max_tokens=1000, messages=[{"role": "user", "content": "#words=1000"}]
+    )
     assert raw.headers["x-tollway-max-tokens-clamped"] == "30"
     assert raw.parse().stop_reason == "max_tokens" and raw.parse().usage.output_tokens == 30
     with pytest.raises(anthropic.APIStatusError) as info:
         claude.messages.create(model="out-gpt", max_tokens=10, messages=[{"role": "user", "content": "more"}])
-    assert info.value.status_code == 402 and info.value.body["error"]["message"].startswith("this API key has reached its spending cap")
+    assert info.value.status_code == 402 and info.value.body["error"]["message"].startswith(
+        "this API key has reached its spending cap"
+    )
     info = gateway.wait_settled(key_id)
     assert info["spent_micros"] == 500 and info["reserved_micros"] == 0
     assert [e["model"] for e in gateway.key_usage(key_id)["events"][:2]] == ["out-gpt", "out-claude"]
@@ -217,12 +240,26 @@ def test_translated_streams_are_capped_and_billed(gateway: Gateway, fake) -> Non
 
 def test_translated_stream_cut_upstream_raises_in_the_sdk(claude: anthropic.Anthropic, oai: openai.OpenAI) -> None:
     with pytest.raises(anthropic.APIError):
-        with claude.messages.stream(model="test-gpt", max_tokens=50, messages=[{"role": "user", "content": "#words=20 #cut_after=3"}]) as s:
+        with claude.messages.stream(
+            model="test-gpt", max_tokens=50, messages=[{"role": "user", "content": "#words=20 #cut_after=3"}]
+        ) as s:
             s.get_final_message()
     with pytest.raises(openai.APIError):
-        list(oai.chat.completions.create(model="test-claude", max_tokens=50, stream=True, messages=[{"role": "user", "content": "#words=20 #cut_after=3"}]))
+        list(
+            oai.chat.completions.create(
+                model="test-claude",
+                max_tokens=50,
+                stream=True,
+                messages=[{"role": "user", "content": "#words=20 #cut_after=3"}],
+            )
+        )
 
 
 def test_marker_unique_ids(claude: anthropic.Anthropic) -> None:
-    ids = {claude.messages.create(model="test-gpt", max_tokens=5, messages=[{"role": "user", "content": f"{uuid.uuid4()} #words=1"}]).id for _ in range(3)}
+    ids = {
+        claude.messages.create(
+            model="test-gpt", max_tokens=5, messages=[{"role": "user", "content": f"{uuid.uuid4()} #words=1"}]
+        ).id
+        for _ in range(3)
+    }
     assert len(ids) == 3 and all(i.startswith("msg_") for i in ids)

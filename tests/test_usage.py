@@ -14,11 +14,19 @@ def test_usage_rolls_up_by_key_and_model(gateway: Gateway) -> None:
     b_id, b = gateway.mint(name="bob", max_spend_usd=1)
     gpt_text, claude_text = "question one #words=4", "question two #words=6"
     for secret in (a, a, b):
-        r = gateway.request("POST", "/v1/chat/completions", secret,
-                            json={"model": "test-gpt", "messages": [{"role": "user", "content": gpt_text}]})
+        r = gateway.request(
+            "POST",
+            "/v1/chat/completions",
+            secret,
+            json={"model": "test-gpt", "messages": [{"role": "user", "content": gpt_text}]},
+        )
         assert r.status_code == 200
-    r = gateway.request("POST", "/v1/messages", a, json={"model": "test-claude", "max_tokens": 50,
-                                                         "messages": [{"role": "user", "content": claude_text}]})
+    r = gateway.request(
+        "POST",
+        "/v1/messages",
+        a,
+        json={"model": "test-claude", "max_tokens": 50, "messages": [{"role": "user", "content": claude_text}]},
+    )
     assert r.status_code == 200
     gpt_cost = expected_micros(TEST_GPT, input=fake_input_tokens(gpt_text), output=4)
     claude_cost = expected_micros(TEST_CLAUDE, input=fake_input_tokens(claude_text), output=6)
@@ -32,8 +40,11 @@ def test_usage_rolls_up_by_key_and_model(gateway: Gateway) -> None:
     assert bob["cost_micros"] == gpt_cost and bob["request_count"] == 1
     models = {m["model"]: m for m in alice["by_model"]}
     assert models["test-gpt"] == {
-        "model": "test-gpt", "cost_micros": 2 * gpt_cost, "request_count": 2,
-        "input_tokens": 2 * fake_input_tokens(gpt_text), "output_tokens": 8,
+        "model": "test-gpt",
+        "cost_micros": 2 * gpt_cost,
+        "request_count": 2,
+        "input_tokens": 2 * fake_input_tokens(gpt_text),
+        "output_tokens": 8,
         "avg_latency_ms": models["test-gpt"]["avg_latency_ms"],
     }
     assert models["test-gpt"]["avg_latency_ms"] >= 0
@@ -63,12 +74,18 @@ def test_usage_rejects_bad_windows(gateway: Gateway) -> None:
 def test_key_usage_reports_remaining_and_last_events(gateway: Gateway) -> None:
     key_id, secret = gateway.mint(max_spend_usd="0.01")
     for i in range(3):
-        gateway.request("POST", "/v1/chat/completions", secret,
-                        json={"model": "test-gpt", "messages": [{"role": "user", "content": f"n{i} #words=2"}]})
+        gateway.request(
+            "POST",
+            "/v1/chat/completions",
+            secret,
+            json={"model": "test-gpt", "messages": [{"role": "user", "content": f"n{i} #words=2"}]},
+        )
     info = gateway.key_usage(key_id)
     assert info["max_spend_micros"] == 10_000
     assert info["remaining_micros"] == 10_000 - info["total_cost_micros"]
     assert len(info["events"]) == 3
     for event in info["events"]:
-        assert {"model", "status", "latency_ms", "cost_micros", "input_tokens", "output_tokens", "created_at"} <= set(event)
+        assert {"model", "status", "latency_ms", "cost_micros", "input_tokens", "output_tokens", "created_at"} <= set(
+            event
+        )
     assert info["events"][0]["created_at"] >= info["events"][-1]["created_at"]

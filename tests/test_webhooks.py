@@ -96,9 +96,15 @@ def test_verify_rejects_forged_tampered_expired_and_malformed() -> None:
     assert not verify(secret, ok, body, now=t - 301)
     assert verify(secret, ok, body, now=t + 299)
     # Missing or malformed.
-    for headers in ({}, {"x-tollway-signature": ""}, {"x-tollway-signature": "garbage"},
-                    {"x-tollway-signature": good.split(",")[1]}, {"x-tollway-signature": good.split(",")[0]},
-                    {"x-tollway-signature": f"t=abc,{good.split(',')[1]}"}, None):
+    for headers in (
+        {},
+        {"x-tollway-signature": ""},
+        {"x-tollway-signature": "garbage"},
+        {"x-tollway-signature": good.split(",")[1]},
+        {"x-tollway-signature": good.split(",")[0]},
+        {"x-tollway-signature": f"t=abc,{good.split(',')[1]}"},
+        None,
+    ):
         assert not verify(secret, headers, body), headers
 
 
@@ -145,8 +151,14 @@ async def test_signed_request_and_echo_result(hooks: WebhookServer, dispatcher: 
 
     [req] = hooks.requests("/echo")
     assert req["method"] == "POST" and req["signature_ok"] is True
-    assert req["json"] == {"tool_id": tool.id, "tool_name": "lookup_account", "call_id": "call_1",
-                           "input": {"q": "acme"}, "thread_id": "thread_9", "end_user_id": "u42"}
+    assert req["json"] == {
+        "tool_id": tool.id,
+        "tool_name": "lookup_account",
+        "call_id": "call_1",
+        "input": {"q": "acme"},
+        "thread_id": "thread_9",
+        "end_user_id": "u42",
+    }
     h = req["headers"]
     assert h["content-type"] == "application/json"
     assert h["user-agent"].startswith("tollway-webhooks/")
@@ -267,16 +279,19 @@ async def test_deadline_cuts_retries_short(hooks: WebhookServer, dispatcher: Dis
 
 async def test_error_and_malformed_answers(hooks: WebhookServer, dispatcher: Dispatcher) -> None:
     tool = make_tool(hooks.url("/answers"))
-    hooks.program("/answers", responses=[
-        {"json": {"error": "account is locked"}},
-        {"body": b"<html>oops</html>", "content_type": "text/html"},
-        {"json": {"result": 1}},
-        {"json": [1, 2]},
-        {"status": 204, "body": b""},
-        {"json": {"output": "plain text"}},
-        {"json": {"output": None}},
-        {"status": 302, "headers": {"location": hooks.url("/elsewhere")}},
-    ])
+    hooks.program(
+        "/answers",
+        responses=[
+            {"json": {"error": "account is locked"}},
+            {"body": b"<html>oops</html>", "content_type": "text/html"},
+            {"json": {"result": 1}},
+            {"json": [1, 2]},
+            {"status": 204, "body": b""},
+            {"json": {"output": "plain text"}},
+            {"json": {"output": None}},
+            {"status": 302, "headers": {"location": hooks.url("/elsewhere")}},
+        ],
+    )
     r = await dispatcher.call(tool, "c1", {})
     assert (r.is_error, r.error, r.attempts, r.status) == (True, "account is locked", 1, 200)
     assert "account is locked" in r.content_text() and r.content_text().startswith("Error:")

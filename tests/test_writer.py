@@ -12,8 +12,17 @@ from tollway.store import Database, usage_events
 
 
 def row(i: int) -> dict:
-    return usage_row(request_id=f"r{i}", account_id="a", key_id="k", model="m", provider="p",
-                     http_status=200, outcome="ok", stream=False, cost_micros=i)
+    return usage_row(
+        request_id=f"r{i}",
+        account_id="a",
+        key_id="k",
+        model="m",
+        provider="p",
+        http_status=200,
+        outcome="ok",
+        stream=False,
+        cost_micros=i,
+    )
 
 
 def count(db: Database) -> tuple[int, int]:
@@ -26,7 +35,9 @@ def test_flush_sees_every_row_from_many_threads(tmp_path) -> None:
     db.migrate()
     writer = UsageWriter(db, tmp_path)
     writer.start()
-    threads = [threading.Thread(target=lambda k=k: [writer.submit(row(k * 1000 + i)) for i in range(500)]) for k in range(8)]
+    threads = [
+        threading.Thread(target=lambda k=k: [writer.submit(row(k * 1000 + i)) for i in range(500)]) for k in range(8)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -49,6 +60,8 @@ def test_rows_the_database_refuses_are_spilled_not_lost(tmp_path) -> None:
         writer.submit(row(i))
     assert writer.flush(timeout=0.5) is False
     writer.close(timeout=0.5)
-    spilled = [orjson.loads(line) for f in tmp_path.glob("unwritten-usage-*.jsonl") for line in f.read_bytes().splitlines()]
+    spilled = [
+        orjson.loads(line) for f in tmp_path.glob("unwritten-usage-*.jsonl") for line in f.read_bytes().splitlines()
+    ]
     assert sorted(r["request_id"] for r in spilled) == ["r0", "r1", "r2"]
     db.dispose()

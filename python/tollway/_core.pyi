@@ -339,9 +339,7 @@ class UpstreamClient:
         of its consumer (the upstream's TCP flow control holds back the rest).
         ``client_stall_timeout``: bytes left unread that long close the stream with
         status "client_stalled" (billed for what the upstream sent until then)."""
-    def send(
-        self, method: str, url: str, headers: list[tuple[str, str]], body: bytes
-    ) -> Awaitable[UpstreamResponse]:
+    def send(self, method: str, url: str, headers: list[tuple[str, str]], body: bytes) -> Awaitable[UpstreamResponse]:
         """Send and read the whole response. Raises UpstreamConnectError / UpstreamTimeout (also for a body stalled past read_timeout).
 
         A body that fails after the headers (e.g. connection reset) raises UpstreamError.

@@ -43,4 +43,6 @@ class Calls:
         ``options`` (model, max_tokens, stream, tool_ids...) would run it for ``key_id``."""
         key = await self.auth.key_by_id(key_id)
         thread = await self.turns.visible_thread(key, thread_id)
-        return await self.turns.run(Origin(request_id or new_request_id()), key, thread, {**options, "content": content})
+        return await self.turns.run(
+            Origin(request_id or new_request_id()), key, thread, {**options, "content": content}
+        )

@@ -49,7 +49,9 @@ def assemble(app: App, hooks: Hooks, services: dict[str, Any], factories: Iterab
         names = [p.name for p in inspect.signature(factory).parameters.values()]
         missing = [n for n in names if n not in services]
         if missing:
-            raise TypeError(f"{factory.__module__}.{factory.__qualname__} needs {', '.join(missing)}, which nothing provides")
+            raise TypeError(
+                f"{factory.__module__}.{factory.__qualname__} needs {', '.join(missing)}, which nothing provides"
+            )
         capability = factory(**{n: services[n] for n in names})
         for method, path, handler in capability.routes.items:
             app.router.add(method, path, handler)

@@ -106,7 +106,6 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     code = _prepare(settings, announce_existing=False)
     if code:
         return code
-    import os
     import resource
 
     from tollway.config.settings import max_connections_for
@@ -120,8 +119,19 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
         # Robyn runs in a child that is started again when it dies (a Robyn panic
         # aborts the process; see tollway.supervisor).
-        child = [sys.executable, "-m", "tollway", "serve", "--server", "robyn", "--host", args.host,
-                 "--port", str(args.port), "--robyn-child"]
+        child = [
+            sys.executable,
+            "-m",
+            "tollway",
+            "serve",
+            "--server",
+            "robyn",
+            "--host",
+            args.host,
+            "--port",
+            str(args.port),
+            "--robyn-child",
+        ]
         return supervise(child, child_env(SUPERVISOR_ENV))
     from granian import Granian
     from granian.constants import Interfaces, Loops

@@ -9,17 +9,17 @@ import logging
 import os
 import resource
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from sqlalchemy.exc import DataError
 
 from tollway._core import ConnectionGuard, UpstreamClient
 from tollway.background import BackgroundWork, OpenCounter
 from tollway.calls import Calls
+from tollway.capabilities import assemble
 from tollway.config import ModelRoute, Settings, load_settings
 from tollway.config.settings import DEFAULT_BASE_URLS, max_connections_for
 from tollway.hooks import Hooks
-from tollway.capabilities import assemble
 from tollway.http import openapi
 from tollway.http.core import App, HTTPError
 from tollway.keys import KeyStore
@@ -38,9 +38,9 @@ from tollway.responses import routes as response_routes
 from tollway.store import Database, now_ms
 from tollway.threads import ThreadStore
 from tollway.threads import routes as thread_routes
-from tollway.tools.dispatch import Dispatcher
 from tollway.tools import ToolStore
 from tollway.tools import routes as tool_routes
+from tollway.tools.dispatch import Dispatcher
 
 log = logging.getLogger("tollway")
 
@@ -85,7 +85,9 @@ def reserve_fd_table(limit: int = 1 << 16) -> int:
 def bad_input_error(exc: Exception) -> Optional[HTTPError]:
     """The 400 behind an exception that only bad input raises (the last guard; see App.error_mappers)."""
     if isinstance(exc, DataError):  # the database refused a value (too long, out of range, a NUL): nothing was written
-        return HTTPError(400, "a value in the request cannot be stored (too long, out of range or with a NUL character)")
+        return HTTPError(
+            400, "a value in the request cannot be stored (too long, out of range or with a NUL character)"
+        )
     if isinstance(exc, OverflowError):
         return HTTPError(400, "a number in the request is out of range")
     if isinstance(exc, RecursionError):

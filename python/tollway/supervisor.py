@@ -50,8 +50,11 @@ def supervise(argv: Sequence[str], env: dict[str, str]) -> int:
             name = f"signal {-code}"
         if time.monotonic() - started >= HEALTHY_AFTER_S:
             pause = FIRST_PAUSE_S
-        print(f"tollway: the server process {child.pid} was killed by {name}; starting it again in {pause:.1f} s",
-              file=sys.stderr, flush=True)
+        print(
+            f"tollway: the server process {child.pid} was killed by {name}; starting it again in {pause:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
         deadline = time.monotonic() + pause
         while not stopping and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -160,9 +160,7 @@ def _parse(header: str) -> tuple[int, list[str]]:
     return timestamp, signatures
 
 
-def _check(
-    secret: str, headers: Any, body: BodyLike, tolerance_s: Optional[float], now: Optional[float]
-) -> None:
+def _check(secret: str, headers: Any, body: BodyLike, tolerance_s: Optional[float], now: Optional[float]) -> None:
     if not isinstance(secret, str) or not secret:
         raise WebhookVerificationError("no signing secret configured")
     header = _header(headers, SIGNATURE_HEADER)

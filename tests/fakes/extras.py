@@ -29,7 +29,7 @@ async def dispatch(method: str, path: str, headers: dict, body: bytes, send) -> 
     """Answer the request if it is one of these routes; False otherwise."""
     anthropic = b"anthropic-version" in headers
     if method == "GET" and path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
-        model_id = path[len("/v1/models/"):]
+        model_id = path[len("/v1/models/") :]
         await (_anthropic_model if anthropic else _openai_model)(headers, model_id, send)
     elif method == "POST" and path == "/v1/embeddings":
         await _embeddings(headers, body, send)
@@ -54,10 +54,24 @@ async def _openai_model(headers: dict, model_id: str, send) -> None:
     if await _refused(up.OpenAI, headers, send):
         return
     listed = {m["id"]: m for m in orjson.loads(up.OpenAI.models)["data"]}
-    listed.update({name: {"id": name, "object": "model", "created": 1705953180, "owned_by": "system"} for name in EMBEDDING_MODELS})
+    listed.update(
+        {
+            name: {"id": name, "object": "model", "created": 1705953180, "owned_by": "system"}
+            for name in EMBEDDING_MODELS
+        }
+    )
     if model_id not in listed:
         message = f"The model '{model_id}' does not exist"
-        body = orjson.dumps({"error": {"message": message, "type": "invalid_request_error", "param": "model", "code": "model_not_found"}})
+        body = orjson.dumps(
+            {
+                "error": {
+                    "message": message,
+                    "type": "invalid_request_error",
+                    "param": "model",
+                    "code": "model_not_found",
+                }
+            }
+        )
         return await up._respond(send, up.OpenAI, 404, body)
     await up._respond(send, up.OpenAI, 200, orjson.dumps(listed[model_id]))
 
@@ -97,7 +111,9 @@ async def _count_tokens(headers: dict, body: bytes, send) -> None:
 
 
 def _bad(message: str, param: str | None = None, status: int = 400) -> tuple:
-    return status, orjson.dumps({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": None}})
+    return status, orjson.dumps(
+        {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": None}}
+    )
 
 
 def _is_token(value) -> bool:
@@ -110,8 +126,13 @@ def _inputs(raw) -> list | None:
         items = [raw]
     elif isinstance(raw, list) and raw and all(_is_token(t) for t in raw):
         items = [raw]
-    elif isinstance(raw, list) and raw and (
-        all(isinstance(s, str) for s in raw) or all(isinstance(t, list) and t and all(_is_token(i) for i in t) for t in raw)
+    elif (
+        isinstance(raw, list)
+        and raw
+        and (
+            all(isinstance(s, str) for s in raw)
+            or all(isinstance(t, list) and t and all(_is_token(i) for i in t) for t in raw)
+        )
     ):
         items = raw
     else:
@@ -168,7 +189,9 @@ async def _embeddings(headers: dict, body: bytes, send) -> None:
     try:
         req = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return await up._respond(send, provider, 400, provider.error(400, "We could not parse the JSON body of your request."))
+        return await up._respond(
+            send, provider, 400, provider.error(400, "We could not parse the JSON body of your request.")
+        )
     first = _inputs(req.get("input")) if isinstance(req, dict) else None
     try:
         directives = up.parse_directives(first[0]) if first and isinstance(first[0], str) else {}

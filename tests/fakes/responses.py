@@ -65,7 +65,9 @@ def _message_tokens(content) -> tuple[int, str]:
             texts.append(_text(part) if kind != "refusal" else part.get("refusal") or "")
             tokens += text_tokens(texts[-1])
         else:
-            raise BadRequest(f"Invalid value: '{kind}'. Supported values are: 'input_text', 'input_image', 'output_text', 'refusal', 'input_file'.")
+            raise BadRequest(
+                f"Invalid value: '{kind}'. Supported values are: 'input_text', 'input_image', 'output_text', 'refusal', 'input_file'."
+            )
     return tokens, " ".join(texts)
 
 
@@ -82,7 +84,9 @@ def _schema_value(schema, word: str):
         kind = next((k for k in kind if k != "null"), "null")
     if kind == "object":
         return {name: _schema_value(sub, word) for name, sub in (schema.get("properties") or {}).items()}
-    return {"string": word or "w0", "integer": 1, "number": 1.5, "boolean": True, "array": [], "null": None}.get(kind, word)
+    return {"string": word or "w0", "integer": 1, "number": 1.5, "boolean": True, "array": [], "null": None}.get(
+        kind, word
+    )
 
 
 class Responses(OpenAI):
@@ -97,7 +101,9 @@ class Responses(OpenAI):
         if isinstance(items, str):
             items = [{"type": "message", "role": "user", "content": items}]
         instructions = req.get("instructions")
-        _expect(instructions is None or isinstance(instructions, str), "Invalid type for 'instructions': expected a string.")
+        _expect(
+            instructions is None or isinstance(instructions, str), "Invalid type for 'instructions': expected a string."
+        )
         tokens = text_tokens(instructions) if instructions else 0
         prior_calls: frozenset = frozenset()
         previous = req.get("previous_response_id")
@@ -111,41 +117,58 @@ class Responses(OpenAI):
             _expect(isinstance(item, dict), "Invalid type for 'input[]': expected an object.")
             kind = item.get("type", "message")
             if kind == "message":
-                _expect(item.get("role") in ("user", "assistant", "system", "developer"),
-                        "Invalid value for 'input[].role': expected one of 'user', 'assistant', 'system' or 'developer'.")
+                _expect(
+                    item.get("role") in ("user", "assistant", "system", "developer"),
+                    "Invalid value for 'input[].role': expected one of 'user', 'assistant', 'system' or 'developer'.",
+                )
                 counted, text = _message_tokens(item.get("content"))
                 tokens += TOKENS_PER_MESSAGE + counted
                 if item["role"] == "user" and (prompt_index < 0 or text):
                     prompt_text, prompt_index = text, index
             elif kind == "function_call":
-                _expect(all(isinstance(item.get(f), str) for f in ("call_id", "name", "arguments")),
-                        "Missing required parameter: 'input[].call_id'.")
+                _expect(
+                    all(isinstance(item.get(f), str) for f in ("call_id", "name", "arguments")),
+                    "Missing required parameter: 'input[].call_id'.",
+                )
                 calls.add(item["call_id"])
             elif kind == "function_call_output":
                 call_id, output = item.get("call_id"), item.get("output")
                 _expect(call_id in calls, f"No tool call found for function call output with call_id {call_id}.")
                 answered.add(call_id)
-                tokens += TOKENS_PER_MESSAGE + (text_tokens(output) if isinstance(output, str) else _message_tokens(output)[0])
+                tokens += TOKENS_PER_MESSAGE + (
+                    text_tokens(output) if isinstance(output, str) else _message_tokens(output)[0]
+                )
             elif kind != "reasoning":
-                raise BadRequest(f"Invalid value: '{kind}'. Supported values are: 'message', 'function_call', 'function_call_output' and 'reasoning'.")
+                raise BadRequest(
+                    f"Invalid value: '{kind}'. Supported values are: 'message', 'function_call', 'function_call_output' and 'reasoning'."
+                )
             marks.append(kind == "function_call" and (not index or items[index - 1].get("type") != "function_call"))
         missing = sorted(calls - answered - prior_calls)
         _expect(not missing, f"No tool output found for function call {missing[0] if missing else ''}.")
         directives = parse_directives(prompt_text)
-        declared = {t.get("name") for t in req.get("tools") or () if isinstance(t, dict) and t.get("type") == "function"}
+        declared = {
+            t.get("name") for t in req.get("tools") or () if isinstance(t, dict) and t.get("type") == "function"
+        }
         tools = tools_to_call(req, directives, declared, marks, prompt_index, bool)
         limit = req.get("max_output_tokens")
-        _expect(limit is None or (isinstance(limit, int) and not isinstance(limit, bool)), "Invalid type for 'max_output_tokens': expected an integer.")
-        _expect(limit is None or limit >= MIN_OUTPUT_TOKENS,
-                f"Invalid 'max_output_tokens': integer below minimum value. Expected a value >= {MIN_OUTPUT_TOKENS}, but got {limit} instead.")
+        _expect(
+            limit is None or (isinstance(limit, int) and not isinstance(limit, bool)),
+            "Invalid type for 'max_output_tokens': expected an integer.",
+        )
+        _expect(
+            limit is None or limit >= MIN_OUTPUT_TOKENS,
+            f"Invalid 'max_output_tokens': integer below minimum value. Expected a value >= {MIN_OUTPUT_TOKENS}, but got {limit} instead.",
+        )
         reasoning = req.get("reasoning")
         thinks = isinstance(reasoning, dict) and reasoning.get("effort") not in ("none",)
         spent = _reasoning_directive(prompt_text) if thinks else 0
         fmt = (req.get("text") or {}).get("format") if isinstance(req.get("text"), dict) else None
         json_text = None
         if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-            _expect(isinstance(fmt.get("name"), str) and isinstance(fmt.get("schema"), dict),
-                    "Missing required parameter: 'text.format.name'.")
+            _expect(
+                isinstance(fmt.get("name"), str) and isinstance(fmt.get("schema"), dict),
+                "Missing required parameter: 'text.format.name'.",
+            )
             json_text = orjson.dumps(_schema_value(fmt["schema"], first_word(prompt_text))).decode()
         elif isinstance(fmt, dict) and fmt.get("type") == "json_object":
             json_text = orjson.dumps({"answer": first_word(prompt_text) or "w0"}).decode()
@@ -194,13 +217,24 @@ class Responses(OpenAI):
         if reply.finish == "tool":
             for name in turn.tools:
                 items.append(
-                    {"id": _new_id("fc_"), "type": "function_call", "status": "completed", "arguments": reply.tool_args,
-                     "call_id": _new_id("call_"), "name": name}
+                    {
+                        "id": _new_id("fc_"),
+                        "type": "function_call",
+                        "status": "completed",
+                        "arguments": reply.tool_args,
+                        "call_id": _new_id("call_"),
+                        "name": name,
+                    }
                 )
         elif reply.tokens or turn.max_tokens != 0:
             items.append(
-                {"id": _new_id("msg_"), "type": "message", "status": "incomplete" if reply.finish == "length" else "completed",
-                 "content": [{"type": "output_text", "annotations": [], "logprobs": [], "text": reply.text}], "role": "assistant"}
+                {
+                    "id": _new_id("msg_"),
+                    "type": "message",
+                    "status": "incomplete" if reply.finish == "length" else "completed",
+                    "content": [{"type": "output_text", "annotations": [], "logprobs": [], "text": reply.text}],
+                    "role": "assistant",
+                }
             )
         return items
 
@@ -280,28 +314,51 @@ class Responses(OpenAI):
         first_delta = None
         for index, item in enumerate(items):
             if item["type"] == "reasoning":
-                flat += [ev("response.output_item.added", output_index=index, item=item),
-                         ev("response.output_item.done", output_index=index, item=item)]
+                flat += [
+                    ev("response.output_item.added", output_index=index, item=item),
+                    ev("response.output_item.done", output_index=index, item=item),
+                ]
                 continue
             if item["type"] == "function_call":
-                flat.append(ev("response.output_item.added", output_index=index,
-                               item={**item, "status": "in_progress", "arguments": ""}))
+                flat.append(
+                    ev(
+                        "response.output_item.added",
+                        output_index=index,
+                        item={**item, "status": "in_progress", "arguments": ""},
+                    )
+                )
                 first_delta = len(flat) if first_delta is None else first_delta
-                flat += [ev("response.function_call_arguments.delta", item_id=item["id"], output_index=index, delta=f)
-                         for f in reply.fragments]
-                flat += [ev("response.function_call_arguments.done", item_id=item["id"], output_index=index,
-                            arguments=item["arguments"]),
-                         ev("response.output_item.done", output_index=index, item=item)]
+                flat += [
+                    ev("response.function_call_arguments.delta", item_id=item["id"], output_index=index, delta=f)
+                    for f in reply.fragments
+                ]
+                flat += [
+                    ev(
+                        "response.function_call_arguments.done",
+                        item_id=item["id"],
+                        output_index=index,
+                        arguments=item["arguments"],
+                    ),
+                    ev("response.output_item.done", output_index=index, item=item),
+                ]
                 continue
             part = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
             where = {"item_id": item["id"], "output_index": index, "content_index": 0}
-            flat += [ev("response.output_item.added", output_index=index, item={**item, "status": "in_progress", "content": []}),
-                     ev("response.content_part.added", **where, part=part)]
+            flat += [
+                ev(
+                    "response.output_item.added",
+                    output_index=index,
+                    item={**item, "status": "in_progress", "content": []},
+                ),
+                ev("response.content_part.added", **where, part=part),
+            ]
             first_delta = len(flat) if first_delta is None else first_delta
             flat += [ev("response.output_text.delta", **where, delta=t, logprobs=[]) for t in reply.tokens]
-            flat += [ev("response.output_text.done", **where, text=reply.text, logprobs=[]),
-                     ev("response.content_part.done", **where, part={**part, "text": reply.text}),
-                     ev("response.output_item.done", output_index=index, item=item)]
+            flat += [
+                ev("response.output_text.done", **where, text=reply.text, logprobs=[]),
+                ev("response.content_part.done", **where, part={**part, "text": reply.text}),
+                ev("response.output_item.done", output_index=index, item=item),
+            ]
         final = cls._response(turn, reply, items, status, rid, created)
         flat.append(ev("response.completed" if status == "completed" else "response.incomplete", response=final))
         # #cut_after=N keeps the head and the next N events: the deltas come first.

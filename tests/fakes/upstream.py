@@ -146,7 +146,9 @@ def make_reply(turn: Turn) -> Reply:
     return Reply(reply_tokens(max(wanted, 0)), "stop")
 
 
-def tools_to_call(req: dict, directives: dict, declared: set, messages: list, prompt_index: int, is_tool_round) -> tuple:
+def tools_to_call(
+    req: dict, directives: dict, declared: set, messages: list, prompt_index: int, is_tool_round
+) -> tuple:
     """The tools ``#tool=a,b`` asks for, while fewer than ``#tool_turns`` (default 1) tool
     rounds followed the prompt; () when any of them is not declared, or tool_choice is none."""
     names = tuple(n for n in str(directives.get("tool", "")).split(",") if n)
@@ -200,7 +202,9 @@ def _anthropic_tool_pairing(messages: list) -> None:
     """As the real API: every tool_use answered in the next message, every tool_result with its tool_use."""
     previous_calls: set = set()
     for i, msg in enumerate(messages):
-        blocks = [b for b in msg.get("content") or () if isinstance(b, dict)] if isinstance(msg.get("content"), list) else []
+        blocks = (
+            [b for b in msg.get("content") or () if isinstance(b, dict)] if isinstance(msg.get("content"), list) else []
+        )
         results = {b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"}
         if msg.get("role") == "user":
             _expect(
@@ -213,7 +217,9 @@ def _anthropic_tool_pairing(messages: list) -> None:
             not missing,
             f"messages.{i - 1}: `tool_use` ids were found without `tool_result` blocks immediately after: {', '.join(sorted(missing))}",
         )
-        previous_calls = {b.get("id") for b in blocks if b.get("type") == "tool_use"} if msg.get("role") == "assistant" else set()
+        previous_calls = (
+            {b.get("id") for b in blocks if b.get("type") == "tool_use"} if msg.get("role") == "assistant" else set()
+        )
 
 
 # --- OpenAI Chat Completions ----------------------------------------------------
@@ -274,7 +280,12 @@ class OpenAI:
         text = user_text(last_user)
         directives = parse_directives(text)
         tools = tools_to_call(
-            req, directives, _openai_tool_names(req), messages, prompt_index, lambda m: m.get("role") == "assistant" and m.get("tool_calls")
+            req,
+            directives,
+            _openai_tool_names(req),
+            messages,
+            prompt_index,
+            lambda m: m.get("role") == "assistant" and m.get("tool_calls"),
         )
         limit = req.get("max_completion_tokens")
         if limit is None:
@@ -365,13 +376,26 @@ class OpenAI:
         if reply.finish == "tool":
             head, deltas = [], []
             for i, name in enumerate(turn.tools):
-                call = {"index": i, "id": _new_id("call_"), "type": "function", "function": {"name": name, "arguments": ""}}
+                call = {
+                    "index": i,
+                    "id": _new_id("call_"),
+                    "type": "function",
+                    "function": {"name": name, "arguments": ""},
+                }
                 if i == 0:
-                    head.append(chunk(dumps({"role": "assistant", "content": None, "tool_calls": [call], "refusal": None})))
+                    head.append(
+                        chunk(dumps({"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}))
+                    )
                 else:
                     deltas.append(chunk(dumps({"tool_calls": [call]})))
                 deltas += [
-                    chunk(b'{"tool_calls":[{"index":' + str(i).encode() + b',"function":{"arguments":' + dumps(f) + b"}}]}")
+                    chunk(
+                        b'{"tool_calls":[{"index":'
+                        + str(i).encode()
+                        + b',"function":{"arguments":'
+                        + dumps(f)
+                        + b"}}]}"
+                    )
                     for f in reply.fragments
                 ]
         else:
@@ -397,8 +421,6 @@ class OpenAI:
             ],
         }
     )
-
-
 
 
 def _openai_tool_names(req: dict) -> set:
@@ -470,9 +492,11 @@ class Anthropic:
             _anthropic_tool_names(req),
             messages,
             prompt_index,
-            lambda m: m.get("role") == "assistant"
-            and isinstance(m.get("content"), list)
-            and any(isinstance(b, dict) and b.get("type") == "tool_use" for b in m["content"]),
+            lambda m: (
+                m.get("role") == "assistant"
+                and isinstance(m.get("content"), list)
+                and any(isinstance(b, dict) and b.get("type") == "tool_use" for b in m["content"])
+            ),
         )
         return Turn(
             model=model,
@@ -532,8 +556,11 @@ class Anthropic:
             "stop_sequence": None,
             "usage": cls.usage(turn, 1),
         }
+
         def start(i: int, block: dict) -> bytes:
-            return _event(b"content_block_start", dumps({"type": "content_block_start", "index": i, "content_block": block}))
+            return _event(
+                b"content_block_start", dumps({"type": "content_block_start", "index": i, "content_block": block})
+            )
 
         def stop_block(i: int) -> bytes:
             return _event(b"content_block_stop", b'{"type":"content_block_stop","index":' + str(i).encode() + b"}")
@@ -607,7 +634,6 @@ def _anthropic_tokens(content) -> int:
         elif kind == "tool_result":
             tokens += _anthropic_tokens(block.get("content"))
     return tokens
-
 
 
 # --- ASGI plumbing --------------------------------------------------------------
@@ -785,7 +811,7 @@ async def _introspect(method: str, path: str, send) -> None:
     elif method == "GET" and path == "/_fake/stats":
         status, body = 200, orjson.dumps(_stats)
     elif method == "GET" and path.startswith("/_fake/sent/"):
-        sent = _sent.get(path[len("/_fake/sent/"):])
+        sent = _sent.get(path[len("/_fake/sent/") :])
         status, body = (200, sent) if sent is not None else (404, b'{"error":"nothing sent for that #id"}')
     elif method == "POST" and path == "/_fake/reset":
         _records.clear()

@@ -97,4 +97,5 @@ class ModelRoute:
     @property
     def embedding(self) -> bool:
         return self.mode == "embedding"
+
     responses: bool = False  # called natively in the Responses format (the provider's, unless the model overrides)

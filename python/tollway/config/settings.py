@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from tollway.config.routes import (
-    MODEL_MODES,
     KINDS,
+    MODEL_MODES,
     PROVIDER_KINDS,
     ModelPrice,
     ModelRoute,
@@ -153,10 +153,7 @@ def _route(
     price: Optional[ModelPrice] = None
     if prices["input_usd_per_mtok"] is not None and prices["output_usd_per_mtok"] is not None:
         price = ModelPrice(
-            *(
-                _decimal(prices[f] if prices[f] is not None else 0, f"{where}.{f}")
-                for f in _PRICE_FIELDS
-            )
+            *(_decimal(prices[f] if prices[f] is not None else 0, f"{where}.{f}") for f in _PRICE_FIELDS)
         )
     try:
         pricing = price.pricing(markup) if price else None
@@ -165,7 +162,9 @@ def _route(
     upstream_model = entry.get("upstream_model") or entry["name"]
     responses = entry.get("responses", provider.responses)
     if not isinstance(responses, bool) or (responses and not provider.responses):
-        raise ConfigError(f"{where}.responses: must be true or false, and true only when its provider has responses = true")
+        raise ConfigError(
+            f"{where}.responses: must be true or false, and true only when its provider has responses = true"
+        )
     return ModelRoute(
         name=entry["name"],
         provider=provider,
@@ -216,7 +215,7 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
 
     models: dict[str, ModelRoute] = {}
     names: list[str] = []
-    for i, (name, entry) in enumerate(entries.items()):
+    for name, entry in entries.items():
         provider = providers.get(entry["provider"])
         if provider is None:
             raise ConfigError(f"model {name}: unknown provider {entry['provider']!r}")
@@ -291,5 +290,5 @@ def normalize_database_url(url: str) -> str:
     """Use the psycopg (v3) driver for plain postgresql:// URLs."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url

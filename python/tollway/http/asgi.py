@@ -113,7 +113,9 @@ class ASGIAdapter:
         response = await self.app.handle(request)
         del request
         if not isinstance(response, StreamResponse):
-            await send({"type": "http.response.start", "status": response.status, "headers": _encode_headers(response.headers)})
+            await send(
+                {"type": "http.response.start", "status": response.status, "headers": _encode_headers(response.headers)}
+            )
             await send({"type": "http.response.body", "body": response.body})
             return
         # The stream, written out here rather than in a helper coroutine (one frame less per held stream).
@@ -153,7 +155,9 @@ class ASGIAdapter:
                     await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _read_body(self, receive: Receive, declared: Optional[int], message: Optional[dict[str, Any]] = None) -> bytes:
+    async def _read_body(
+        self, receive: Receive, declared: Optional[int], message: Optional[dict[str, Any]] = None
+    ) -> bytes:
         """The body, starting with ``message`` (the first one, already received) if given."""
         limit = self.app.max_body_bytes
         if declared is not None and declared > limit:

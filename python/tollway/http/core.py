@@ -175,7 +175,9 @@ class Router:
             # the database. isprintable() is False for NUL and the other control
             # characters and for lone surrogates (a path that was not UTF-8).
             if len(value) > MAX_ID_CHARS or not value.isprintable():
-                raise HTTPError(404, f"no such {name.removesuffix('_id')}: the id is not valid", code="not_found", param=name)
+                raise HTTPError(
+                    404, f"no such {name.removesuffix('_id')}: the id is not valid", code="not_found", param=name
+                )
         return handler, params
 
 
@@ -209,18 +211,27 @@ class App:
     def too_large(self, path: str) -> Response:
         limit_mb = self.max_body_bytes / (1024 * 1024)
         # The rest of the body stays unread, so the connection cannot be reused: say so.
-        exc = HTTPError(413, f"the request body is larger than the limit of {limit_mb:g} MB", headers=[("connection", "close")])
+        exc = HTTPError(
+            413, f"the request body is larger than the limit of {limit_mb:g} MB", headers=[("connection", "close")]
+        )
         return self._finish(error_response(shape_for(path), exc), new_request_id())
 
     def unreadable_body(self, path: str, headers: dict[str, str], exc: BaseException) -> Response:
         """The server could not read the body (malformed chunked encoding, say): 400, and
         the connection is closed since what follows on it cannot be trusted."""
         log.info("could not read a request body for %s: %s", path, exc)
-        error = HTTPError(400, "the request body could not be read (malformed HTTP framing)", headers=[("connection", "close")])
+        error = HTTPError(
+            400, "the request body could not be read (malformed HTTP framing)", headers=[("connection", "close")]
+        )
         return self._finish(error_response(unrouted_shape(path, headers), error), new_request_id())
 
     def too_slow(self, path: str, timeout: float) -> Response:
-        exc = HTTPError(408, f"the request body did not arrive within {timeout:g} s", code="request_timeout", headers=[("connection", "close")])
+        exc = HTTPError(
+            408,
+            f"the request body did not arrive within {timeout:g} s",
+            code="request_timeout",
+            headers=[("connection", "close")],
+        )
         return self._finish(error_response(shape_for(path), exc), new_request_id())
 
     async def handle(self, request: Request) -> AnyResponse:
@@ -239,7 +250,9 @@ class App:
                         await self.authenticate(request.headers)
                     except HTTPError as denied:
                         answer = denied
-                return self._finish(error_response(unrouted_shape(request.path, request.headers), answer), request.request_id)
+                return self._finish(
+                    error_response(unrouted_shape(request.path, request.headers), answer), request.request_id
+                )
             response = await handler(request, **params)
         except HTTPError as exc:
             response = error_response(shape_for(request.path), exc)
@@ -249,8 +262,13 @@ class App:
                 log.exception("unhandled error in %s %s (request %s)", request.method, request.path, request.request_id)
                 mapped = HTTPError(500, "internal error; the request id is in x-request-id")
             else:  # a check is missing somewhere: the client gets its 400, we get the traceback
-                log.warning("bad input past the checks in %s %s (request %s)", request.method, request.path,
-                            request.request_id, exc_info=True)
+                log.warning(
+                    "bad input past the checks in %s %s (request %s)",
+                    request.method,
+                    request.path,
+                    request.request_id,
+                    exc_info=True,
+                )
             response = error_response(shape_for(request.path), mapped)
         finally:
             self.handling -= 1

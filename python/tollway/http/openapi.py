@@ -163,7 +163,11 @@ _REQUEST_ID = {"x-request-id": {"required": True, "schema": {"type": "string"}, 
 
 def _error_response(status: Any, shape: str) -> dict[str, Any]:
     name = "AnthropicError" if shape == "anthropic" else "OpenAIError"
-    return {"description": _REASONS[status], "headers": _REQUEST_ID, "content": {"application/json": {"schema": ref(name)}}}
+    return {
+        "description": _REASONS[status],
+        "headers": _REQUEST_ID,
+        "content": {"application/json": {"schema": ref(name)}},
+    }
 
 
 def _ok_response(status: int, name: str) -> dict[str, Any]:

@@ -39,7 +39,13 @@ def obj(properties: dict[str, Schema], required: tuple[str, ...] = (), extra: bo
 
 def text(max_length: int, *, blank: bool = True, **more: Any) -> Schema:
     """A string of 1..max_length characters without NUL (``blank``: white space alone allowed)."""
-    return {"type": "string", "minLength": 1, "maxLength": max_length, "pattern": _NO_NUL if blank else _NOT_BLANK_NO_NUL, **more}
+    return {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": max_length,
+        "pattern": _NO_NUL if blank else _NOT_BLANK_NO_NUL,
+        **more,
+    }
 
 
 INTEGER: Schema = {"type": "integer"}
@@ -59,14 +65,19 @@ METADATA: Schema = {
 }
 MAX_TOKENS: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_TOKENS_LIMIT}
 SPEND_USD: Schema = {
-    "description": "US dollars (a JSON number, or a decimal string such as \"12.50\"); null: no cap.",
+    "description": 'US dollars (a JSON number, or a decimal string such as "12.50"); null: no cap.',
     "anyOf": [
         {"type": "number", "minimum": 0, "maximum": MAX_SPEND_USD},
         {"type": "string", "pattern": "^[0-9]{1,9}(\\.[0-9]{1,6})?$"},
         {"type": "null"},
     ],
 }
-TOOL_IDS: Schema = {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 64}, "minItems": 1, "uniqueItems": True}
+TOOL_IDS: Schema = {
+    "type": "array",
+    "items": {"type": "string", "minLength": 1, "maxLength": 64},
+    "minItems": 1,
+    "uniqueItems": True,
+}
 MAX_TOOL_TURNS_SCHEMA: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_TOOL_TURNS}
 
 # ---- errors -------------------------------------------------------------
@@ -83,7 +94,10 @@ ERRORS: dict[str, Schema] = {
         extra=True,
     ),
     "AnthropicError": obj(
-        {"type": {"const": "error"}, "error": obj({"type": STRING, "message": STRING}, ("type", "message"), extra=True)},
+        {
+            "type": {"const": "error"},
+            "error": obj({"type": STRING, "message": STRING}, ("type", "message"), extra=True),
+        },
         ("type", "error"),
         extra=True,
     ),
@@ -99,8 +113,11 @@ _WEBHOOK_URL = {
 }
 _INPUT_SCHEMA = {
     "type": "object",
-    "description": "a JSON Schema (draft 2020-12) for an object: \"type\": \"object\" is required",
-    "properties": {"type": {"const": "object"}, "properties": {"type": "object", "additionalProperties": {"type": "object"}}},
+    "description": 'a JSON Schema (draft 2020-12) for an object: "type": "object" is required',
+    "properties": {
+        "type": {"const": "object"},
+        "properties": {"type": "object", "additionalProperties": {"type": "object"}},
+    },
     "required": ["type"],
     "additionalProperties": True,
 }
@@ -143,7 +160,10 @@ REQUESTS: dict[str, Schema] = {
         {
             "model": {"type": "string", "minLength": 1},
             "content": {
-                "anyOf": [{"type": "string", "minLength": 1, "pattern": _NO_NUL}, {"type": "array", "items": _BLOCK, "minItems": 1}]
+                "anyOf": [
+                    {"type": "string", "minLength": 1, "pattern": _NO_NUL},
+                    {"type": "array", "items": _BLOCK, "minItems": 1},
+                ]
             },
             "max_tokens": MAX_TOKENS,
             "system": {"anyOf": [{"type": "string", "pattern": _NO_NUL}, {"type": "array"}, {"type": "null"}]},
@@ -151,7 +171,10 @@ REQUESTS: dict[str, Schema] = {
             "metadata": nullable(METADATA),
             "tool_ids": TOOL_IDS,
             "max_tool_turns": MAX_TOOL_TURNS_SCHEMA,
-            **{name: {} for name in ("temperature", "top_p", "top_k", "stop_sequences", "tools", "tool_choice", "thinking")},
+            **{
+                name: {}
+                for name in ("temperature", "top_p", "top_k", "stop_sequences", "tools", "tool_choice", "thinking")
+            },
         },
         ("model", "content"),
         description="One user turn; the model's reply is stored with it. The other fields go to the provider as given.",
@@ -222,7 +245,12 @@ REQUESTS: dict[str, Schema] = {
                     {"type": "string", "minLength": 1},
                     {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": 2048},
                     {"type": "array", "items": _TOKEN_ID, "minItems": 1, "maxItems": 2048},
-                    {"type": "array", "items": {"type": "array", "items": _TOKEN_ID, "minItems": 1}, "minItems": 1, "maxItems": 2048},
+                    {
+                        "type": "array",
+                        "items": {"type": "array", "items": _TOKEN_ID, "minItems": 1},
+                        "minItems": 1,
+                        "maxItems": 2048,
+                    },
                 ],
                 "description": "a string, strings, token ids, or lists of token ids (none empty; at most 2048 items)",
             },
@@ -232,7 +260,7 @@ REQUESTS: dict[str, Schema] = {
         },
         ("model", "input"),
         extra=True,
-        description="An OpenAI embeddings request, for a model of mode \"embedding\"; every other field goes to the provider unchanged.",
+        description='An OpenAI embeddings request, for a model of mode "embedding"; every other field goes to the provider unchanged.',
     ),
     "ResponsesRequest": obj(
         {
@@ -257,7 +285,12 @@ _NULLABLE_STR = {"type": ["string", "null"]}
 
 
 def _list_of(item: str, *, first_id: bool = True) -> Schema:
-    props = {"object": {"const": "list"}, "data": {"type": "array", "items": ref(item)}, "has_more": BOOLEAN, "last_id": _NULLABLE_STR}
+    props = {
+        "object": {"const": "list"},
+        "data": {"type": "array", "items": ref(item)},
+        "has_more": BOOLEAN,
+        "last_id": _NULLABLE_STR,
+    }
     if first_id:
         props["first_id"] = _NULLABLE_STR
     return obj(props, tuple(props))
@@ -309,7 +342,9 @@ _TOOL_PROPS: dict[str, Schema] = {
     "id": _ID, "object": {"const": "tool"}, "name": STRING, "description": STRING, "input_schema": ANY_OBJECT,
     "webhook_url": STRING, "timeout_ms": INTEGER, "created_at": INTEGER, "updated_at": INTEGER,
 }  # fmt: skip
-_OPENAI_MODEL = obj({"id": STRING, "object": {"const": "model"}, "created": INTEGER, "owned_by": STRING}, ("id", "object"))
+_OPENAI_MODEL = obj(
+    {"id": STRING, "object": {"const": "model"}, "created": INTEGER, "owned_by": STRING}, ("id", "object")
+)
 _ANTHROPIC_MODEL = obj(
     {"type": {"const": "model"}, "id": STRING, "display_name": STRING, "created_at": STRING}, ("type", "id")
 )
@@ -324,15 +359,25 @@ RESOURCES: dict[str, Schema] = {
     ),
     "KeyUsage": obj(
         {
-            "object": {"const": "key_usage"}, "key_id": _ID, "total_cost_micros": INTEGER,
-            "max_spend_micros": _NULLABLE_INT, "reserved_micros": INTEGER, "remaining_micros": _NULLABLE_INT,
+            "object": {"const": "key_usage"},
+            "key_id": _ID,
+            "total_cost_micros": INTEGER,
+            "max_spend_micros": _NULLABLE_INT,
+            "reserved_micros": INTEGER,
+            "remaining_micros": _NULLABLE_INT,
             "events": {"type": "array", "items": _USAGE_EVENT},
         },
         ("object", "key_id", "total_cost_micros", "max_spend_micros", "reserved_micros", "remaining_micros", "events"),
     ),
     "Usage": obj(
-        {"object": {"const": "usage"}, "from_ms": INTEGER, "to_ms": INTEGER, "total_cost_micros": INTEGER,
-         "request_count": INTEGER, "by_key": {"type": "array", "items": _BY_KEY}},
+        {
+            "object": {"const": "usage"},
+            "from_ms": INTEGER,
+            "to_ms": INTEGER,
+            "total_cost_micros": INTEGER,
+            "request_count": INTEGER,
+            "by_key": {"type": "array", "items": _BY_KEY},
+        },
         ("object", "from_ms", "to_ms", "total_cost_micros", "request_count", "by_key"),
     ),
     "Thread": obj(_THREAD_PROPS, tuple(_THREAD_PROPS)),
@@ -342,25 +387,36 @@ RESOURCES: dict[str, Schema] = {
     ),
     "ThreadMessage": obj(_MESSAGE_PROPS, tuple(_MESSAGE_PROPS)),
     "ThreadReply": obj(
-        {**_MESSAGE_PROPS, "context": ANY_OBJECT}, (*_MESSAGE_PROPS, "context"),
+        {**_MESSAGE_PROPS, "context": ANY_OBJECT},
+        (*_MESSAGE_PROPS, "context"),
         description="The assistant's stored reply, with the history sent (context)",
     ),
     "ThreadMessageList": _list_of("ThreadMessage"),
     "ThreadExport": obj(
-        {"object": {"const": "thread.export"}, "thread": ref("Thread"), "messages": {"type": "array", "items": ref("ThreadMessage")}},
+        {
+            "object": {"const": "thread.export"},
+            "thread": ref("Thread"),
+            "messages": {"type": "array", "items": ref("ThreadMessage")},
+        },
         ("object", "thread", "messages"),
     ),
     "Tool": obj(_TOOL_PROPS, tuple(_TOOL_PROPS)),
     "ToolWithSecret": obj({**_TOOL_PROPS, "signing_secret": STRING}, (*_TOOL_PROPS, "signing_secret")),
     "ToolUpdated": obj({**_TOOL_PROPS, "signing_secret": STRING}, tuple(_TOOL_PROPS)),
     "ToolList": _list_of("Tool"),
-    "ToolDeleted": obj({"id": _ID, "object": {"const": "tool.deleted"}, "deleted": {"const": True}}, ("id", "object", "deleted")),
+    "ToolDeleted": obj(
+        {"id": _ID, "object": {"const": "tool.deleted"}, "deleted": {"const": True}}, ("id", "object", "deleted")
+    ),
     "ModelList": {
         "anyOf": [
             obj({"object": {"const": "list"}, "data": {"type": "array", "items": _OPENAI_MODEL}}, ("object", "data")),
             obj(
-                {"data": {"type": "array", "items": _ANTHROPIC_MODEL}, "has_more": BOOLEAN,
-                 "first_id": _NULLABLE_STR, "last_id": _NULLABLE_STR},
+                {
+                    "data": {"type": "array", "items": _ANTHROPIC_MODEL},
+                    "has_more": BOOLEAN,
+                    "first_id": _NULLABLE_STR,
+                    "last_id": _NULLABLE_STR,
+                },
                 ("data", "has_more"),
             ),
         ],
@@ -371,17 +427,26 @@ RESOURCES: dict[str, Schema] = {
         "description": "OpenAI's model object, or Anthropic's when the request has an anthropic-version header",
     },
     "InputTokens": obj(
-        {"input_tokens": INTEGER}, ("input_tokens",), extra=True,
+        {"input_tokens": INTEGER},
+        ("input_tokens",),
+        extra=True,
         description="The provider's count, or (header x-tollway-estimated: true) the gateway's estimate",
     ),
     "EmbeddingList": obj(
         {
             "object": {"const": "list"},
-            "data": {"type": "array", "items": obj(
-                {"object": {"const": "embedding"}, "index": INTEGER,
-                 "embedding": {"anyOf": [{"type": "array", "items": {"type": "number"}}, STRING]}},
-                ("object", "index", "embedding"), extra=True,
-            )},
+            "data": {
+                "type": "array",
+                "items": obj(
+                    {
+                        "object": {"const": "embedding"},
+                        "index": INTEGER,
+                        "embedding": {"anyOf": [{"type": "array", "items": {"type": "number"}}, STRING]},
+                    },
+                    ("object", "index", "embedding"),
+                    extra=True,
+                ),
+            },
             "model": STRING,
             "usage": obj({"prompt_tokens": INTEGER, "total_tokens": INTEGER}, extra=True),
         },
@@ -389,8 +454,16 @@ RESOURCES: dict[str, Schema] = {
         extra=True,
         description="The provider's embeddings (base64: little-endian float32)",
     ),
-    "ProviderResponse": {"type": "object", "additionalProperties": True, "description": "the provider's own response body"},
-    "ResponseObject": {"type": "object", "additionalProperties": True, "description": "an OpenAI Responses response object"},
+    "ProviderResponse": {
+        "type": "object",
+        "additionalProperties": True,
+        "description": "the provider's own response body",
+    },
+    "ResponseObject": {
+        "type": "object",
+        "additionalProperties": True,
+        "description": "an OpenAI Responses response object",
+    },
     "ResponseDeleted": obj(
         {"id": _ID, "object": {"const": "response"}, "deleted": {"const": True}}, ("id", "object", "deleted")
     ),

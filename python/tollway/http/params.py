@@ -20,7 +20,9 @@ def json_object(request: Request) -> dict[str, Any]:
 def check_fields(body: dict[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise HTTPError(400, f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}", param=unknown[0])
+        raise HTTPError(
+            400, f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}", param=unknown[0]
+        )
 
 
 def metadata_object(body: dict[str, Any]) -> dict[str, Any]:
@@ -32,7 +34,9 @@ def metadata_object(body: dict[str, Any]) -> dict[str, Any]:
         raise HTTPError(400, "'metadata' must be a JSON object", param="metadata")
     size = len(orjson.dumps(value))
     if size > MAX_METADATA_BYTES:
-        raise HTTPError(400, f"'metadata' is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are accepted", param="metadata")
+        raise HTTPError(
+            400, f"'metadata' is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are accepted", param="metadata"
+        )
     return value
 
 

@@ -43,10 +43,8 @@ def _robyn_path(template: str, path_params: set[str]) -> str:
 def build_robyn(app: App) -> Any:
     # Robyn's Config parses sys.argv when robyn is imported: give it only what it should see.
     sys.argv = sys.argv[:1] + ["--log-level", os.environ.get("TOLLWAY_ROBYN_LOG_LEVEL", "WARNING")]
-    from robyn import Headers, Robyn
+    from robyn import Headers, Robyn, StreamingResponse
     from robyn import Response as RobynResponse
-    from robyn import StreamingResponse
-
     from robyn.argument_parser import Config
 
     config = Config()
@@ -60,7 +58,9 @@ def build_robyn(app: App) -> Any:
         return headers
 
     def to_robyn(response: Response) -> Any:
-        return RobynResponse(status_code=response.status, headers=to_headers(response.headers), description=response.body)
+        return RobynResponse(
+            status_code=response.status, headers=to_headers(response.headers), description=response.body
+        )
 
     relaying = [0]  # streamed bodies still being handed to Robyn (the drain waits for them)
 

@@ -31,7 +31,9 @@ class Authenticator:
     async def authenticate(self, headers: dict[str, str]) -> ApiKey:
         secret = secret_from_headers(headers)
         if secret is None:
-            raise HTTPError(401, "missing API key: send it as 'Authorization: Bearer <key>' or 'x-api-key'", code="missing_api_key")
+            raise HTTPError(
+                401, "missing API key: send it as 'Authorization: Bearer <key>' or 'x-api-key'", code="missing_api_key"
+            )
         digest = hash_secret(secret)
         key = self._by_hash.get(digest)
         if key is None:

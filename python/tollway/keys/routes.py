@@ -36,10 +36,6 @@ def usd_to_micros(value: Any, field: str = "max_spend_usd") -> Optional[int]:
     return int((amount * 1_000_000).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
-
-
-
-
 def _string(body: dict[str, Any], field: str, *, required: bool = False, limit: int = 200) -> Optional[str]:
     value = body.get(field)
     if value is None:
@@ -51,9 +47,9 @@ def _string(body: dict[str, Any], field: str, *, required: bool = False, limit: 
     return value
 
 
-
-
-def capability(*, auth: Authenticator, store: KeyStore, ledger: Ledger, writer: UsageWriter, db: Database) -> Capability:
+def capability(
+    *, auth: Authenticator, store: KeyStore, ledger: Ledger, writer: UsageWriter, db: Database
+) -> Capability:
     routes = Routes()
 
     async def admin(request: Request) -> ApiKey:
@@ -84,9 +80,7 @@ def capability(*, auth: Authenticator, store: KeyStore, ledger: Ledger, writer: 
         cap = usd_to_micros(body.get("max_spend_usd"))
         end_user_id = _string(body, "end_user_id")
         metadata = metadata_object(body)
-        key, secret = await asyncio.to_thread(
-            store.mint, caller.account_id, name, scope, cap, end_user_id, metadata
-        )
+        key, secret = await asyncio.to_thread(store.mint, caller.account_id, name, scope, cap, end_user_id, metadata)
         auth.remember(key, hash_secret(secret), spent_micros=0)
         return json_response(201, {**public(key), "secret": secret})
 

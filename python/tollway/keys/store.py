@@ -81,16 +81,12 @@ class KeyStore:
 
     def first_account(self) -> Optional[str]:
         with self.db.engine.connect() as conn:
-            return conn.execute(
-                select(accounts.c.id).order_by(accounts.c.created_at, accounts.c.id).limit(1)
-            ).scalar()
+            return conn.execute(select(accounts.c.id).order_by(accounts.c.created_at, accounts.c.id).limit(1)).scalar()
 
     def has_admin_key(self) -> bool:
         with self.db.engine.connect() as conn:
             found = conn.execute(
-                select(api_keys.c.id)
-                .where(api_keys.c.scope == "admin", api_keys.c.revoked_at.is_(None))
-                .limit(1)
+                select(api_keys.c.id).where(api_keys.c.scope == "admin", api_keys.c.revoked_at.is_(None)).limit(1)
             ).first()
         return found is not None
 
@@ -212,9 +208,7 @@ class KeyStore:
             return self.get(account_id, key_id)
         with self.db.engine.begin() as conn:
             conn.execute(
-                update(api_keys)
-                .where(api_keys.c.id == key_id, api_keys.c.account_id == account_id)
-                .values(**values)
+                update(api_keys).where(api_keys.c.id == key_id, api_keys.c.account_id == account_id).values(**values)
             )
         return self.get(account_id, key_id)
 
@@ -233,9 +227,7 @@ class KeyStore:
 
     def spent(self, key_ids: Optional[list[str]] = None) -> dict[str, int]:
         """Total settled spend per key, from the usage events (rebuilds the ledger at start)."""
-        query = select(usage_events.c.key_id, func.sum(usage_events.c.cost_micros)).group_by(
-            usage_events.c.key_id
-        )
+        query = select(usage_events.c.key_id, func.sum(usage_events.c.cost_micros)).group_by(usage_events.c.key_id)
         if key_ids is not None:
             query = query.where(usage_events.c.key_id.in_(key_ids))
         with self.db.engine.connect() as conn:

@@ -128,8 +128,12 @@ class Journal:
                     path.unlink(missing_ok=True)
                 self._segments = []
             elif self._open:
-                log.warning("%d holds still open at shutdown are kept in the journal %s; the next start bills them "
-                            "as interrupted", len(self._open), self.directory)
+                log.warning(
+                    "%d holds still open at shutdown are kept in the journal %s; the next start bills them "
+                    "as interrupted",
+                    len(self._open),
+                    self.directory,
+                )
 
     @property
     def open_holds(self) -> int:
@@ -230,8 +234,11 @@ class Journal:
                     view = view[n:]
                     written += n
         except OSError as exc:
-            log.error("cannot carry the open holds into the crash journal %s: %s; keeping the old segments",
-                      self.directory, exc)
+            log.error(
+                "cannot carry the open holds into the crash journal %s: %s; keeping the old segments",
+                self.directory,
+                exc,
+            )
             return False
         finally:
             with self.lock:

@@ -101,7 +101,7 @@ class _PgLock:
         ).scalar()
         conn.close()
         self.engine.dispose()
-        holder = holder[len(APP_NAME_PREFIX):].strip() if holder and holder.startswith(APP_NAME_PREFIX) else holder
+        holder = holder[len(APP_NAME_PREFIX) :].strip() if holder and holder.startswith(APP_NAME_PREFIX) else holder
         raise AnotherGateway(_message(self._what(), holder or None))
 
     def release(self) -> None:
@@ -123,7 +123,9 @@ class GatewayLock:
             path = database_url.split("sqlite:///", 1)[-1]
             if path and path != ":memory:":
                 db_path = Path(path).resolve()
-                self.locks.append(_FileLock(db_path.with_name(db_path.name + ".gateway-lock"), f"the SQLite database {db_path}"))
+                self.locks.append(
+                    _FileLock(db_path.with_name(db_path.name + ".gateway-lock"), f"the SQLite database {db_path}")
+                )
         else:
             self.locks.append(_PgLock(database_url))
         self.held = False

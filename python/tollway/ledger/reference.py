@@ -101,7 +101,7 @@ class ReferenceLedger:
         ids = list(dict.fromkeys(budget_ids))
         with self.lock:
             budgets = [self._budget(i) for i in ids]
-            for budget_id, budget in zip(ids, budgets):
+            for budget_id, budget in zip(ids, budgets, strict=True):
                 if budget.available() < low:
                     return budget_id
                 micros = min(micros, budget.available())

@@ -136,6 +136,9 @@ def replay(db: Database, journal_dir: Path, spill_dir: Path, hooks: Optional[Hoo
         log.warning(
             "crash journal replayed: %d settled usage events written to the database (%d were there already); "
             "%d requests in flight at the crash billed their hold, %d micro-USD in all (outcome 'interrupted')",
-            len(new_settled), len(settled) - len(new_settled), len(new_interrupted), result.interrupted_micros,
+            len(new_settled),
+            len(settled) - len(new_settled),
+            len(new_interrupted),
+            result.interrupted_micros,
         )
     return result

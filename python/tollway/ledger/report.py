@@ -36,9 +36,11 @@ def usage_summary(db: Database, account_id: str, from_ms: int, to_ms: int) -> di
     with db.engine.connect() as conn:
         rows = conn.execute(query).all()
         key_ids = sorted({r[0] for r in rows})
-        names = dict(
-            conn.execute(select(api_keys.c.id, api_keys.c.name).where(api_keys.c.id.in_(key_ids))).all()
-        ) if key_ids else {}
+        names = (
+            dict(conn.execute(select(api_keys.c.id, api_keys.c.name).where(api_keys.c.id.in_(key_ids))).all())
+            if key_ids
+            else {}
+        )
     by_key: dict[str, dict[str, Any]] = {}
     for key_id, model, cost, count, tokens_in, tokens_out, avg_latency in rows:
         entry = by_key.setdefault(

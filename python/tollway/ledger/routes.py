@@ -12,6 +12,7 @@ from tollway.ledger.report import month_start_ms, usage_summary
 from tollway.ledger.writer import UsageWriter
 from tollway.store import Database, now_ms
 
+
 def _ms(value: str, name: str) -> int:
     message = f"'{name}' must be a Unix time in milliseconds, from 0 to {MAX_TIME_MS}"
     try:

@@ -115,8 +115,12 @@ class UsageWriter:
         if self.journal is not None:
             self.journal.close(committed=not leftover)
             if leftover:
-                log.error("could not write %d usage events to the database; they stay in the crash journal %s "
-                          "and are written at the next start", len(leftover), self.journal.directory)
+                log.error(
+                    "could not write %d usage events to the database; they stay in the crash journal %s "
+                    "and are written at the next start",
+                    len(leftover),
+                    self.journal.directory,
+                )
         elif leftover:
             self._spill(leftover)
 

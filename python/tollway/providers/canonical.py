@@ -170,7 +170,15 @@ class StreamError:
 
 
 Event = Union[
-    MessageStart, BlockStart, TextDelta, ToolArgumentsDelta, ThinkingDelta, BlockStop, MessageDelta, MessageStop, StreamError
+    MessageStart,
+    BlockStart,
+    TextDelta,
+    ToolArgumentsDelta,
+    ThinkingDelta,
+    BlockStop,
+    MessageDelta,
+    MessageStop,
+    StreamError,
 ]
 
 

@@ -88,7 +88,9 @@ RESPONSES = Format(
     responses_convert.to_canonical,
     lambda request, route: responses_upstream.from_canonical(request, route.upstream_model),
     responses_upstream.response_to_canonical,
-    lambda response, model: responses_convert.response_from_canonical(response, {}, responses_convert.new_id("resp_"), model),
+    lambda response, model: responses_convert.response_from_canonical(
+        response, {}, responses_convert.new_id("resp_"), model
+    ),
     responses_upstream.outcome_stop_reason,
     openai_chat_convert.error_to_canonical,
     openai_chat_convert.error_body,

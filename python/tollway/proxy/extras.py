@@ -16,6 +16,8 @@ from typing import Any, Awaitable, Callable, Optional
 
 import orjson
 
+from tollway.capabilities import Capability, Routes
+from tollway.config import ModelRoute, Settings
 from tollway.http.core import (
     AnyResponse,
     HTTPError,
@@ -25,17 +27,15 @@ from tollway.http.core import (
     json_response,
     unrouted_shape,
 )
-from tollway.capabilities import Capability, Routes
-from tollway.config import ModelRoute, Settings
 from tollway.http.limits import MAX_TOKENS_LIMIT
-from tollway.proxy.caps import decide_hold
-from tollway.proxy.checks import check_model_request
 from tollway.keys import ApiKey
 from tollway.keys.auth import Authenticator
-from tollway.proxy.handler import Call, Completed, Proxy
-from tollway.proxy.headers import response_headers
 from tollway.providers import ADAPTERS
 from tollway.providers.base import count_message_tokens, estimate_embedding_tokens
+from tollway.proxy.caps import decide_hold
+from tollway.proxy.checks import check_model_request
+from tollway.proxy.handler import Call, Completed, Proxy
+from tollway.proxy.headers import response_headers
 
 ESTIMATED_HEADER = "x-tollway-estimated"
 MAX_EMBEDDING_INPUTS = 2048  # items of one request's `input` (the OpenAI API's limit)
@@ -77,7 +77,12 @@ def capability(
         await auth.authenticate(request.headers)
         route = settings.models.get(model_id)
         if route is None or not is_routable(route):
-            raise HTTPError(404, f"the model {model_id!r} does not exist or is not routable here", code="model_not_found", param="model")
+            raise HTTPError(
+                404,
+                f"the model {model_id!r} does not exist or is not routable here",
+                code="model_not_found",
+                param="model",
+            )
         adapter = ADAPTERS[unrouted_shape(request.path, request.headers)]
         return json_response(200, adapter.model_object(model_id, route, started_at // 1000))
 
@@ -126,8 +131,16 @@ async def create_embeddings(
     adapter = ADAPTERS[route.provider.kind]
     url = adapter.embeddings_url(route.provider)
     if url is None:
-        raise HTTPError(400, f"the model {route.name!r} is served by {route.provider.name!r}, which has no embeddings API", param="model")
-    body = raw if raw is not None and payload["model"] == route.upstream_model else orjson.dumps({**payload, "model": route.upstream_model})
+        raise HTTPError(
+            400,
+            f"the model {route.name!r} is served by {route.provider.name!r}, which has no embeddings API",
+            param="model",
+        )
+    body = (
+        raw
+        if raw is not None and payload["model"] == route.upstream_model
+        else orjson.dumps({**payload, "model": route.upstream_model})
+    )
     estimate = estimate_embedding_tokens(inputs)
     decision = decide_hold(gw.ledger, key.id, route, estimate, 0)  # no output tokens
     base = proxy.usage_base(key, route, request_id)
@@ -172,9 +185,13 @@ def _check_embeddings_request(payload: Any) -> list[Any]:
         inputs: list[Any] = [raw]
     elif isinstance(raw, list) and raw and all(_is_token(t) for t in raw):
         inputs = [raw]
-    elif isinstance(raw, list) and raw and (
-        all(isinstance(s, str) for s in raw)
-        or all(isinstance(t, list) and t and all(_is_token(i) for i in t) for t in raw)
+    elif (
+        isinstance(raw, list)
+        and raw
+        and (
+            all(isinstance(s, str) for s in raw)
+            or all(isinstance(t, list) and t and all(_is_token(i) for i in t) for t in raw)
+        )
     ):
         inputs = raw
     else:

@@ -31,13 +31,14 @@ from tollway.keys import ApiKey
 from tollway.ledger.journal import Journal, new_event_id
 from tollway.ledger.settlement import settle
 from tollway.ledger.writer import usage_row
+from tollway.providers import ADAPTERS, ProviderAdapter
 from tollway.proxy import looped, translated
 from tollway.proxy.caps import decide_hold
 from tollway.proxy.checks import check_model_request, token_count
 from tollway.proxy.headers import response_headers
-from tollway.providers import ADAPTERS, ProviderAdapter
 
 if TYPE_CHECKING:
+    from tollway._core import UpstreamClient
     from tollway.background import OpenCounter
     from tollway.config import Settings
     from tollway.hooks import Hooks
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
     from tollway.proxy.spin import SpinWait
     from tollway.tools import ToolStore
     from tollway.tools.dispatch import Dispatcher
-    from tollway._core import UpstreamClient
 
 
 class Runtime(Protocol):
@@ -65,6 +65,7 @@ class Runtime(Protocol):
     dispatcher: "Dispatcher"
 
     def serving_alone(self) -> bool: ...
+
 
 CLAMP_HEADER = "x-tollway-max-tokens-clamped"
 
@@ -233,7 +234,9 @@ class Proxy:
                 upstream = await self.open_stream(call, then)
                 if isinstance(upstream, Completed):
                     return Response(upstream.status, upstream.body, upstream.headers)
-                return StreamResponse(upstream.status, response_headers(upstream.headers) + call.extra_headers, upstream, upstream.close)
+                return StreamResponse(
+                    upstream.status, response_headers(upstream.headers) + call.extra_headers, upstream, upstream.close
+                )
             done = await self.complete(call)
             return Response(done.status, done.body, done.headers)
         except BaseException:
@@ -246,13 +249,25 @@ class Proxy:
             raise HTTPError(400, "'model' is required", param="model")
         route = self.gw.settings.models.get(name)
         if route is None:
-            raise HTTPError(404, f"the model {name!r} does not exist or is not routable here", code="model_not_found", param="model")
+            raise HTTPError(
+                404, f"the model {name!r} does not exist or is not routable here", code="model_not_found", param="model"
+            )
         if route.mode != mode:
             if route.embedding:
-                raise HTTPError(400, f"the model {name!r} is an embedding model: call POST /v1/embeddings", param="model")
-            raise HTTPError(400, f"the model {name!r} is not an embedding model (one has mode = \"embedding\" in the catalog or config)", param="model")
+                raise HTTPError(
+                    400, f"the model {name!r} is an embedding model: call POST /v1/embeddings", param="model"
+                )
+            raise HTTPError(
+                400,
+                f'the model {name!r} is not an embedding model (one has mode = "embedding" in the catalog or config)',
+                param="model",
+            )
         if priced and route.pricing is None:
-            raise HTTPError(400, f"the model {name!r} has no price configured; add input_usd_per_mtok and output_usd_per_mtok", param="model")
+            raise HTTPError(
+                400,
+                f"the model {name!r} has no price configured; add input_usd_per_mtok and output_usd_per_mtok",
+                param="model",
+            )
         return route
 
     @staticmethod
@@ -332,9 +347,15 @@ class Proxy:
                     await asyncio.sleep(_backoff(attempt))
                     attempt += 1
                     continue
-                raise HTTPError(502, f"the upstream provider {route.provider.name!r} is unreachable: {exc}", code="upstream_unreachable") from None
+                raise HTTPError(
+                    502,
+                    f"the upstream provider {route.provider.name!r} is unreachable: {exc}",
+                    code="upstream_unreachable",
+                ) from None
             except UpstreamTimeout as exc:
-                raise HTTPError(504, f"the upstream provider {route.provider.name!r} timed out: {exc}", code="upstream_timeout") from None
+                raise HTTPError(
+                    504, f"the upstream provider {route.provider.name!r} timed out: {exc}", code="upstream_timeout"
+                ) from None
             if _retryable(result.status) and attempt < settings.max_retries:
                 wait = retry_after_seconds(result.headers)
                 wait = _backoff(attempt) if wait is None else wait
@@ -375,7 +396,12 @@ class Proxy:
             usage = extract_usage(call.kind, response.body)
             if usage is None:
                 estimated = True
-                input_tokens, output_tokens, cache_read, cache_write = call.input_estimate, -(-len(response.body) // 4), 0, 0
+                input_tokens, output_tokens, cache_read, cache_write = (
+                    call.input_estimate,
+                    -(-len(response.body) // 4),
+                    0,
+                    0,
+                )
             else:
                 estimated = usage.estimated
                 input_tokens, output_tokens = usage.input_tokens, usage.output_tokens

@@ -21,7 +21,13 @@ if TYPE_CHECKING:
 
 
 async def handle(
-    proxy: "Proxy", request: "Origin", shape: str, key: ApiKey, route: ModelRoute, payload: dict[str, Any], started: float
+    proxy: "Proxy",
+    request: "Origin",
+    shape: str,
+    key: ApiKey,
+    route: ModelRoute,
+    payload: dict[str, Any],
+    started: float,
 ) -> AnyResponse:
     tools = await resolve_tools(proxy.gw.tools, key, payload.pop("tool_ids"))
     max_turns = max_turns_from(payload)
@@ -49,4 +55,8 @@ async def handle(
     body = orjson.dumps(changed) if changed is not None else done.body
     if cross:
         body = translated.response_to_client(shape, route, body, model)
-    return Response(done.status, body, [(n, v) for n, v in done.headers if n != "content-type"] + [("content-type", "application/json")])
+    return Response(
+        done.status,
+        body,
+        [(n, v) for n, v in done.headers if n != "content-type"] + [("content-type", "application/json")],
+    )

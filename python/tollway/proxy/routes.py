@@ -13,7 +13,12 @@ from tollway.proxy.handler import Proxy, Runtime
 
 
 def capability(
-    *, runtime: Runtime, auth: Authenticator, settings: Settings, is_routable: Callable[[ModelRoute], bool], started_at: int
+    *,
+    runtime: Runtime,
+    auth: Authenticator,
+    settings: Settings,
+    is_routable: Callable[[ModelRoute], bool],
+    started_at: int,
 ) -> Capability:
     """The model routes; provides ``proxy`` (the call path, which threads and tools use)."""
     routes = Routes()

@@ -41,13 +41,17 @@ def response_to_client(shape: str, route: ModelRoute, body: bytes, model: str) -
     try:
         message = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise HTTPError(502, "the upstream provider returned a body that is not JSON", code="upstream_bad_response") from None
+        raise HTTPError(
+            502, "the upstream provider returned a body that is not JSON", code="upstream_bad_response"
+        ) from None
     if not isinstance(message, dict):
         raise HTTPError(502, "the upstream provider returned an unexpected body", code="upstream_bad_response")
     try:
         response = FORMATS[route.provider.kind].response_to_canonical(message)
     except TranslationError as exc:
-        raise HTTPError(502, f"the upstream provider returned an unexpected body: {exc}", code="upstream_bad_response") from None
+        raise HTTPError(
+            502, f"the upstream provider returned an unexpected body: {exc}", code="upstream_bad_response"
+        ) from None
     return orjson.dumps(FORMATS[shape].response_from_canonical(response, model))
 
 
@@ -56,10 +60,12 @@ def error_to_client(shape: str, route: ModelRoute, status: int, body: bytes) -> 
 
 
 def stream_translator(shape: str, route: ModelRoute, model: str, payload: dict[str, Any]) -> StreamTranslator:
-    return StreamTranslator(FORMATS[route.provider.kind].stream_decoder(), FORMATS[shape].stream_encoder(model, payload))
+    return StreamTranslator(
+        FORMATS[route.provider.kind].stream_decoder(), FORMATS[shape].stream_encoder(model, payload)
+    )
 
 
-def client_headers(request: Request, route: ModelRoute) -> dict[str, str]:
+def client_headers(request: "Origin", route: ModelRoute) -> dict[str, str]:
     """The client's headers, less those of other formats' SDKs (anthropic-version to OpenAI...)."""
     foreign = FORMATS[route.provider.kind].foreign_header_prefix
     return {n: v for n, v in request.headers.items() if not n.startswith(foreign)}
@@ -82,12 +88,20 @@ def _headers(upstream: list[tuple[str, str]], content: list[tuple[str, str]]) ->
 
 
 async def handle(
-    proxy: "Proxy", request: "Origin", shape: str, key: ApiKey, route: ModelRoute, payload: dict[str, Any], started: float
+    proxy: "Proxy",
+    request: "Origin",
+    shape: str,
+    key: ApiKey,
+    route: ModelRoute,
+    payload: dict[str, Any],
+    started: float,
 ) -> AnyResponse:
     model = payload["model"]
     provider_payload = to_provider(shape, route, payload)
     stream = provider_payload.get("stream") is True
-    call = proxy.prepare(key, route, provider_payload, None, client_headers(request, route), request.request_id, stream, started)
+    call = proxy.prepare(
+        key, route, provider_payload, None, client_headers(request, route), request.request_id, stream, started
+    )
     try:
         if stream:
             upstream = await proxy.open_stream(call)
@@ -99,8 +113,12 @@ async def handle(
             return StreamResponse(upstream.status, headers, translate_stream(upstream, translator), upstream.close)
         done = await proxy.complete(call)
         if not done.ok:
-            return Response(done.status, error_to_client(shape, route, done.status, done.body), _headers(done.headers, JSON_HEADERS))
-        return Response(done.status, response_to_client(shape, route, done.body, model), _headers(done.headers, JSON_HEADERS))
+            return Response(
+                done.status, error_to_client(shape, route, done.status, done.body), _headers(done.headers, JSON_HEADERS)
+            )
+        return Response(
+            done.status, response_to_client(shape, route, done.body, model), _headers(done.headers, JSON_HEADERS)
+        )
     except BaseException:
         call.release()
         raise

@@ -16,11 +16,11 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, AsyncIterator, Optional
 
-from tollway.config import ModelRoute
 import orjson
 
 from tollway._core import StreamOutcome
 from tollway.capabilities import Capability, Routes
+from tollway.config import ModelRoute
 from tollway.http.core import AnyResponse, HTTPError, Request, Response, StreamResponse, json_response
 from tollway.http.params import json_object, page_limit
 from tollway.keys import ApiKey
@@ -141,7 +141,11 @@ def capability(
         return previous
 
     def save(key: ApiKey, response: Any, items: list[dict[str, Any]], previous: Optional[Stored]) -> None:
-        if not isinstance(response, dict) or not isinstance(response.get("id"), str) or not isinstance(response.get("output"), list):
+        if (
+            not isinstance(response, dict)
+            or not isinstance(response.get("id"), str)
+            or not isinstance(response.get("output"), list)
+        ):
             log.warning("a response without an id or output was not stored")
             return
         try:
@@ -149,7 +153,9 @@ def capability(
         except Exception:  # the call is made and paid for: the client still gets its answer
             log.exception("could not store response %s", response["id"])
 
-    async def native_call(request: Request, key: ApiKey, route: ModelRoute, payload: dict[str, Any], started: float) -> AnyResponse:
+    async def native_call(
+        request: Request, key: ApiKey, route: ModelRoute, payload: dict[str, Any], started: float
+    ) -> AnyResponse:
         """Passed through; Tollway's store stands in for the provider's: a previous response of
         ours is sent as input items, and the answer is stored (unless store is false)."""
         openai_responses.check_request(payload)
@@ -160,7 +166,13 @@ def capability(
             raise HTTPError(400, exc.message, param=exc.param) from None
         raw: Optional[bytes] = request.body
         if previous is not None:
-            history = [i for i in (_upstream_item(x) for x in previous.input_items() + list(previous.response.get("output") or [])) if i]
+            history = [
+                i
+                for i in (
+                    _upstream_item(x) for x in previous.input_items() + list(previous.response.get("output") or [])
+                )
+                if i
+            ]
             payload = {k: v for k, v in payload.items() if k != "previous_response_id"}
             payload["input"] = history + [i for i in (_upstream_item(x) for x in items) if i]
             raw = None

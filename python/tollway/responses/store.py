@@ -83,7 +83,10 @@ class ResponseStore:
         previous: Optional[Stored],
     ) -> None:
         """Store ``response`` (a completed or incomplete response object) with its input ``items``."""
-        messages = [NewMessage(m.role, m.content, m.model, m.usage, m.stop_reason, m.metadata) for m in (previous.messages if previous else [])]
+        messages = [
+            NewMessage(m.role, m.content, m.model, m.usage, m.stop_reason, m.metadata)
+            for m in (previous.messages if previous else [])
+        ]
         for i, item in enumerate(items):
             found = item_to_message(item, f"input[{i}]")
             if found is None or not found[1]:
@@ -99,7 +102,14 @@ class ResponseStore:
         usage = response.get("usage")
         reason = (response.get("incomplete_details") or {}).get("reason")
         messages.append(
-            NewMessage("assistant", output_to_blocks(response["output"]), response.get("model"), usage, reason or response["status"], {"response": response})
+            NewMessage(
+                "assistant",
+                output_to_blocks(response["output"]),
+                response.get("model"),
+                usage,
+                reason or response["status"],
+                {"response": response},
+            )
         )
         thread = self.threads.create_thread(
             key.account_id, key.id, key.end_user_id, None, response.get("instructions"), thread_id=response["id"]

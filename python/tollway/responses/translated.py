@@ -42,7 +42,9 @@ def _headers(upstream: list[tuple[str, str]], content: list[tuple[str, str]]) ->
 
 
 def _error(fmt: Format, status: int, headers: list[tuple[str, str]], body: bytes) -> Response:
-    return Response(status, openai_error_body(status, fmt.error_to_canonical(status, body)), _headers(headers, JSON_HEADERS))
+    return Response(
+        status, openai_error_body(status, fmt.error_to_canonical(status, body)), _headers(headers, JSON_HEADERS)
+    )
 
 
 async def _relay(
@@ -63,8 +65,15 @@ async def _relay(
 
 
 async def _loop(
-    proxy: "Proxy", request: Request, key: ApiKey, route: ModelRoute, body: dict[str, Any], headers: dict[str, str],
-    started: float, loop_tools: tuple[list[Tool], int], stream: bool,
+    proxy: "Proxy",
+    request: Request,
+    key: ApiKey,
+    route: ModelRoute,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    started: float,
+    loop_tools: tuple[list[Tool], int],
+    stream: bool,
 ) -> Union[tuple["Completed", Optional[dict[str, Any]]], StreamResponse, "Completed"]:
     loop = ToolLoop(proxy, key, route, body, loop_tools[0], request.request_id, headers, started, loop_tools[1])
     if not stream:
@@ -107,7 +116,9 @@ async def handle(
         done, changed = looped if isinstance(looped, tuple) else (looped, None)
         if not done.ok:
             return _error(fmt, done.status, done.headers, done.body)
-        return await _finish(fmt, done, orjson.dumps(changed) if changed is not None else done.body, payload, response_id, model, on_done)
+        return await _finish(
+            fmt, done, orjson.dumps(changed) if changed is not None else done.body, payload, response_id, model, on_done
+        )
     call = proxy.prepare(key, route, body, None, headers, request.request_id, stream, started)
     try:
         if stream:
@@ -116,7 +127,9 @@ async def handle(
                 return _error(fmt, upstream.status, upstream.headers, upstream.body)
             encoder = StreamEncoder(payload, response_id, model)
             out_headers = _headers(upstream.headers, SSE_HEADERS) + call.extra_headers
-            return StreamResponse(upstream.status, out_headers, _relay(upstream, fmt.stream_decoder(), encoder, on_done), upstream.close)
+            return StreamResponse(
+                upstream.status, out_headers, _relay(upstream, fmt.stream_decoder(), encoder, on_done), upstream.close
+            )
         done = await proxy.complete(call)
         if not done.ok:
             return _error(fmt, done.status, done.headers, done.body)
@@ -132,7 +145,9 @@ async def _finish(
     try:
         answer = fmt.response_to_canonical(orjson.loads(body))
     except (orjson.JSONDecodeError, TranslationError):
-        raise HTTPError(502, "the upstream provider returned an unexpected body", code="upstream_bad_response") from None
+        raise HTTPError(
+            502, "the upstream provider returned an unexpected body", code="upstream_bad_response"
+        ) from None
     result = response_from_canonical(answer, payload, response_id, model)
     await on_done(result)
     return Response(done.status, orjson.dumps(result), _headers(done.headers, JSON_HEADERS))

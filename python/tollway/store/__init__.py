@@ -3,4 +3,14 @@
 from tollway.store.db import Database, now_ms
 from tollway.store.schema import accounts, api_keys, metadata, thread_messages, threads, tools, usage_events
 
-__all__ = ["Database", "accounts", "api_keys", "metadata", "now_ms", "thread_messages", "threads", "tools", "usage_events"]
+__all__ = [
+    "Database",
+    "accounts",
+    "api_keys",
+    "metadata",
+    "now_ms",
+    "thread_messages",
+    "threads",
+    "tools",
+    "usage_events",
+]

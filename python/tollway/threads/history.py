@@ -100,7 +100,7 @@ def sanitize(messages: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     tool calls that the next message does not answer and results without their call."""
     merged = _merge(messages)
     answered: set[str] = set()
-    for prev, message in zip([None, *merged], merged):
+    for prev, message in zip([None, *merged], merged, strict=False):  # each message with the one before it
         if message["role"] == "user" and prev is not None and prev["role"] == "assistant":
             calls = {b.get("id") for b in _blocks(prev, "tool_use")}
             answered |= {b.get("tool_use_id") for b in _blocks(message, "tool_result")} & calls
@@ -112,7 +112,9 @@ def sanitize(messages: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                 b
                 for b in content
                 if not (isinstance(b, dict) and b.get("type") == "tool_use" and b.get("id") not in answered)
-                and not (isinstance(b, dict) and b.get("type") == "tool_result" and b.get("tool_use_id") not in answered)
+                and not (
+                    isinstance(b, dict) and b.get("type") == "tool_result" and b.get("tool_use_id") not in answered
+                )
             ]
             if not content:
                 continue

@@ -17,7 +17,7 @@ from tollway.http.core import HTTPError, Request, Response, json_response
 from tollway.http.params import check_fields, json_object, metadata_object, page, page_limit
 from tollway.keys import ApiKey
 from tollway.keys.auth import Authenticator
-from tollway.threads.store import UNSET, Thread, ThreadStore
+from tollway.threads.store import UNSET, ThreadStore
 from tollway.threads.turns import ThreadTurns
 from tollway.tools import ToolStore
 
@@ -29,21 +29,11 @@ _CREATE_FIELDS = {"end_user_id", "metadata", "system"}
 _PATCH_FIELDS = {"metadata", "system"}
 
 
-
-
-
-
-
-
 def _system(body: dict[str, Any]) -> Optional[str]:
     value = body.get("system")
     if value is not None and not isinstance(value, str):
         raise HTTPError(400, "'system' must be a string or null", param="system")
     return value
-
-
-
-
 
 
 def _owner_filter(key: ApiKey) -> dict[str, Optional[str]]:
@@ -56,7 +46,13 @@ def _owner_filter(key: ApiKey) -> dict[str, Optional[str]]:
 
 
 def capability(
-    *, auth: Authenticator, threads: ThreadStore, tools: ToolStore, proxy: "Proxy", background: "BackgroundWork", settings: Settings
+    *,
+    auth: Authenticator,
+    threads: ThreadStore,
+    tools: ToolStore,
+    proxy: "Proxy",
+    background: "BackgroundWork",
+    settings: Settings,
 ) -> Capability:
     """The thread routes; provides ``turns`` (what runs a turn, also with no HTTP request)."""
     routes = Routes()
@@ -72,10 +68,17 @@ def capability(
         check_fields(body, _CREATE_FIELDS)
         end_user_id = body.get("end_user_id")
         if end_user_id is not None and (not isinstance(end_user_id, str) or not end_user_id or len(end_user_id) > 200):
-            raise HTTPError(400, "'end_user_id' must be a non-empty string of at most 200 characters", param="end_user_id")
+            raise HTTPError(
+                400, "'end_user_id' must be a non-empty string of at most 200 characters", param="end_user_id"
+            )
         if not key.is_admin and key.end_user_id is not None:
             if end_user_id is not None and end_user_id != key.end_user_id:
-                raise HTTPError(403, "this key belongs to an end user; its threads are that end user's", code="end_user_mismatch", param="end_user_id")
+                raise HTTPError(
+                    403,
+                    "this key belongs to an end user; its threads are that end user's",
+                    code="end_user_mismatch",
+                    param="end_user_id",
+                )
             end_user_id = key.end_user_id
         thread = await asyncio.to_thread(
             store.create_thread, key.account_id, key.id, end_user_id, metadata_object(body), _system(body)
@@ -91,7 +94,11 @@ def capability(
             filters["end_user_id"] = query["end_user_id"]
         try:
             items, more = await asyncio.to_thread(
-                store.list_threads, key.account_id, limit=page_limit(query, 20), after=query.get("after") or None, **filters
+                store.list_threads,
+                key.account_id,
+                limit=page_limit(query, 20),
+                after=query.get("after") or None,
+                **filters,
             )
         except ValueError as exc:
             raise HTTPError(400, str(exc), param="after") from None
@@ -110,7 +117,9 @@ def capability(
         await visible_thread(key, thread_id)
         new_metadata = metadata_object(body) if "metadata" in body else None
         system = _system(body) if "system" in body else UNSET
-        thread = await asyncio.to_thread(store.update_thread, key.account_id, thread_id, metadata=new_metadata, system=system)
+        thread = await asyncio.to_thread(
+            store.update_thread, key.account_id, thread_id, metadata=new_metadata, system=system
+        )
         if thread is None:
             raise HTTPError(404, f"no thread {thread_id!r}", code="thread_not_found")
         return json_response(200, thread.public())

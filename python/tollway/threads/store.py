@@ -341,9 +341,7 @@ class ThreadStore:
         with self.db.engine.begin() as conn:
             now = now_ms()
             # First: the row lock serialises appends to one thread, so seq order is commit order.
-            found = conn.execute(
-                update(threads).where(threads.c.id == thread_id).values(updated_at=now)
-            ).rowcount
+            found = conn.execute(update(threads).where(threads.c.id == thread_id).values(updated_at=now)).rowcount
             if not found:
                 raise LookupError(f"no thread {thread_id!r}")
             for m in messages:
@@ -434,9 +432,7 @@ class ThreadStore:
         """Every message, oldest first (for export)."""
         with self.db.engine.connect() as conn:
             rows = conn.execute(
-                select(thread_messages)
-                .where(thread_messages.c.thread_id == thread_id)
-                .order_by(thread_messages.c.seq)
+                select(thread_messages).where(thread_messages.c.thread_id == thread_id).order_by(thread_messages.c.seq)
             ).all()
         return [_row_to_message(r) for r in rows]
 

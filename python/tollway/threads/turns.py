@@ -25,14 +25,14 @@ from tollway._core import StreamOutcome, UpstreamStream
 from tollway.config import ModelRoute
 from tollway.errors import provider_error
 from tollway.http.core import SSE_HEADERS, AnyResponse, HTTPError, StreamResponse, json_response
-from tollway.keys import ApiKey
 from tollway.http.params import metadata_object
+from tollway.keys import ApiKey
 from tollway.keys.secrets import new_id
 from tollway.providers import CANONICAL_TOOLS
-from tollway.proxy.checks import check_model_request, token_count
-from tollway.proxy.handler import CLAMP_HEADER
 from tollway.providers.formats import FORMATS
 from tollway.proxy import translated
+from tollway.proxy.checks import check_model_request, token_count
+from tollway.proxy.handler import CLAMP_HEADER
 from tollway.threads.history import REQUEST_OVERHEAD_TOKENS, fit, tokens_of
 from tollway.threads.store import NewMessage, Thread, ThreadStore, visible
 from tollway.tools import ToolStore
@@ -66,7 +66,9 @@ def user_content(value: Any) -> list[dict[str, Any]]:
     for i, block in enumerate(value):
         kind = block.get("type") if isinstance(block, dict) else None
         if kind not in _USER_BLOCKS:
-            raise HTTPError(400, f"content[{i}] must be a block of type {', '.join(sorted(_USER_BLOCKS))}", param="content")
+            raise HTTPError(
+                400, f"content[{i}] must be a block of type {', '.join(sorted(_USER_BLOCKS))}", param="content"
+            )
         if kind == "text" and not isinstance(block.get("text"), str):
             raise HTTPError(400, f"content[{i}].text must be a string", param="content")
         if kind in ("image", "document") and not isinstance(block.get("source"), dict):
@@ -86,7 +88,14 @@ def assistant_content(text: str, tool_calls_json: str) -> list[dict[str, Any]]:
             arguments = orjson.loads(call.get("arguments") or "{}")
         except orjson.JSONDecodeError:  # cut mid-arguments
             arguments = {}
-        blocks.append({"type": "tool_use", "id": call.get("id") or new_id("toolu_"), "name": call.get("name", ""), "input": arguments})
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id") or new_id("toolu_"),
+                "name": call.get("name", ""),
+                "input": arguments,
+            }
+        )
     return blocks
 
 
@@ -150,7 +159,11 @@ class Turn:
             messages = [] if self.user_stored else [self.user]
             messages += [assistant] if assistant is not None and assistant.content else []
             if trailing and messages and messages[-1] is assistant:
-                messages.append(NewMessage("user", result_blocks(trailing), metadata={"tool_results": [_result_meta(r) for r in trailing]}))
+                messages.append(
+                    NewMessage(
+                        "user", result_blocks(trailing), metadata={"tool_results": [_result_meta(r) for r in trailing]}
+                    )
+                )
             stored = store.append_messages(self.thread.id, messages) if messages else []
             self.user_stored = True
             return stored
@@ -172,8 +185,9 @@ class LoopSteps:
         turn = self.turn
         messages = [] if turn.user_stored else [turn.user]
         messages += [
-            NewMessage("assistant", content, model=turn.route.name,
-                       stop_reason="tool_use", metadata={"context": turn.context}),
+            NewMessage(
+                "assistant", content, model=turn.route.name, stop_reason="tool_use", metadata={"context": turn.context}
+            ),
             NewMessage("user", result_blocks(results), metadata={"tool_results": [_result_meta(r) for r in results]}),
         ]
         await asyncio.to_thread(turn.turns.store.append_messages, turn.thread.id, messages)
@@ -186,8 +200,13 @@ class LoopSteps:
 
 
 def _result_meta(result: Any) -> dict[str, Any]:
-    return {"call_id": result.call_id, "tool_id": result.tool_id, "is_error": result.is_error,
-            "duration_ms": result.duration_ms, "attempts": result.attempts}
+    return {
+        "call_id": result.call_id,
+        "tool_id": result.tool_id,
+        "is_error": result.is_error,
+        "duration_ms": result.duration_ms,
+        "attempts": result.attempts,
+    }
 
 
 class ThreadTurns:
@@ -211,7 +230,11 @@ class ThreadTurns:
         started = time.perf_counter()
         unknown = sorted(set(body) - TURN_FIELDS)
         if unknown:
-            raise HTTPError(400, f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(TURN_FIELDS))}", param=unknown[0])
+            raise HTTPError(
+                400,
+                f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(TURN_FIELDS))}",
+                param=unknown[0],
+            )
         check_model_request(body)
         route = self.proxy.route(body.get("model"))
         content = user_content(body.get("content"))
@@ -233,7 +256,11 @@ class ThreadTurns:
             tools = await resolve_tools(self.tools, key, body["tool_ids"]) if "tool_ids" in body else []
             max_turns = max_turns_from({k: body[k] for k in ("max_tool_turns",) if k in body})
             budget = (route.context_window or DEFAULT_CONTEXT_WINDOW) - max_tokens - REQUEST_OVERHEAD_TOKENS
-            budget -= tokens_of(system) + tokens_of(payload.get("tools")) + tokens_of([CANONICAL_TOOLS.definition(t) for t in tools] or None)
+            budget -= (
+                tokens_of(system)
+                + tokens_of(payload.get("tools"))
+                + tokens_of([CANONICAL_TOOLS.definition(t) for t in tools] or None)
+            )
             history, total = await asyncio.to_thread(self._history, thread.id, budget)
             fitted = fit(history, {"role": "user", "content": content}, budget)
             if fitted is None:
@@ -253,8 +280,20 @@ class ThreadTurns:
             if route.provider.kind != THREAD_FORMAT:
                 payload = translated.to_provider(THREAD_FORMAT, route, payload)
             if tools:
-                loop = ToolLoop(self.proxy, key, route, payload, tools, request.request_id, {}, started, max_turns,
-                                thread_id=thread.id, steps=LoopSteps(turn), run_mixed=True)
+                loop = ToolLoop(
+                    self.proxy,
+                    key,
+                    route,
+                    payload,
+                    tools,
+                    request.request_id,
+                    {},
+                    started,
+                    max_turns,
+                    thread_id=thread.id,
+                    steps=LoopSteps(turn),
+                    run_mixed=True,
+                )
                 response = await (self._loop_stream(turn, loop) if stream else self._loop_complete(turn, loop))
                 handed_over = True
                 return response
@@ -323,7 +362,11 @@ class ThreadTurns:
 
     async def _loop_stream(self, turn: Turn, loop: ToolLoop) -> AnyResponse:
         route = turn.route
-        factory = (lambda: translated.stream_translator(THREAD_FORMAT, route, route.name, {})) if route.provider.kind != THREAD_FORMAT else None
+        factory = (
+            (lambda: translated.stream_translator(THREAD_FORMAT, route, route.name, {}))
+            if route.provider.kind != THREAD_FORMAT
+            else None
+        )
         opened = await loop.open(THREAD_FORMAT, turn.route.name, {}, factory)
         if not isinstance(opened, StreamResponse):
             raise upstream_error(opened.status, opened.body)
@@ -331,7 +374,11 @@ class ThreadTurns:
         return opened
 
     async def _reply(
-        self, turn: Turn, done: "Completed", changed: Optional[dict[str, Any]], extra_headers: list[tuple[str, str]],
+        self,
+        turn: Turn,
+        done: "Completed",
+        changed: Optional[dict[str, Any]],
+        extra_headers: list[tuple[str, str]],
         trailing: Optional[list[Any]] = None,
     ) -> AnyResponse:
         if not done.ok:
@@ -339,7 +386,9 @@ class ThreadTurns:
         message = changed if changed is not None else orjson.loads(done.body)
         kind = turn.route.provider.kind
         if kind != THREAD_FORMAT:
-            message = FORMATS[THREAD_FORMAT].response_from_canonical(FORMATS[kind].response_to_canonical(message), turn.route.name)
+            message = FORMATS[THREAD_FORMAT].response_from_canonical(
+                FORMATS[kind].response_to_canonical(message), turn.route.name
+            )
         usage = dict(message.get("usage") or {})
         usage["cost_micros"] = done.cost_micros
         assistant = NewMessage(
@@ -355,9 +404,18 @@ class ThreadTurns:
         if replies:
             reply = replies[-1].public()
         else:  # the model produced nothing to store
-            reply = {"id": None, "object": "thread.message", "thread_id": turn.thread.id, "role": "assistant", "content": [],
-                     "model": turn.route.name, "usage": usage, "stop_reason": message.get("stop_reason"), "metadata": None,
-                     "created_at": None}
+            reply = {
+                "id": None,
+                "object": "thread.message",
+                "thread_id": turn.thread.id,
+                "role": "assistant",
+                "content": [],
+                "model": turn.route.name,
+                "usage": usage,
+                "stop_reason": message.get("stop_reason"),
+                "metadata": None,
+                "created_at": None,
+            }
         reply["context"] = turn.context
         return json_response(200, reply, self._headers(turn) + extra_headers)
 
@@ -369,5 +427,7 @@ class ThreadTurns:
         if route.provider.kind == THREAD_FORMAT:
             chunks = upstream
         else:
-            chunks = translated.translate_stream(upstream, translated.stream_translator(THREAD_FORMAT, route, route.name, {}))
+            chunks = translated.translate_stream(
+                upstream, translated.stream_translator(THREAD_FORMAT, route, route.name, {})
+            )
         return StreamResponse(200, SSE_HEADERS + self._headers(turn) + call.extra_headers, chunks, upstream.close)

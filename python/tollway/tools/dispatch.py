@@ -111,17 +111,31 @@ def _interpret(status: int, body: bytes) -> _Outcome:
     if 200 <= status < 300:
         if not parsed:
             what = "an empty body" if not body else "a body that is not JSON"
-            return _Outcome(False, f'the webhook answered HTTP {status} with {what} (expected a JSON object with "output" or "error")', status=status)
+            return _Outcome(
+                False,
+                f'the webhook answered HTTP {status} with {what} (expected a JSON object with "output" or "error")',
+                status=status,
+            )
         if not isinstance(data, dict):
-            return _Outcome(False, 'the webhook answered with JSON that is not an object (expected {"output": ...} or {"error": "..."})', status=status)
+            return _Outcome(
+                False,
+                'the webhook answered with JSON that is not an object (expected {"output": ...} or {"error": "..."})',
+                status=status,
+            )
         message = _error_from(data)
         if message is not None:
             return _Outcome(False, message, status=status)
         if "output" in data:
             return _Outcome(False, None, output=data["output"], status=status)
         if data.get("error") is not None:
-            return _Outcome(False, "the webhook reported an error: " + json.dumps(data["error"], ensure_ascii=False)[:1000], status=status)
-        return _Outcome(False, 'the webhook answered with a JSON object that has neither "output" nor "error"', status=status)
+            return _Outcome(
+                False,
+                "the webhook reported an error: " + json.dumps(data["error"], ensure_ascii=False)[:1000],
+                status=status,
+            )
+        return _Outcome(
+            False, 'the webhook answered with a JSON object that has neither "output" nor "error"', status=status
+        )
     detail = _error_from(data)
     text = f"the webhook answered HTTP {status}"
     if 300 <= status < 400:
@@ -148,7 +162,9 @@ class Dispatcher:
         self.max_attempts = max_attempts
         self.backoff_s = tuple(backoff_s) or (0.0,)
         self.max_response_bytes = max_response_bytes
-        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections // 5 or 1)
+        self._limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections // 5 or 1
+        )
         self._trust_env = trust_env
         self._client: Optional[httpx.AsyncClient] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -220,7 +236,10 @@ class Dispatcher:
             log.log(
                 logging.INFO if outcome.error is not None else logging.DEBUG,
                 "tool webhook %s call %s delivery %s attempt %d: %s",
-                tool.id, call_id, delivery, attempts,
+                tool.id,
+                call_id,
+                delivery,
+                attempts,
                 outcome.status if outcome.status is not None else "no response",
             )
             if not outcome.retry or attempts >= self.max_attempts:

@@ -50,7 +50,9 @@ class StepSink(Protocol):
     async def step(self, content: list[dict[str, Any]], results: list[ToolResult]) -> None:
         """A model turn that called registered tools (canonical content blocks), and their results."""
 
-    async def finish(self, outcome: Optional[StreamOutcome], calls_left_out: set[str], trailing: list[ToolResult]) -> None:
+    async def finish(
+        self, outcome: Optional[StreamOutcome], calls_left_out: set[str], trailing: list[ToolResult]
+    ) -> None:
         """A streamed loop ended: ``outcome`` is its last model turn (None when none was
         streamed after the last step); the calls named in ``calls_left_out`` were not run;
         ``trailing`` are the results of registered calls made next to the client's own."""
@@ -59,7 +61,9 @@ class StepSink(Protocol):
 def max_turns_from(payload: dict[str, Any]) -> int:
     value = payload.pop("max_tool_turns", DEFAULT_MAX_TOOL_TURNS)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOOL_TURNS_LIMIT:
-        raise HTTPError(400, f"'max_tool_turns' must be an integer from 1 to {MAX_TOOL_TURNS_LIMIT}", param="max_tool_turns")
+        raise HTTPError(
+            400, f"'max_tool_turns' must be an integer from 1 to {MAX_TOOL_TURNS_LIMIT}", param="max_tool_turns"
+        )
     return value
 
 
@@ -154,7 +158,9 @@ class ToolLoop:
         if self.steps is not None:
             canonical = assistant if self.fmt is CANONICAL_TOOLS else CANONICAL_TOOLS.assistant_turn(text, calls)
             await self.steps.step(canonical["content"], results)
-        self.payload["messages"] = list(self.payload.get("messages") or []) + [assistant] + self.fmt.result_messages(results)
+        self.payload["messages"] = (
+            list(self.payload.get("messages") or []) + [assistant] + self.fmt.result_messages(results)
+        )
 
     # ------------------------------------------------------------ whole responses
     async def complete(self) -> tuple["Completed", Optional[dict[str, Any]]]:
@@ -188,7 +194,13 @@ class ToolLoop:
             await self._next_turn(self.fmt.body_text(body), ours, results, body)
 
     # ------------------------------------------------------------ streams
-    async def open(self, client_shape: str, model: str, client_request: dict[str, Any], translator_factory: Optional[Callable[[], Any]]) -> Union[StreamResponse, "Completed"]:
+    async def open(
+        self,
+        client_shape: str,
+        model: str,
+        client_request: dict[str, Any],
+        translator_factory: Optional[Callable[[], Any]],
+    ) -> Union[StreamResponse, "Completed"]:
         """Open the first model turn (its errors are the response's), then stream the loop."""
         call = self._prepare(True)
         first = await self._open_turn(call)
@@ -204,7 +216,9 @@ class ToolLoop:
         asyncio.get_running_loop().create_task(self._drive(first, writer, client_shape, translator_factory, queue))
         return StreamResponse(200, headers, _drain(queue), self.close)
 
-    async def _drive(self, first, writer, client_shape: str, translator_factory, queue: "asyncio.Queue[Optional[bytes]]") -> None:
+    async def _drive(
+        self, first, writer, client_shape: str, translator_factory, queue: "asyncio.Queue[Optional[bytes]]"
+    ) -> None:
         try:
             async for out in self._stream(first, writer, client_shape, translator_factory):
                 if not self.closed:
@@ -214,7 +228,9 @@ class ToolLoop:
         except Exception:
             log.exception("the tool loop of request %s failed", self.request_id)
             if not self.closed:
-                await self._offer(queue, writer.error(500, "internal error in the tool loop; the request id is in x-request-id"))
+                await self._offer(
+                    queue, writer.error(500, "internal error in the tool loop; the request id is in x-request-id")
+                )
         finally:
             await self._offer(queue, None, force=True)
             try:
@@ -298,7 +314,11 @@ class ToolLoop:
                 yield writer.error(exc.status, exc.message, exc.code)
                 return
             if not isinstance(nxt, tuple):
-                yield writer.error(nxt.status, f"the upstream provider answered {nxt.status}: {provider_error(nxt.body)[1][:500]}", "upstream_error")
+                yield writer.error(
+                    nxt.status,
+                    f"the upstream provider answered {nxt.status}: {provider_error(nxt.body)[1][:500]}",
+                    "upstream_error",
+                )
                 return
             upstream, box = nxt
 

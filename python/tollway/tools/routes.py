@@ -22,7 +22,7 @@ from tollway.http.core import HTTPError, Request, Response, json_response
 from tollway.http.params import check_fields, json_object, page, page_limit
 from tollway.keys import ApiKey
 from tollway.keys.auth import Authenticator
-from tollway.tools.store import MAX_TIMEOUT_MS, MIN_TIMEOUT_MS, DEFAULT_TIMEOUT_MS, DuplicateToolName, Tool, ToolStore
+from tollway.tools.store import DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS, MIN_TIMEOUT_MS, DuplicateToolName, Tool, ToolStore
 
 _CREATE_FIELDS = {"name", "description", "input_schema", "webhook_url", "timeout_ms"}
 _PATCH_FIELDS = {"name", "description", "input_schema", "webhook_url", "timeout_ms", "rotate_secret"}
@@ -33,10 +33,6 @@ MAX_SCHEMA_BYTES = 64 * 1024
 MAX_LIMIT = 100
 
 
-
-
-
-
 def _required(body: dict[str, Any], field: str) -> Any:
     if body.get(field) is None:
         raise HTTPError(400, f"'{field}' is required", param=field)
@@ -45,16 +41,16 @@ def _required(body: dict[str, Any], field: str) -> Any:
 
 def validate_name(value: Any) -> str:
     if not isinstance(value, str) or not NAME_PATTERN.match(value):
-        raise HTTPError(
-            400, "'name' must be 1 to 64 characters from a-z, A-Z, 0-9, '_' and '-'", param="name"
-        )
+        raise HTTPError(400, "'name' must be 1 to 64 characters from a-z, A-Z, 0-9, '_' and '-'", param="name")
     return value
 
 
 def validate_description(value: Any) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_DESCRIPTION:
         raise HTTPError(
-            400, f"'description' must be a non-empty string of at most {MAX_DESCRIPTION} characters", param="description"
+            400,
+            f"'description' must be a non-empty string of at most {MAX_DESCRIPTION} characters",
+            param="description",
         )
     return value
 
@@ -64,10 +60,16 @@ def validate_input_schema(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise HTTPError(400, "'input_schema' must be a JSON Schema object", param="input_schema")
     if value.get("type") != "object":
-        raise HTTPError(400, "'input_schema' must have \"type\": \"object\" (tool input is a JSON object)", param="input_schema")
+        raise HTTPError(
+            400, '\'input_schema\' must have "type": "object" (tool input is a JSON object)', param="input_schema"
+        )
     size = len(orjson.dumps(value))
     if size > MAX_SCHEMA_BYTES:
-        raise HTTPError(400, f"'input_schema' is {size} bytes as JSON; at most {MAX_SCHEMA_BYTES} are accepted", param="input_schema")
+        raise HTTPError(
+            400,
+            f"'input_schema' is {size} bytes as JSON; at most {MAX_SCHEMA_BYTES} are accepted",
+            param="input_schema",
+        )
     try:
         Draft202012Validator.check_schema(value)
     except RecursionError:  # the body's depth limit keeps schemas well inside it; never a 500 all the same
@@ -101,8 +103,6 @@ def validate_timeout_ms(value: Any) -> int:
             400, f"'timeout_ms' must be an integer from {MIN_TIMEOUT_MS} to {MAX_TIMEOUT_MS}", param="timeout_ms"
         )
     return value
-
-
 
 
 def _duplicate(exc: DuplicateToolName) -> HTTPError:

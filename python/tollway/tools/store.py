@@ -153,16 +153,12 @@ class ToolStore:
 
     def get(self, account_id: str, tool_id: str) -> Optional[Tool]:
         with self.db.engine.connect() as conn:
-            row = conn.execute(
-                select(tools).where(tools.c.id == tool_id, tools.c.account_id == account_id)
-            ).first()
+            row = conn.execute(select(tools).where(tools.c.id == tool_id, tools.c.account_id == account_id)).first()
         return _row_to_tool(row) if row else None
 
     def by_name(self, account_id: str, name: str) -> Optional[Tool]:
         with self.db.engine.connect() as conn:
-            row = conn.execute(
-                select(tools).where(tools.c.account_id == account_id, tools.c.name == name)
-            ).first()
+            row = conn.execute(select(tools).where(tools.c.account_id == account_id, tools.c.name == name)).first()
         return _row_to_tool(row) if row else None
 
     def by_ids(self, account_id: str, ids: list[str]) -> list[Tool]:
@@ -171,9 +167,7 @@ class ToolStore:
         if not ids:
             return []
         with self.db.engine.connect() as conn:
-            rows = conn.execute(
-                select(tools).where(tools.c.account_id == account_id, tools.c.id.in_(set(ids)))
-            ).all()
+            rows = conn.execute(select(tools).where(tools.c.account_id == account_id, tools.c.id.in_(set(ids)))).all()
         found = {row.id: _row_to_tool(row) for row in rows}
         for tool_id in ids:
             if tool_id not in found:
@@ -231,9 +225,7 @@ class ToolStore:
             try:
                 with self.db.engine.begin() as conn:
                     changed = conn.execute(
-                        update(tools)
-                        .where(tools.c.id == tool_id, tools.c.account_id == account_id)
-                        .values(**values)
+                        update(tools).where(tools.c.id == tool_id, tools.c.account_id == account_id).values(**values)
                     ).rowcount
             except IntegrityError as exc:
                 if name is not None and _is_name_clash(exc):
@@ -247,9 +239,7 @@ class ToolStore:
     def delete(self, account_id: str, tool_id: str) -> bool:
         """False when the account has no such tool."""
         with self.db.engine.begin() as conn:
-            gone = conn.execute(
-                delete(tools).where(tools.c.id == tool_id, tools.c.account_id == account_id)
-            ).rowcount
+            gone = conn.execute(delete(tools).where(tools.c.id == tool_id, tools.c.account_id == account_id)).rowcount
         return gone == 1
 
 

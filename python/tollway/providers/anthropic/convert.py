@@ -12,9 +12,9 @@ from typing import Any, Optional
 
 import orjson
 
+from tollway.errors import error_object, error_type
 from tollway.providers import canonical as c
 from tollway.translate.checks import as_bool, as_dict, as_int, as_list, as_number, as_str, opt_str
-from tollway.errors import error_object, error_type
 from tollway.translate.errors import TranslationError
 from tollway.translate.ids import anthropic_message_id
 
@@ -48,7 +48,9 @@ def _tools(tools: Any) -> list[c.Tool]:
     for i, tool in enumerate(as_list(tools, "tools")):
         tool = as_dict(tool, f"tools[{i}]")
         if tool.get("type") not in (None, "custom"):
-            raise TranslationError(f"server tool {tool.get('type')!r} is only available on Anthropic models", f"tools[{i}].type")
+            raise TranslationError(
+                f"server tool {tool.get('type')!r} is only available on Anthropic models", f"tools[{i}].type"
+            )
         name = as_str(tool.get("name"), f"tools[{i}].name")
         description = opt_str(tool.get("description"), f"tools[{i}].description")
         schema = as_dict(tool.get("input_schema"), f"tools[{i}].input_schema")

@@ -7,9 +7,9 @@ from typing import Any, Optional
 
 import orjson
 
+from tollway.errors import error_object
 from tollway.providers import canonical as c
 from tollway.providers.anthropic.convert import stop_reason, update_usage, usage_body, usage_of
-from tollway.errors import error_object
 from tollway.translate.ids import anthropic_message_id
 from tollway.translate.sse import anthropic_event
 
@@ -59,7 +59,11 @@ class StreamDecoder:
             delta = payload.get("delta") if isinstance(payload.get("delta"), dict) else {}
             if delta.get("type") == "text_delta" and isinstance(delta.get("text"), str) and delta["text"]:
                 return [c.TextDelta(index, delta["text"])]
-            if delta.get("type") == "input_json_delta" and isinstance(delta.get("partial_json"), str) and delta["partial_json"]:
+            if (
+                delta.get("type") == "input_json_delta"
+                and isinstance(delta.get("partial_json"), str)
+                and delta["partial_json"]
+            ):
                 return [c.ToolArgumentsDelta(index, delta["partial_json"])]
             if delta.get("type") == "thinking_delta" and isinstance(delta.get("thinking"), str):
                 return [c.ThinkingDelta(index, delta["thinking"])]
@@ -81,7 +85,11 @@ class StreamDecoder:
         if kind == "error":
             error = payload.get("error") if isinstance(payload.get("error"), dict) else {}
             kind = error.get("type") if isinstance(error.get("type"), str) else "api_error"
-            message = error.get("message") if isinstance(error.get("message"), str) and error["message"] else "upstream stream error"
+            message = (
+                error.get("message")
+                if isinstance(error.get("message"), str) and error["message"]
+                else "upstream stream error"
+            )
             return self._fail(c.Error(kind, message, kind))
         return []
 

@@ -37,7 +37,11 @@ class OpenAIAdapter(MessagesAdapter):
             payload["model"] = upstream_model
             changed = True
         if max_tokens is not None:
-            field = "max_tokens" if "max_tokens" in payload and "max_completion_tokens" not in payload else "max_completion_tokens"
+            field = (
+                "max_tokens"
+                if "max_tokens" in payload and "max_completion_tokens" not in payload
+                else "max_completion_tokens"
+            )
             payload[field] = max_tokens
             changed = True
         strip = False

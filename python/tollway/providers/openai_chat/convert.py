@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 
+from tollway.errors import error_object, error_type, stream_error_type
 from tollway.providers import canonical as c
 from tollway.translate.checks import as_dict, as_list, as_str, opt_str
-from tollway.errors import error_object, error_type, stream_error_type
 from tollway.translate.errors import TranslationError
 from tollway.translate.ids import openai_completion_id, tool_use_id
 
@@ -33,7 +33,13 @@ _FINISH = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
-_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use", "content_filter": "refusal"}
+_STOP = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
 
 
 def finish_reason(stop_reason: str) -> str:
@@ -256,7 +262,14 @@ def response_to_canonical(body: Any) -> c.Response:
     legacy = message.get("function_call")
     if isinstance(legacy, dict):
         name = legacy.get("name")
-        content.append({"type": "tool_use", "id": tool_use_id(), "name": name if isinstance(name, str) else "", "input": c.tool_input(legacy.get("arguments"))})
+        content.append(
+            {
+                "type": "tool_use",
+                "id": tool_use_id(),
+                "name": name if isinstance(name, str) else "",
+                "input": c.tool_input(legacy.get("arguments")),
+            }
+        )
     reason = stop_reason(choice.get("finish_reason"))
     return c.Response(
         id=body["id"] if isinstance(body.get("id"), str) else "",
@@ -305,7 +318,9 @@ def response_from_canonical(response: c.Response, model: str) -> dict[str, Any]:
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(response.stop_reason), "logprobs": None}],
+        "choices": [
+            {"index": 0, "message": message, "finish_reason": finish_reason(response.stop_reason), "logprobs": None}
+        ],
         "usage": usage_body(response.usage),
         "system_fingerprint": None,
     }
@@ -319,7 +334,9 @@ def error_to_canonical(status: int, body: bytes) -> c.Error:
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict) and isinstance(error.get("message"), str):
         code = error.get("code") if isinstance(error.get("code"), str) else None
-        return c.Error(stream_error_type("anthropic", error, "openai"), error["message"] or f"upstream HTTP {status}", code)
+        return c.Error(
+            stream_error_type("anthropic", error, "openai"), error["message"] or f"upstream HTTP {status}", code
+        )
     text = body.decode("utf-8", "replace").strip()
     return c.Error(error_type("anthropic", status), text or f"upstream HTTP {status}")
 

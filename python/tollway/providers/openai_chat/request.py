@@ -113,7 +113,7 @@ def _tool_use_block(call: Any, param: str) -> dict[str, Any]:
         raise TranslationError(
             f"arguments of tool call {call_id} ({name}) are not valid JSON",
             f"{param}.function.arguments",
-        )
+        ) from None
     if not isinstance(tool_input, dict):
         raise TranslationError(
             f"arguments of tool call {call_id} ({name}) must be a JSON object",
@@ -185,12 +185,18 @@ def _tools(tools: Any) -> list[c.Tool]:
     for i, tool in enumerate(as_list(tools, "tools")):
         tool = as_dict(tool, f"tools[{i}]")
         if tool.get("type") != "function":
-            raise TranslationError(f"tool type {tool.get('type')!r} cannot be translated for this model", f"tools[{i}].type")
+            raise TranslationError(
+                f"tool type {tool.get('type')!r} cannot be translated for this model", f"tools[{i}].type"
+            )
         function = as_dict(tool.get("function"), f"tools[{i}].function")
         name = as_str(function.get("name"), f"tools[{i}].function.name")
         description = opt_str(function.get("description"), f"tools[{i}].function.description")
         parameters = function.get("parameters")
-        schema = {"type": "object", "properties": {}} if parameters is None else as_dict(parameters, f"tools[{i}].function.parameters")
+        schema = (
+            {"type": "object", "properties": {}}
+            if parameters is None
+            else as_dict(parameters, f"tools[{i}].function.parameters")
+        )
         strict = None if function.get("strict") is None else as_bool(function["strict"], f"tools[{i}].function.strict")
         out.append(c.Tool(name, schema, description, strict))
     return out
@@ -205,7 +211,9 @@ def _tool_choice(choice: Any, parallel: Optional[bool]) -> Optional[c.ToolChoice
         return c.ToolChoice(_TOOL_CHOICES[choice], disable_parallel=parallel is False)
     choice = as_dict(choice, "tool_choice")
     if choice.get("type") != "function":
-        raise TranslationError(f"tool_choice type {choice.get('type')!r} cannot be translated for this model", "tool_choice.type")
+        raise TranslationError(
+            f"tool_choice type {choice.get('type')!r} cannot be translated for this model", "tool_choice.type"
+        )
     function = as_dict(choice.get("function"), "tool_choice.function")
     name = as_str(function.get("name"), "tool_choice.function.name")
     return c.ToolChoice("tool", name, disable_parallel=parallel is False)
@@ -240,7 +248,9 @@ def _response_format(response_format: Any) -> Optional[c.ResponseFormat]:
         schema = as_dict(spec.get("schema", {}), "response_format.json_schema.schema")
         strict = spec.get("strict")
         name = spec.get("name")
-        return c.ResponseFormat("json_schema", schema, name if isinstance(name, str) else None, strict if isinstance(strict, bool) else None)
+        return c.ResponseFormat(
+            "json_schema", schema, name if isinstance(name, str) else None, strict if isinstance(strict, bool) else None
+        )
     raise TranslationError("must be text, json_object or json_schema", "response_format.type")
 
 

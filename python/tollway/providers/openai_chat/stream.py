@@ -7,9 +7,9 @@ from typing import Any, Optional
 
 import orjson
 
+from tollway.errors import error_object, stream_error_type
 from tollway.providers import canonical as c
 from tollway.providers.openai_chat.convert import finish_reason, stop_reason, usage_body, usage_to_canonical
-from tollway.errors import error_object, stream_error_type
 from tollway.translate.ids import openai_completion_id, tool_call_id, tool_use_id
 from tollway.translate.sse import OPENAI_DONE, openai_data
 
@@ -46,7 +46,11 @@ class StreamDecoder:
         error = chunk.get("error")
         if error is not None:
             error = error if isinstance(error, dict) else {"message": str(error)}
-            message = error.get("message") if isinstance(error.get("message"), str) and error["message"] else "upstream stream error"
+            message = (
+                error.get("message")
+                if isinstance(error.get("message"), str) and error["message"]
+                else "upstream stream error"
+            )
             code = error.get("code") if isinstance(error.get("code"), str) else None
             return self._fail(c.Error(stream_error_type("anthropic", error, "openai"), message, code))
         out: list[c.Event] = []
@@ -155,7 +159,15 @@ class StreamEncoder:
         if isinstance(event, c.StreamError):
             self._ended = True
             error = event.error
-            return openai_data(error_object("openai", 500, error.message, code=error.code, kind=stream_error_type("openai", {"type": error.type}, "anthropic")))
+            return openai_data(
+                error_object(
+                    "openai",
+                    500,
+                    error.message,
+                    code=error.code,
+                    kind=stream_error_type("openai", {"type": error.type}, "anthropic"),
+                )
+            )
         out = self._ensure_started()
         if isinstance(event, c.BlockStart) and event.block.get("type") == "tool_use":
             call_index = len(self._tool_calls)
@@ -189,7 +201,9 @@ class StreamEncoder:
             "created": self._created,
             "model": self.model,
             "system_fingerprint": None,
-            "choices": [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            "choices": []
+            if delta is None
+            else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
         if self.include_usage:
             chunk["usage"] = usage_body(self._usage) if delta is None else None

@@ -77,7 +77,9 @@ class OpenAIResponsesAdapter:
                 for part in content if isinstance(content, list) else ():
                     if isinstance(part, dict) and part.get("type") in _IMAGE_PARTS:
                         images += 1
-                        billable -= sum(len(v) for k, v in part.items() if k in ("image_url", "file_data") and isinstance(v, str))
+                        billable -= sum(
+                            len(v) for k, v in part.items() if k in ("image_url", "file_data") and isinstance(v, str)
+                        )
         return -(-billable // BYTES_PER_TOKEN) + len(items) * TOKENS_PER_MESSAGE + images * TOKENS_PER_IMAGE
 
 

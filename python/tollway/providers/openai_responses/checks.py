@@ -23,9 +23,17 @@ def check_request(payload: dict[str, Any]) -> None:
             raise HTTPError(400, f"Invalid type for 'input[{i}]': expected an object.", param=f"input[{i}]")
         if item.get("type", "message") == "message":
             if item.get("role") not in _ROLES:
-                raise HTTPError(400, f"Invalid value for 'input[{i}].role': expected one of {', '.join(_ROLES)}.", param=f"input[{i}].role")
+                raise HTTPError(
+                    400,
+                    f"Invalid value for 'input[{i}].role': expected one of {', '.join(_ROLES)}.",
+                    param=f"input[{i}].role",
+                )
             if not isinstance(item.get("content"), (str, list)):
-                raise HTTPError(400, f"Invalid type for 'input[{i}].content': expected a string or an array.", param=f"input[{i}].content")
+                raise HTTPError(
+                    400,
+                    f"Invalid type for 'input[{i}].content': expected a string or an array.",
+                    param=f"input[{i}].content",
+                )
     instructions = payload.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
         raise HTTPError(400, "Invalid type for 'instructions': expected a string.", param="instructions")

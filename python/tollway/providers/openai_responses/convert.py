@@ -53,7 +53,10 @@ def _file(part: dict[str, Any], param: str) -> c.Block:
     match = _DATA_URL.match(data) if data else None
     if not match:
         raise TranslationError("only inline file_data (a base64 data URL) is supported", f"{param}.file_data")
-    block: c.Block = {"type": "document", "source": {"type": "base64", "media_type": match["media"], "data": match["data"]}}
+    block: c.Block = {
+        "type": "document",
+        "source": {"type": "base64", "media_type": match["media"], "data": match["data"]},
+    }
     filename = opt_str(part.get("filename"), f"{param}.filename")
     if filename:
         block["title"] = filename
@@ -111,15 +114,21 @@ def item_to_message(item: Any, param: str) -> Optional[tuple[str, list[c.Block]]
         try:
             parsed = orjson.loads(arguments) if arguments.strip() else {}
         except orjson.JSONDecodeError:
-            raise TranslationError(f"arguments of function call {call_id} ({name}) are not valid JSON", f"{param}.arguments") from None
+            raise TranslationError(
+                f"arguments of function call {call_id} ({name}) are not valid JSON", f"{param}.arguments"
+            ) from None
         if not isinstance(parsed, dict):
-            raise TranslationError(f"arguments of function call {call_id} ({name}) must be a JSON object", f"{param}.arguments")
+            raise TranslationError(
+                f"arguments of function call {call_id} ({name}) must be a JSON object", f"{param}.arguments"
+            )
         return "assistant", [{"type": "tool_use", "id": call_id, "name": name, "input": parsed}]
     if kind == "function_call_output":
         call_id = as_str(item.get("call_id"), f"{param}.call_id")
         if "output" not in item:
             raise TranslationError("is required", f"{param}.output")
-        return "user", [{"type": "tool_result", "tool_use_id": call_id, "content": _call_output(item["output"], f"{param}.output")}]
+        return "user", [
+            {"type": "tool_result", "tool_use_id": call_id, "content": _call_output(item["output"], f"{param}.output")}
+        ]
     if kind == "reasoning":
         return None
     raise TranslationError(f"input item type {kind!r} is not supported", f"{param}.type")
@@ -137,12 +146,16 @@ def _tools(tools: Any) -> list[c.Tool]:
     for i, tool in enumerate(as_list(tools, "tools")):
         tool = as_dict(tool, f"tools[{i}]")
         if tool.get("type") != "function":
-            raise TranslationError(f"tool type {tool.get('type')!r} is only available on OpenAI's own Responses models", f"tools[{i}].type")
+            raise TranslationError(
+                f"tool type {tool.get('type')!r} is only available on OpenAI's own Responses models", f"tools[{i}].type"
+            )
         parameters = tool.get("parameters")
         out.append(
             c.Tool(
                 as_str(tool.get("name"), f"tools[{i}].name"),
-                {"type": "object", "properties": {}} if parameters is None else as_dict(parameters, f"tools[{i}].parameters"),
+                {"type": "object", "properties": {}}
+                if parameters is None
+                else as_dict(parameters, f"tools[{i}].parameters"),
                 opt_str(tool.get("description"), f"tools[{i}].description"),
                 None if tool.get("strict") is None else as_bool(tool["strict"], f"tools[{i}].strict"),
             )
@@ -203,7 +216,9 @@ def to_canonical(payload: Any, history: Optional[list[tuple[str, list[c.Block]]]
             messages.append(c.Message(role, list(blocks)))
     if not messages:
         raise TranslationError("must hold at least one message", "input")
-    request = c.Request(model=as_str(payload.get("model"), "model"), messages=messages, system="\n\n".join(system) or None)
+    request = c.Request(
+        model=as_str(payload.get("model"), "model"), messages=messages, system="\n\n".join(system) or None
+    )
     if payload.get("max_output_tokens") is not None:
         request.max_tokens = as_int(payload["max_output_tokens"], "max_output_tokens", minimum=1)
     for name in ("temperature", "top_p"):
@@ -239,12 +254,21 @@ def usage_object(usage: c.Usage) -> dict[str, Any]:
 
 
 def message_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
-    content = [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}] if status == "completed" else []
+    content = (
+        [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}] if status == "completed" else []
+    )
     return {"id": item_id, "type": "message", "role": "assistant", "status": status, "content": content}
 
 
 def function_call_item(item_id: str, block: c.Block, arguments: str, status: str = "completed") -> dict[str, Any]:
-    return {"id": item_id, "type": "function_call", "call_id": block["id"], "name": block["name"], "arguments": arguments, "status": status}
+    return {
+        "id": item_id,
+        "type": "function_call",
+        "call_id": block["id"],
+        "name": block["name"],
+        "arguments": arguments,
+        "status": status,
+    }
 
 
 def reasoning_item(item_id: str, text: str) -> dict[str, Any]:
@@ -327,10 +351,14 @@ def response_object(
     }
 
 
-def response_from_canonical(response: c.Response, request: dict[str, Any], response_id: str, model: str) -> dict[str, Any]:
+def response_from_canonical(
+    response: c.Response, request: dict[str, Any], response_id: str, model: str
+) -> dict[str, Any]:
     incomplete = _INCOMPLETE.get(response.stop_reason)
     status = "incomplete" if incomplete else "completed"
-    return response_object(request, response_id, model, output_items(response.content), status, response.usage, incomplete=incomplete)
+    return response_object(
+        request, response_id, model, output_items(response.content), status, response.usage, incomplete=incomplete
+    )
 
 
 def status_of(stop_reason: str) -> tuple[str, Optional[str]]:

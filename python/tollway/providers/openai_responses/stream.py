@@ -29,7 +29,11 @@ from tollway.providers.openai_responses.convert import (
 from tollway.translate.sse import frame
 
 # Anthropic error types (the canonical vocabulary) -> Responses error codes.
-_CODES = {"rate_limit_error": "rate_limit_exceeded", "overloaded_error": "server_error", "invalid_request_error": "invalid_prompt"}
+_CODES = {
+    "rate_limit_error": "rate_limit_exceeded",
+    "overloaded_error": "server_error",
+    "invalid_request_error": "invalid_prompt",
+}
 
 
 class _Item:
@@ -64,7 +68,9 @@ class StreamEncoder:
         self._sequence += 1
         return frame(kind, orjson.dumps(data))
 
-    def _response(self, status: str, incomplete: Optional[str] = None, error: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    def _response(
+        self, status: str, incomplete: Optional[str] = None, error: Optional[dict[str, Any]] = None
+    ) -> dict[str, Any]:
         output = [item for _, item in sorted(self._done, key=lambda pair: pair[0])]
         usage = self._usage if status != "in_progress" else None
         return response_object(
@@ -76,7 +82,9 @@ class StreamEncoder:
             return b""
         self._created = True
         response = self._response("in_progress")
-        return self._event("response.created", response=response) + self._event("response.in_progress", response=response)
+        return self._event("response.created", response=response) + self._event(
+            "response.in_progress", response=response
+        )
 
     def encode(self, event: c.Event) -> bytes:
         out = self._start()
@@ -113,8 +121,16 @@ class StreamEncoder:
             self._items[event.index] = item
             part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
             return self._event(
-                "response.output_item.added", output_index=output_index, item=message_item(item.item_id, "", "in_progress")
-            ) + self._event("response.content_part.added", item_id=item.item_id, output_index=output_index, content_index=0, part=part)
+                "response.output_item.added",
+                output_index=output_index,
+                item=message_item(item.item_id, "", "in_progress"),
+            ) + self._event(
+                "response.content_part.added",
+                item_id=item.item_id,
+                output_index=output_index,
+                content_index=0,
+                part=part,
+            )
         if kind == "tool_use":
             item = _Item(output_index, new_id("fc_"), event.block)
             self._items[event.index] = item
@@ -151,7 +167,9 @@ class StreamEncoder:
         elif kind == "tool_use":
             arguments = whole or "{}"
             done = function_call_item(item.item_id, item.block, arguments)
-            out = self._event("response.function_call_arguments.done", **at, name=item.block["name"], arguments=arguments)
+            out = self._event(
+                "response.function_call_arguments.done", **at, name=item.block["name"], arguments=arguments
+            )
         else:
             done = reasoning_item(item.item_id, whole)
             out = self._event("response.reasoning_text.done", **at, content_index=0, text=whole)

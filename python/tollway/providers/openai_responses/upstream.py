@@ -25,7 +25,11 @@ _STOPS = {"max_output_tokens": "max_tokens", "content_filter": "refusal"}
 
 def _source_url(block: c.Block, param: str) -> str:
     source = block.get("source") if isinstance(block.get("source"), dict) else {}
-    if source.get("type") == "base64" and isinstance(source.get("media_type"), str) and isinstance(source.get("data"), str):
+    if (
+        source.get("type") == "base64"
+        and isinstance(source.get("media_type"), str)
+        and isinstance(source.get("data"), str)
+    ):
         return f"data:{source['media_type']};base64,{source['data']}"
     if source.get("type") == "url" and isinstance(source.get("url"), str):
         return source["url"]
@@ -54,7 +58,13 @@ def _items(message: c.Message, param: str) -> list[dict[str, Any]]:
         if parts:
             if message.role == "assistant":
                 text = "".join(p["text"] for p in parts)
-                items.append({"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text, "annotations": []}]})
+                items.append(
+                    {
+                        "type": "message",
+                        "role": "assistant",
+                        "content": [{"type": "output_text", "text": text, "annotations": []}],
+                    }
+                )
             else:
                 items.append({"type": "message", "role": "user", "content": list(parts)})
             parts.clear()
@@ -64,18 +74,33 @@ def _items(message: c.Message, param: str) -> list[dict[str, Any]]:
         if kind == "tool_use":
             flush()
             arguments = orjson.dumps(block.get("input") if isinstance(block.get("input"), dict) else {}).decode()
-            items.append({"type": "function_call", "call_id": str(block.get("id", "")), "name": str(block.get("name", "")), "arguments": arguments})
+            items.append(
+                {
+                    "type": "function_call",
+                    "call_id": str(block.get("id", "")),
+                    "name": str(block.get("name", "")),
+                    "arguments": arguments,
+                }
+            )
         elif kind == "tool_result":
             flush()
             content = block.get("content", "")
-            output: Any = content if isinstance(content, str) else [_part(b, f"{param}[{i}].content") for b in content if isinstance(b, dict)]
+            output: Any = (
+                content
+                if isinstance(content, str)
+                else [_part(b, f"{param}[{i}].content") for b in content if isinstance(b, dict)]
+            )
             if block.get("is_error") is True:
                 output = "Error: " + (output if isinstance(output, str) else "".join(p.get("text", "") for p in output))
-            items.append({"type": "function_call_output", "call_id": str(block.get("tool_use_id", "")), "output": output})
+            items.append(
+                {"type": "function_call_output", "call_id": str(block.get("tool_use_id", "")), "output": output}
+            )
         elif kind in ("thinking", "redacted_thinking"):
             continue
         elif message.role == "assistant" and kind != "text":
-            raise TranslationError(f"assistant content block type {kind!r} cannot be sent to this model", f"{param}[{i}].type")
+            raise TranslationError(
+                f"assistant content block type {kind!r} cannot be sent to this model", f"{param}[{i}].type"
+            )
         else:
             parts.append(_part(block, f"{param}[{i}]"))
     flush()
@@ -106,7 +131,9 @@ def from_canonical(request: c.Request, upstream_model: str) -> dict[str, Any]:
             out["tools"].append(spec)
         choice = request.tool_choice
         if choice is not None:
-            out["tool_choice"] = {"type": "function", "name": choice.name} if choice.type == "tool" else _CHOICES[choice.type]
+            out["tool_choice"] = (
+                {"type": "function", "name": choice.name} if choice.type == "tool" else _CHOICES[choice.type]
+            )
             if choice.disable_parallel and choice.type != "none":
                 out["parallel_tool_calls"] = False
     fmt = request.response_format
@@ -137,7 +164,13 @@ def usage_to_canonical(raw: Any) -> c.Usage:
     cached = min(_count(details.get("cached_tokens")), prompt)
     written = min(_count(details.get("cache_write_tokens")), prompt - cached)
     out_details = usage.get("output_tokens_details") if isinstance(usage.get("output_tokens_details"), dict) else {}
-    return c.Usage(prompt - cached - written, _count(usage.get("output_tokens")), cached, written, _count(out_details.get("reasoning_tokens")))
+    return c.Usage(
+        prompt - cached - written,
+        _count(usage.get("output_tokens")),
+        cached,
+        written,
+        _count(out_details.get("reasoning_tokens")),
+    )
 
 
 def outcome_stop_reason(raw: Any) -> str:
@@ -212,12 +245,22 @@ class StreamDecoder:
         if kind == "response.created":
             response = payload.get("response") if isinstance(payload.get("response"), dict) else {}
             return [c.MessageStart(str(response.get("id") or ""), str(response.get("model") or ""))]
-        if kind == "response.output_item.added" and index is not None and index not in self._blocks and isinstance(payload.get("item"), dict):
+        if (
+            kind == "response.output_item.added"
+            and index is not None
+            and index not in self._blocks
+            and isinstance(payload.get("item"), dict)
+        ):
             item = payload["item"]
             if item.get("type") == "message":
                 block: c.Block = {"type": "text", "text": ""}
             elif item.get("type") == "function_call":
-                block = {"type": "tool_use", "id": str(item.get("call_id") or ""), "name": str(item.get("name") or ""), "input": {}}
+                block = {
+                    "type": "tool_use",
+                    "id": str(item.get("call_id") or ""),
+                    "name": str(item.get("name") or ""),
+                    "input": {},
+                }
             else:
                 return []
             self._blocks[index] = len(self._blocks)
@@ -228,7 +271,12 @@ class StreamDecoder:
         delta = payload.get("delta")
         if kind == "response.output_text.delta" and index in self._blocks and isinstance(delta, str) and delta:
             return [c.TextDelta(self._blocks[index], delta)]
-        if kind == "response.function_call_arguments.delta" and index in self._blocks and isinstance(delta, str) and delta:
+        if (
+            kind == "response.function_call_arguments.delta"
+            and index in self._blocks
+            and isinstance(delta, str)
+            and delta
+        ):
             return [c.ToolArgumentsDelta(self._blocks[index], delta)]
         if kind == "response.output_item.done" and index in self._blocks:
             return [c.BlockStop(self._blocks.pop(index))]
@@ -237,12 +285,19 @@ class StreamDecoder:
             self._ended = True
             out = [c.BlockStop(block) for block in self._blocks.values()]
             self._blocks.clear()
-            return out + [c.MessageDelta(stop_reason(response), usage_to_canonical(response.get("usage"))), c.MessageStop()]
+            return out + [
+                c.MessageDelta(stop_reason(response), usage_to_canonical(response.get("usage"))),
+                c.MessageStop(),
+            ]
         if kind in ("error", "response.failed"):
             response = payload.get("response") if isinstance(payload.get("response"), dict) else {}
             error = payload.get("error") if kind == "error" else response.get("error")
             error = error if isinstance(error, dict) else payload
-            message = error.get("message") if isinstance(error.get("message"), str) and error["message"] else "upstream stream error"
+            message = (
+                error.get("message")
+                if isinstance(error.get("message"), str) and error["message"]
+                else "upstream stream error"
+            )
             code = error.get("code") if isinstance(error.get("code"), str) else None
             kind = "rate_limit_error" if code == "rate_limit_exceeded" else "api_error"
             return self._fail(c.Error(kind, message, code))
