@@ -1,7 +1,8 @@
 """Popular JavaScript clients in their default mode, against the gateway.
 
 The Vercel AI SDK's ``openai(id)`` speaks the Responses API: ``generateText`` and
-``streamText`` go through POST /v1/responses, capped and metered. The packages are
+``streamText`` go through POST /v1/responses, capped and metered. The official
+``openai`` package drives the same route (create, a stream, a stored response). The packages are
 installed with npm into tests/node/node_modules (package-lock.json pins them).
 """
 
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def node_modules() -> Path:
-    if not (NODE_DIR / "node_modules" / "@ai-sdk" / "openai").exists():
+    if not all((NODE_DIR / "node_modules" / name).exists() for name in ("@ai-sdk/openai", "ai", "openai")):
         done = subprocess.run(
             ["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, capture_output=True, text=True, timeout=300
         )
@@ -54,3 +55,21 @@ def test_vercel_ai_sdk_default_openai_provider(gateway: Gateway, fake, node_modu
         (True, 7, False),
     ]
     assert sum(e["cost_micros"] for e in events) == info["spent_micros"] > 0
+
+
+def test_official_openai_node_package_on_responses(gateway: Gateway, fake, node_modules: Path) -> None:
+    key_id, secret = gateway.mint(max_spend_usd=1)
+    done = subprocess.run(
+        ["node", "openai_responses.mjs", gateway.url + "/v1", secret, secret[-8:]],
+        cwd=NODE_DIR, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["first"] == "w0 w1 w2"  # an Anthropic model, translated
+    assert out["second"]["text"] == "w0 w1" and out["second"]["stored"] == "w0 w1"
+    assert out["second"]["previous"] is not None  # passed through natively, still chained to ours
+    assert out["streamed"]["text"] == "w0 w1 w2 w3" and out["streamed"]["usage"]["output_tokens"] == 4
+    assert out["notFound"] == {"status": 404, "isNotFound": True}
+    ours = [q["path"] for q in fake_requests(fake) if secret[-8:] in json.dumps(q["body"])]
+    assert ours == ["/v1/messages", "/v1/responses", "/v1/responses"]
+    assert gateway.wait_settled(key_id)["spent_micros"] > 0
