@@ -160,10 +160,16 @@ def capability(
         ours is sent as input items, and the answer is stored (unless store is false)."""
         openai_responses.check_request(payload)
         previous = await previous_of(key, payload)
+        record = payload.get("store") is not False
         try:
             items = input_items(payload.get("input", []))
         except TranslationError as exc:
-            raise HTTPError(400, exc.message, param=exc.param) from None
+            # Input the store cannot keep (an item type only the provider knows): the call
+            # is still passed through, unstored; it cannot be continued from our store.
+            if previous is not None:
+                raise HTTPError(400, exc.message, param=exc.param) from None
+            log.info("a Responses request with input the store cannot keep is passed through unstored: %s", exc.message)
+            items, record = [], False
         raw: Optional[bytes] = request.body
         if previous is not None:
             history = [
@@ -176,7 +182,6 @@ def capability(
             payload = {k: v for k, v in payload.items() if k != "previous_response_id"}
             payload["input"] = history + [i for i in (_upstream_item(x) for x in items) if i]
             raw = None
-        record = payload.get("store") is not False
         stream = payload.get("stream") is True
 
         def settled(outcome: StreamOutcome) -> None:
@@ -195,7 +200,10 @@ def capability(
                 response.chunks = _with_previous(response.chunks, previous.thread.id)
             return response
         if ok:
-            answer = orjson.loads(response.body)
+            try:
+                answer = orjson.loads(response.body)
+            except orjson.JSONDecodeError:
+                return response  # not a response object: passed on as the provider sent it, unstored
             if previous is not None and isinstance(answer, dict):
                 answer["previous_response_id"] = previous.thread.id
                 response.body = orjson.dumps(answer)
