@@ -111,7 +111,6 @@ class ResponseStore:
                 {"response": response},
             )
         )
-        thread = self.threads.create_thread(
-            key.account_id, key.id, key.end_user_id, None, response.get("instructions"), thread_id=response["id"]
-        )
-        self.threads.append_messages(thread.id, messages)
+        self.threads.create_thread(
+            key.account_id, key.id, key.end_user_id, None, response.get("instructions"), response["id"], messages
+        )  # the thread and its messages in one transaction

@@ -141,6 +141,14 @@ def visible(key: "ApiKey", thread: Optional[Thread]) -> Optional[Thread]:
     return thread if own else None
 
 
+def _check_messages(messages: list[NewMessage]) -> None:
+    for m in messages:
+        if m.role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, not {m.role!r}")
+        if not isinstance(m.content, list):
+            raise ValueError("content must be a list of content blocks")
+
+
 class ThreadStore:
     # How long delete_thread keeps trying to truncate SQLite's WAL while readers hold it.
     checkpoint_deadline_s = 30.0
@@ -158,8 +166,11 @@ class ThreadStore:
         metadata: Optional[dict[str, Any]],
         system: Optional[str],
         thread_id: Optional[str] = None,
+        messages: Optional[list[NewMessage]] = None,
     ) -> Thread:
-        """A new thread; ``thread_id`` names it (a stored response's id), else a fresh ``thread_...`` id."""
+        """A new thread; ``thread_id`` names it (a stored response's id), else a fresh
+        ``thread_...`` id. ``messages`` are stored in it in the same transaction."""
+        _check_messages(messages or [])
         now = now_ms()
         thread = Thread(
             id=thread_id or new_id("thread_"),
@@ -184,6 +195,8 @@ class ThreadStore:
                     updated_at=now,
                 )
             )
+            if messages:
+                self._insert_messages(conn, thread.id, messages, now)
         return thread
 
     def get_thread(self, account_id: str, thread_id: str, end_user_id: Optional[str] = None) -> Optional[Thread]:
@@ -332,47 +345,49 @@ class ThreadStore:
     def append_messages(self, thread_id: str, messages: list[NewMessage]) -> list[StoredMessage]:
         """Store ``messages`` in order, in one transaction, and bump the thread's updated_at.
         LookupError when there is no such thread."""
-        for m in messages:
-            if m.role not in ROLES:
-                raise ValueError(f"role must be one of {ROLES}, not {m.role!r}")
-            if not isinstance(m.content, list):
-                raise ValueError("content must be a list of content blocks")
-        stored: list[StoredMessage] = []
+        _check_messages(messages)
         with self.db.engine.begin() as conn:
             now = now_ms()
             # First: the row lock serialises appends to one thread, so seq order is commit order.
             found = conn.execute(update(threads).where(threads.c.id == thread_id).values(updated_at=now)).rowcount
             if not found:
                 raise LookupError(f"no thread {thread_id!r}")
-            for m in messages:
-                msg = StoredMessage(
-                    id=new_id("msg_"),
+            return self._insert_messages(conn, thread_id, messages, now)
+
+    def _insert_messages(
+        self, conn: Connection, thread_id: str, messages: list[NewMessage], now: int
+    ) -> list[StoredMessage]:
+        """Insert ``messages`` (in order) and run the message_stored hooks, in ``conn``'s transaction."""
+        stored: list[StoredMessage] = []
+        for m in messages:
+            msg = StoredMessage(
+                id=new_id("msg_"),
+                thread_id=thread_id,
+                role=m.role,
+                content=m.content,
+                model=m.model,
+                usage=m.usage,
+                stop_reason=m.stop_reason,
+                metadata=m.metadata,
+                created_at=now,
+                seq=0,
+            )
+            result = conn.execute(
+                insert(thread_messages).values(
+                    id=msg.id,
                     thread_id=thread_id,
-                    role=m.role,
-                    content=m.content,
-                    model=m.model,
-                    usage=m.usage,
-                    stop_reason=m.stop_reason,
-                    metadata=m.metadata,
+                    role=msg.role,
+                    content=msg.content,
+                    model=msg.model,
+                    usage=msg.usage,
+                    stop_reason=msg.stop_reason,
+                    metadata=msg.metadata,
                     created_at=now,
-                    seq=0,
                 )
-                result = conn.execute(
-                    insert(thread_messages).values(
-                        id=msg.id,
-                        thread_id=thread_id,
-                        role=msg.role,
-                        content=msg.content,
-                        model=msg.model,
-                        usage=msg.usage,
-                        stop_reason=msg.stop_reason,
-                        metadata=msg.metadata,
-                        created_at=now,
-                    )
-                )
-                msg.seq = int(result.inserted_primary_key[0])
-                stored.append(msg)
-            self.hooks.stored(conn, thread_id, stored)
+            )
+            msg.seq = int(result.inserted_primary_key[0])
+            stored.append(msg)
+        self.hooks.stored(conn, thread_id, stored)
         return stored
 
     def _message_seq(self, conn: Connection, thread_id: str, message_id: str) -> int:
