@@ -18,6 +18,9 @@ use pyo3::prelude::*;
 
 pub mod anthropic;
 pub mod client;
+pub mod stream;
+pub mod submit;
+pub mod window;
 pub mod format;
 pub mod guard;
 pub mod hub;
@@ -58,13 +61,13 @@ static RUNTIME: OnceLock<tokio::runtime::Handle> = OnceLock::new();
 /// One thread by default (``TOLLWAY_CORE_THREADS`` sets another count):
 /// through the gateway on 2 cores, 1 was faster than 2. With one thread it is a
 /// current-thread runtime driven by its own thread (see
-/// [`client::single_thread_runtime`]). Its threads never take the GIL for
+/// [`submit::single_thread_runtime`]). Its threads never take the GIL for
 /// results (see [`hub`]).
 pub fn runtime() -> &'static tokio::runtime::Handle {
     RUNTIME.get_or_init(|| {
         let threads = std::env::var("TOLLWAY_CORE_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1usize);
         if threads <= 1 {
-            return client::single_thread_runtime();
+            return submit::single_thread_runtime();
         }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
