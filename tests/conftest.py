@@ -127,6 +127,17 @@ cache_read_usd_per_mtok = 0.1
 max_output_tokens = 1000
 context_window = 100000
 
+# A model that exists only on the Responses API: every route calls it in that format.
+[[models]]
+name = "resp-only-gpt"
+provider = "fake-openai"
+upstream_model = "gpt-resp-only"
+responses_only = true
+input_usd_per_mtok = 1.0
+output_usd_per_mtok = 10.0
+max_output_tokens = 1000
+context_window = 100000
+
 [[models]]
 name = "test-claude"
 provider = "fake-anthropic"

@@ -26,6 +26,7 @@ KINDS: dict[str, KindDefaults] = {
     "anthropic": KindDefaults("https://api.anthropic.com", "ANTHROPIC", False, ()),
 }
 PROVIDER_KINDS: tuple[str, ...] = tuple(KINDS)
+RESPONSES_WIRE = "openai_responses"  # the wire format of the OpenAI Responses API (providers.openai_responses)
 # What a model is called for: "chat" (the model-call routes, threads) or "embedding"
 # (POST /v1/embeddings only).
 MODEL_MODES: tuple[str, ...] = ("chat", "embedding")
@@ -99,3 +100,11 @@ class ModelRoute:
         return self.mode == "embedding"
 
     responses: bool = False  # called natively in the Responses format (the provider's, unless the model overrides)
+    # The wire format the provider is called in for this model: its kind's, or (for a
+    # model that exists only on the Responses API, ``responses_only``) the Responses API's,
+    # whichever route the client used.
+    wire: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.wire:
+            object.__setattr__(self, "wire", self.provider.kind)

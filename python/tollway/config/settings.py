@@ -14,6 +14,7 @@ from tollway.config.routes import (
     KINDS,
     MODEL_MODES,
     PROVIDER_KINDS,
+    RESPONSES_WIRE,
     ModelPrice,
     ModelRoute,
     Provider,
@@ -165,6 +166,15 @@ def _route(
         raise ConfigError(
             f"{where}.responses: must be true or false, and true only when its provider has responses = true"
         )
+    responses_only = entry.get("responses_only", False)
+    if (
+        not isinstance(responses_only, bool)
+        or (responses_only and not responses)
+        or (responses_only and mode != "chat")
+    ):
+        raise ConfigError(
+            f"{where}.responses_only: must be true or false, and true only on a chat model served with responses = true"
+        )
     return ModelRoute(
         name=entry["name"],
         provider=provider,
@@ -181,6 +191,7 @@ def _route(
         ),
         mode=mode,
         responses=responses,
+        wire=RESPONSES_WIRE if responses_only else provider.kind,
     )
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol
 
 from tollway.config import ModelRoute
+from tollway.config.routes import RESPONSES_WIRE
 from tollway.providers import canonical
 from tollway.providers.anthropic import convert as anthropic_convert
 from tollway.providers.anthropic import stream as anthropic_stream
@@ -80,10 +81,8 @@ FORMATS: dict[str, Format] = {
 }
 
 
-# The row of a provider kind that speaks Responses: ``FORMATS[kind] = RESPONSES`` makes it a
-# target for the other formats, and listing the kind in RESPONSES_KINDS sends /v1/responses
-# calls to it natively (responses/routes.py).
-RESPONSES_KINDS: frozenset[str] = frozenset()
+# The Responses API as a provider's format (a model with responses_only: every route calls
+# it in this format): registered under its wire name below.
 RESPONSES = Format(
     responses_convert.to_canonical,
     lambda request, route: responses_upstream.from_canonical(request, route.upstream_model),
@@ -98,6 +97,9 @@ RESPONSES = Format(
     lambda model, payload: responses_stream.StreamEncoder(payload, responses_convert.new_id("resp_"), model),
     "anthropic-",
 )
+
+
+FORMATS[RESPONSES_WIRE] = RESPONSES
 
 
 class StreamTranslator:

@@ -81,7 +81,7 @@ class Proxy:
         route = self.route(payload.get("model"))
         if "tool_ids" in payload:
             return await looped.handle(self, origin, shape, key, route, payload, started)
-        if route.provider.kind != shape:
+        if route.wire != shape:
             return await translated.handle(self, origin, shape, key, route, payload, started)
         stream = payload.get("stream") is True
         call = self.prepare(key, route, payload, raw, origin.headers, origin.request_id, stream, started)
@@ -165,7 +165,7 @@ class Proxy:
         (the Responses API of an OpenAI provider).
         """
         if adapter is None:
-            adapter = ADAPTERS[route.provider.kind]
+            adapter = ADAPTERS[route.wire]
         requested = adapter.requested_max_tokens(payload)
         if requested is not None:
             token_count(requested, "max_tokens")

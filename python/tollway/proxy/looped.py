@@ -32,7 +32,7 @@ async def handle(
     tools = await resolve_tools(proxy.gw.tools, key, payload.pop("tool_ids"))
     max_turns = max_turns_from(payload)
     model = payload["model"]
-    cross = route.provider.kind != shape
+    cross = route.wire != shape
     if cross:
         provider_payload = translated.to_provider(shape, route, payload)
         client_headers = translated.client_headers(request, route)

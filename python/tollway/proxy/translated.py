@@ -32,7 +32,7 @@ def to_provider(shape: str, route: ModelRoute, payload: dict[str, Any]) -> dict[
     """The client's request (format ``shape``) in the route's provider format; 400 when it cannot be expressed."""
     try:
         request = FORMATS[shape].request_to_canonical(payload)
-        return FORMATS[route.provider.kind].request_from_canonical(request, route)
+        return FORMATS[route.wire].request_from_canonical(request, route)
     except TranslationError as exc:
         raise HTTPError(400, exc.message, param=exc.param) from None
 
@@ -47,7 +47,7 @@ def response_to_client(shape: str, route: ModelRoute, body: bytes, model: str) -
     if not isinstance(message, dict):
         raise HTTPError(502, "the upstream provider returned an unexpected body", code="upstream_bad_response")
     try:
-        response = FORMATS[route.provider.kind].response_to_canonical(message)
+        response = FORMATS[route.wire].response_to_canonical(message)
     except TranslationError as exc:
         raise HTTPError(
             502, f"the upstream provider returned an unexpected body: {exc}", code="upstream_bad_response"
@@ -56,18 +56,16 @@ def response_to_client(shape: str, route: ModelRoute, body: bytes, model: str) -
 
 
 def error_to_client(shape: str, route: ModelRoute, status: int, body: bytes) -> bytes:
-    return FORMATS[shape].error_body(status, FORMATS[route.provider.kind].error_to_canonical(status, body))
+    return FORMATS[shape].error_body(status, FORMATS[route.wire].error_to_canonical(status, body))
 
 
 def stream_translator(shape: str, route: ModelRoute, model: str, payload: dict[str, Any]) -> StreamTranslator:
-    return StreamTranslator(
-        FORMATS[route.provider.kind].stream_decoder(), FORMATS[shape].stream_encoder(model, payload)
-    )
+    return StreamTranslator(FORMATS[route.wire].stream_decoder(), FORMATS[shape].stream_encoder(model, payload))
 
 
 def client_headers(request: "Origin", route: ModelRoute) -> dict[str, str]:
     """The client's headers, less those of other formats' SDKs (anthropic-version to OpenAI...)."""
-    foreign = FORMATS[route.provider.kind].foreign_header_prefix
+    foreign = FORMATS[route.wire].foreign_header_prefix
     return {n: v for n, v in request.headers.items() if not n.startswith(foreign)}
 
 

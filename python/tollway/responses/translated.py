@@ -80,7 +80,7 @@ async def _loop(
         return await loop.complete()
     # The loop merges its model turns into one stream of LOOP_FORMAT's events.
     factory = None
-    if route.provider.kind != LOOP_FORMAT:
+    if route.wire != LOOP_FORMAT:
         factory = lambda: stream_translator(LOOP_FORMAT, route, route.name, {})  # noqa: E731
     return await loop.open(LOOP_FORMAT, route.name, {}, factory)
 
@@ -99,7 +99,7 @@ async def handle(
 ) -> AnyResponse:
     """``loop_tools``: the registered tools (and the most model turns) the gateway runs
     itself (``tool_ids``); their calls and results stay out of the response."""
-    fmt = FORMATS[route.provider.kind]
+    fmt = FORMATS[route.wire]
     model = payload["model"]
     try:
         body = fmt.request_from_canonical(call_request, route)

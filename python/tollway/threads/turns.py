@@ -128,8 +128,8 @@ class Turn:
         """The reply a stream produced (the calls in ``left_out`` were not run: not stored)."""
         usage = outcome.usage
         stop = outcome.finish_reason
-        if self.route.provider.kind != THREAD_FORMAT and stop is not None:
-            stop = FORMATS[self.route.provider.kind].stop_reason_to_canonical(stop)
+        if self.route.wire != THREAD_FORMAT and stop is not None:
+            stop = FORMATS[self.route.wire].stop_reason_to_canonical(stop)
         metadata = {"context": self.context, "outcome": outcome.status}
         if usage.estimated:
             metadata["usage_estimated"] = True
@@ -277,7 +277,7 @@ class ThreadTurns:
                 "truncated": fitted.kept < total,
             }
             payload["messages"] = fitted.messages
-            if route.provider.kind != THREAD_FORMAT:
+            if route.wire != THREAD_FORMAT:
                 payload = translated.to_provider(THREAD_FORMAT, route, payload)
             if tools:
                 loop = ToolLoop(
@@ -364,7 +364,7 @@ class ThreadTurns:
         route = turn.route
         factory = (
             (lambda: translated.stream_translator(THREAD_FORMAT, route, route.name, {}))
-            if route.provider.kind != THREAD_FORMAT
+            if route.wire != THREAD_FORMAT
             else None
         )
         opened = await loop.open(THREAD_FORMAT, turn.route.name, {}, factory)
@@ -384,7 +384,7 @@ class ThreadTurns:
         if not done.ok:
             raise upstream_error(done.status, done.body)
         message = changed if changed is not None else orjson.loads(done.body)
-        kind = turn.route.provider.kind
+        kind = turn.route.wire
         if kind != THREAD_FORMAT:
             message = FORMATS[THREAD_FORMAT].response_from_canonical(
                 FORMATS[kind].response_to_canonical(message), turn.route.name
@@ -424,7 +424,7 @@ class ThreadTurns:
         if not isinstance(upstream, UpstreamStream):
             raise upstream_error(upstream.status, upstream.body)
         route = turn.route
-        if route.provider.kind == THREAD_FORMAT:
+        if route.wire == THREAD_FORMAT:
             chunks = upstream
         else:
             chunks = translated.translate_stream(

@@ -104,13 +104,20 @@ class ToolLoop:
     left_out: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
+        if self.route.wire not in TOOL_FORMATS:
+            raise HTTPError(
+                400,
+                f"webhook tools (tool_ids) cannot run with {self.route.name!r}, which is called in the "
+                f"{self.route.wire} format",
+                param="tool_ids",
+            )
         self.by_name = {t.name: t for t in self.tools}
         self.deadline = time.monotonic() + LOOP_DEADLINE_S
         add_definitions(self.fmt, self.payload, self.tools)
 
     @property
     def fmt(self) -> ToolFormat:
-        return TOOL_FORMATS[self.route.provider.kind]
+        return TOOL_FORMATS[self.route.wire]
 
     @property
     def gw(self) -> "Runtime":
