@@ -12,6 +12,7 @@ import pytest
 from anthropic.types import Message
 from openai.types.chat import ChatCompletion
 
+from tollway.errors import HTTPError, http_error_body
 from tollway.providers.anthropic import convert as anthropic_convert
 from tollway.providers.anthropic import stream as anthropic_stream
 from tollway.providers.formats import StreamTranslator
@@ -832,8 +833,10 @@ def test_openai_request_bad_input_raises(payload: Any, param: str, words: str) -
         openai_request_to_anthropic(payload, "claude", 100)
     assert info.value.param == param
     assert words in info.value.message
-    assert orjson.loads(info.value.openai_body())["error"]["param"] == param
-    assert orjson.loads(info.value.anthropic_body())["error"]["type"] == "invalid_request_error"
+    # As the call path answers it (proxy.translated.to_provider): a 400 in the caller's shape.
+    refused = HTTPError(400, info.value.message, param=info.value.param)
+    assert orjson.loads(http_error_body("openai", refused))["error"]["param"] == param
+    assert orjson.loads(http_error_body("anthropic", refused))["error"]["type"] == "invalid_request_error"
 
 
 # ================================================================== responses

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-from tollway.errors import error_body
-
 
 class TranslationError(Exception):
     """A request (or upstream body) we cannot translate; the caller answers HTTP 400.
@@ -20,11 +18,3 @@ class TranslationError(Exception):
 
     def __str__(self) -> str:
         return f"{self.param}: {self.message}" if self.param else self.message
-
-    def openai_body(self) -> bytes:
-        """This error as an OpenAI 400 body."""
-        return error_body("openai", 400, str(self), param=self.param)
-
-    def anthropic_body(self) -> bytes:
-        """This error as an Anthropic 400 body."""
-        return error_body("anthropic", 400, str(self))
