@@ -78,6 +78,19 @@ class MessagesAdapter:
         return estimate_input_tokens(payload, body_len)
 
 
+def rename_and_clamp(payload: dict[str, Any], upstream_model: str, field: str, max_tokens: Optional[int]) -> bool:
+    """Set the provider's model name and (when the cap requires it) the output limit
+    ``field``; True when ``payload`` changed (the client's bytes cannot be sent as they are)."""
+    changed = False
+    if payload.get("model") != upstream_model:
+        payload["model"] = upstream_model
+        changed = True
+    if max_tokens is not None:
+        payload[field] = max_tokens
+        changed = True
+    return changed
+
+
 def upstream_headers(
     client_headers: dict[str, str], ours: dict[str, str], defaults: Optional[dict[str, str]] = None
 ) -> list[tuple[str, str]]:

@@ -7,7 +7,7 @@ from typing import Any, Optional
 import orjson
 
 from tollway.config import ModelRoute, Provider
-from tollway.providers.base import MessagesAdapter, PreparedRequest, upstream_headers
+from tollway.providers.base import MessagesAdapter, PreparedRequest, rename_and_clamp, upstream_headers
 
 DEFAULT_VERSION = "2023-06-01"
 _DEFAULTS = {"anthropic-version": DEFAULT_VERSION}  # the client's own version wins
@@ -28,13 +28,7 @@ class AnthropicAdapter(MessagesAdapter):
         max_tokens: Optional[int],
         stream: bool,
     ) -> PreparedRequest:
-        changed = False
-        if payload.get("model") != upstream_model:
-            payload["model"] = upstream_model
-            changed = True
-        if max_tokens is not None:
-            payload["max_tokens"] = max_tokens
-            changed = True
+        changed = rename_and_clamp(payload, upstream_model, "max_tokens", max_tokens)
         # Anthropic streams always carry usage (message_start and message_delta).
         return PreparedRequest(orjson.dumps(payload) if changed else raw, False)
 

@@ -7,7 +7,7 @@ from typing import Any, Optional
 import orjson
 
 from tollway.config import ModelRoute, Provider
-from tollway.providers.base import MessagesAdapter, PreparedRequest, upstream_headers
+from tollway.providers.base import MessagesAdapter, PreparedRequest, rename_and_clamp, upstream_headers
 
 
 class OpenAIAdapter(MessagesAdapter):
@@ -32,18 +32,13 @@ class OpenAIAdapter(MessagesAdapter):
 
         The client's bytes go through untouched unless one of those changes is needed.
         """
-        changed = False
-        if payload.get("model") != upstream_model:
-            payload["model"] = upstream_model
-            changed = True
-        if max_tokens is not None:
-            field = (
-                "max_tokens"
-                if "max_tokens" in payload and "max_completion_tokens" not in payload
-                else "max_completion_tokens"
-            )
-            payload[field] = max_tokens
-            changed = True
+        # The clamp goes where the client put its limit (max_tokens, the older name, only alone).
+        field = (
+            "max_tokens"
+            if "max_tokens" in payload and "max_completion_tokens" not in payload
+            else "max_completion_tokens"
+        )
+        changed = rename_and_clamp(payload, upstream_model, field, max_tokens)
         strip = False
         if stream:
             options = payload.get("stream_options")

@@ -8,7 +8,13 @@ import orjson
 
 from tollway.config import Provider
 from tollway.providers import openai_chat
-from tollway.providers.base import BYTES_PER_TOKEN, TOKENS_PER_IMAGE, TOKENS_PER_MESSAGE, PreparedRequest
+from tollway.providers.base import (
+    BYTES_PER_TOKEN,
+    TOKENS_PER_IMAGE,
+    TOKENS_PER_MESSAGE,
+    PreparedRequest,
+    rename_and_clamp,
+)
 
 KIND = "openai_responses"
 # The Responses API refuses a max_output_tokens below 16.
@@ -41,13 +47,7 @@ class OpenAIResponsesAdapter:
         Streams always end with a ``response.completed`` (or ``.incomplete`` /
         ``.failed``) event carrying the usage: nothing to ask for, nothing to strip.
         """
-        changed = False
-        if payload.get("model") != upstream_model:
-            payload["model"] = upstream_model
-            changed = True
-        if max_tokens is not None:
-            payload["max_output_tokens"] = max_tokens
-            changed = True
+        changed = rename_and_clamp(payload, upstream_model, "max_output_tokens", max_tokens)
         return PreparedRequest(orjson.dumps(payload) if changed else raw, False)
 
     def headers(self, provider: Provider, client_headers: dict[str, str]) -> list[tuple[str, str]]:
