@@ -12,7 +12,7 @@ Not carried: ``seed``, ``presence_penalty``, ``frequency_penalty``,
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import orjson
 
@@ -202,7 +202,16 @@ def _tools(tools: Any) -> list[c.Tool]:
     return out
 
 
-def _tool_choice(choice: Any, parallel: Optional[bool]) -> Optional[c.ToolChoice]:
+def _function_name(choice: dict[str, Any]) -> str:
+    function = as_dict(choice.get("function"), "tool_choice.function")
+    return as_str(function.get("name"), "tool_choice.function.name")
+
+
+def tool_choice(
+    choice: Any, parallel: Optional[bool], function_name: Callable[[dict[str, Any]], str] = _function_name
+) -> Optional[c.ToolChoice]:
+    """OpenAI's ``tool_choice`` (Chat Completions and Responses alike): absent, a mode, or a
+    function choice, whose name ``function_name`` reads (the two APIs put it in different places)."""
     if choice is None:
         return c.ToolChoice("auto", disable_parallel=True) if parallel is False else None
     if isinstance(choice, str):
@@ -214,9 +223,7 @@ def _tool_choice(choice: Any, parallel: Optional[bool]) -> Optional[c.ToolChoice
         raise TranslationError(
             f"tool_choice type {choice.get('type')!r} cannot be translated for this model", "tool_choice.type"
         )
-    function = as_dict(choice.get("function"), "tool_choice.function")
-    name = as_str(function.get("name"), "tool_choice.function.name")
-    return c.ToolChoice("tool", name, disable_parallel=parallel is False)
+    return c.ToolChoice("tool", function_name(choice), disable_parallel=parallel is False)
 
 
 def _reject_unsupported(payload: dict[str, Any]) -> None:
@@ -287,7 +294,7 @@ def to_canonical(payload: Any) -> c.Request:
     parallel = None if parallel is None else as_bool(parallel, "parallel_tool_calls")
     if payload.get("tools"):
         request.tools = _tools(payload["tools"])
-        request.tool_choice = _tool_choice(payload.get("tool_choice"), parallel)
+        request.tool_choice = tool_choice(payload.get("tool_choice"), parallel)
     if isinstance(payload.get("reasoning_effort"), str):
         request.reasoning_effort = payload["reasoning_effort"]
     if payload.get("stream") is not None:

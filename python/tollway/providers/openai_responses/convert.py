@@ -22,11 +22,11 @@ from typing import Any, Optional
 import orjson
 
 from tollway.providers import canonical as c
+from tollway.providers.openai_chat.request import tool_choice
 from tollway.translate.checks import as_bool, as_dict, as_int, as_list, as_number, as_str, opt_str
 from tollway.translate.errors import TranslationError
 
 _DATA_URL = re.compile(r"^data:(?P<media>[\w.+-]+/[\w.+-]+)(?:;[^,;]*)*;base64,(?P<data>.*)$", re.DOTALL)
-_CHOICES = {"auto": "auto", "required": "any", "none": "none"}
 _ROLES = ("user", "assistant", "system", "developer")
 _INCOMPLETE = {"max_tokens": "max_output_tokens", "refusal": "content_filter"}
 
@@ -164,16 +164,8 @@ def _tools(tools: Any) -> list[c.Tool]:
 
 
 def _tool_choice(choice: Any, parallel: Optional[bool]) -> Optional[c.ToolChoice]:
-    if choice is None:
-        return c.ToolChoice("auto", disable_parallel=True) if parallel is False else None
-    if isinstance(choice, str):
-        if choice not in _CHOICES:
-            raise TranslationError("must be 'none', 'auto', 'required' or a function choice", "tool_choice")
-        return c.ToolChoice(_CHOICES[choice], disable_parallel=parallel is False)
-    choice = as_dict(choice, "tool_choice")
-    if choice.get("type") != "function":
-        raise TranslationError(f"tool_choice type {choice.get('type')!r} is not supported", "tool_choice.type")
-    return c.ToolChoice("tool", as_str(choice.get("name"), "tool_choice.name"), parallel is False)
+    """A Responses function choice names its function at the top level."""
+    return tool_choice(choice, parallel, lambda named: as_str(named.get("name"), "tool_choice.name"))
 
 
 def _text_format(text: Any) -> Optional[c.ResponseFormat]:
