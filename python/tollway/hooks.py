@@ -6,6 +6,9 @@ capabilities (see ``tollway.capabilities``):
 - ``message_stored(conn, thread_id, messages)``: messages were appended to a thread.
   Runs inside the append's transaction, on ``conn``: what a hook writes (a search
   index's queue) commits or rolls back with the messages themselves.
+- ``thread_deleted(conn, thread_id)``: a thread (and its messages) is being erased, in
+  the delete's transaction on ``conn``: what a hook derived from its messages (search
+  entries) must go with it, at once.
 - ``before_call(call)``: a model call is about to hold money and go upstream (every
   kind: native, translated, tool-loop step, thread turn). ``call`` is a
   ``CallIntent``; a hook refuses the call by raising ``HTTPError`` (policy: allowed
@@ -42,6 +45,7 @@ class CallIntent:
 
 
 MessageStored = Callable[["Connection", str, Sequence["StoredMessage"]], None]
+ThreadDeleted = Callable[["Connection", str], None]
 BeforeCall = Callable[[CallIntent], None]
 CallSettled = Callable[["Connection", Sequence[dict[str, Any]]], None]
 
@@ -49,17 +53,23 @@ CallSettled = Callable[["Connection", Sequence[dict[str, Any]]], None]
 @dataclass(slots=True)
 class Hooks:
     message_stored: list[MessageStored] = field(default_factory=list)
+    thread_deleted: list[ThreadDeleted] = field(default_factory=list)
     before_call: list[BeforeCall] = field(default_factory=list)
     call_settled: list[CallSettled] = field(default_factory=list)
 
     def extend(self, other: "Hooks") -> None:
         self.message_stored += other.message_stored
+        self.thread_deleted += other.thread_deleted
         self.before_call += other.before_call
         self.call_settled += other.call_settled
 
     def stored(self, conn: "Connection", thread_id: str, messages: Sequence["StoredMessage"]) -> None:
         for hook in self.message_stored:
             hook(conn, thread_id, messages)
+
+    def deleted(self, conn: "Connection", thread_id: str) -> None:
+        for hook in self.thread_deleted:
+            hook(conn, thread_id)
 
     def before(self, intent: CallIntent) -> None:
         for hook in self.before_call:

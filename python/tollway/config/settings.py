@@ -19,6 +19,7 @@ from tollway.config.routes import (
     ModelRoute,
     Provider,
 )
+from tollway.search.config import SearchSettings, search_settings
 
 # The base URL of each kind's provider configured from the environment.
 DEFAULT_BASE_URLS = {kind: defaults.base_url for kind, defaults in KINDS.items()}
@@ -59,6 +60,7 @@ class Settings:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     max_connections: int = 0  # 0: derived from the fd limit (see max_connections_for)
+    search: SearchSettings = field(default_factory=SearchSettings)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -259,6 +261,7 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
         header_timeout=_bounded(env, "TOLLWAY_HEADER_TIMEOUT", 10, 0.1, 3600),
         body_timeout=_bounded(env, "TOLLWAY_BODY_TIMEOUT", 30, 0.1, 3600),
         max_connections=int(_bounded(env, "TOLLWAY_MAX_CONNECTIONS", 0, 0, 1_000_000)),
+        search=search_settings(env),
     )
 
 

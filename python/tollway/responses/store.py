@@ -83,8 +83,9 @@ class ResponseStore:
         previous: Optional[Stored],
     ) -> None:
         """Store ``response`` (a completed or incomplete response object) with its input ``items``."""
+        # The previous response's conversation, copied (marked: search indexes each message once).
         messages = [
-            NewMessage(m.role, m.content, m.model, m.usage, m.stop_reason, m.metadata)
+            NewMessage(m.role, m.content, m.model, m.usage, m.stop_reason, {**(m.metadata or {}), "copied": True})
             for m in (previous.messages if previous else [])
         ]
         for i, item in enumerate(items):

@@ -6,8 +6,10 @@ import time
 from importlib import resources
 from pathlib import Path
 
+import sqlite_vec
 from alembic import command
 from alembic.config import Config
+from pysqlite3 import dbapi2 as sqlite3
 from sqlalchemy import Engine, create_engine, event
 
 
@@ -16,6 +18,10 @@ def now_ms() -> int:
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    # sqlite-vec (the search index's vectors live in the same file and transactions).
+    dbapi_conn.enable_load_extension(True)
+    sqlite_vec.load(dbapi_conn)
+    dbapi_conn.enable_load_extension(False)
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
@@ -38,7 +44,9 @@ class Database:
             path = url.split("sqlite:///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.engine: Engine = create_engine(url, connect_args={"check_same_thread": False})
+            # pysqlite3 (a newer SQLite, built with loadable extensions: Python's own sqlite3
+            # here cannot load any): the same DB-API, FTS5 with secure-delete, sqlite-vec.
+            self.engine: Engine = create_engine(url, module=sqlite3, connect_args={"check_same_thread": False})
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
             self.engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)

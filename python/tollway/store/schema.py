@@ -139,3 +139,53 @@ tools = Table(
     UniqueConstraint("account_id", "name", name="uq_tools_account_name"),
     Index("ix_tools_account_seq", "account_id", "seq"),
 )
+
+
+# Search (tollway.search): what the indexer has still to do, and what it made of it.
+# Storing a message enqueues it in the same transaction (the message_stored hook); the
+# indexer turns it into chunks (text + scope), lexical entries and vectors, and
+# deletes the queue row in the transaction that writes them.
+search_queue = Table(
+    "search_queue",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("message_seq", BigInteger, ForeignKey("thread_messages.seq", ondelete="CASCADE"), nullable=False),
+    Column("thread_id", String(40), nullable=False, index=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+search_chunks = Table(
+    "search_chunks",
+    metadata,
+    # message seq x 1024 + the chunk's ordinal: the same message always gives the same
+    # ids, so an indexing pass repeated after a crash overwrites instead of adding.
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("message_id", String(40), nullable=False),
+    Column("thread_id", String(40), nullable=False),
+    Column("account_id", String(40), nullable=False),
+    # "u:<end user>" for an end user's thread, else "k:<key id>" (the key that created it).
+    Column("scope", String(210), nullable=False),
+    Column("role", String(20), nullable=False),  # user | assistant | tool
+    Column("model", String(200), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("text", Text, nullable=False),
+    Index("ix_search_chunks_scope_time", "account_id", "scope", "created_at"),
+    Index("ix_search_chunks_account_time", "account_id", "created_at"),
+    Index("ix_search_chunks_thread", "thread_id"),
+)
+
+# One row per index generation ("space"): which embedder and dimension built it, on which
+# vector backend. One is active (queries); a rebuild is "building" until it has caught up.
+search_spaces = Table(
+    "search_spaces",
+    metadata,
+    Column("space", String(20), primary_key=True),
+    Column("embedder", String(300), nullable=False),
+    Column("dim", Integer, nullable=False),
+    Column("backend", String(40), nullable=False),
+    Column("state", String(20), nullable=False),  # active | building | retired
+    # building: every chunk with an id up to this one is in the space
+    Column("built_upto", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("completed_at", BigInteger, nullable=True),
+)

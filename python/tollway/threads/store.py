@@ -303,6 +303,7 @@ class ThreadStore:
             ).first()
             if found is None:
                 return False
+            self.hooks.deleted(conn, thread_id)
             conn.execute(delete(thread_messages).where(thread_messages.c.thread_id == thread_id))
             conn.execute(delete(threads).where(threads.c.id == thread_id, threads.c.account_id == account_id))
         if self.db.is_sqlite:

@@ -1,0 +1,1 @@
+"""Search over every stored message (see README, "Search")."""

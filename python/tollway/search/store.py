@@ -1,0 +1,295 @@
+"""The search tables: the queue the message_stored hook fills, the chunks, the lexical side and the index generations.
+
+Nothing here embeds: the indexer (tollway.search.indexer) claims queued messages,
+embeds their chunks and hands them back to ``write``, which stores chunks, lexical
+entries and (when the vectors live in this database) vectors, and deletes the queue
+rows, in one transaction: a crash before it leaves the messages queued, after it
+leaves them indexed once (chunk ids are fixed by the message, so a repeat overwrites).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+from sqlalchemy import Connection, delete, func, insert, select, text, update
+
+from tollway.search.text import MAX_CHUNKS, chunks, fts5_query, searchable
+from tollway.store import Database, now_ms
+from tollway.store.schema import search_chunks, search_queue, search_spaces, thread_messages, threads
+
+
+def scope_of(end_user_id: Optional[str], key_id: str) -> str:
+    """The partition a thread's messages are searched in: its end user's, else its creating key's."""
+    return f"u:{end_user_id}" if end_user_id is not None else f"k:{key_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    id: int
+    message_id: str
+    thread_id: str
+    account_id: str
+    scope: str
+    role: str
+    model: Optional[str]
+    created_at: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A queued message, with what indexing it needs."""
+
+    queue_id: int
+    chunks: tuple[Chunk, ...]  # empty when the message has nothing searchable
+
+
+@dataclass(frozen=True, slots=True)
+class Space:
+    space: str
+    embedder: str
+    dim: int
+    backend: str
+    state: str
+    built_upto: int
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    account_id: str
+    scope: Optional[str] = None
+    thread_id: Optional[str] = None
+    role: Optional[str] = None
+    model: Optional[str] = None
+    from_ms: Optional[int] = None
+    to_ms: Optional[int] = None
+
+
+def _chunks_of(row: Any) -> tuple[Chunk, ...]:
+    found = searchable(row.role, row.content)
+    if found is None:
+        return ()
+    scope = scope_of(row.end_user_id, row.key_id)
+    base = row.seq * MAX_CHUNKS
+    return tuple(
+        Chunk(base + i, row.id, row.thread_id, row.account_id, scope, found.role, row.model, row.created_at, piece)
+        for i, piece in enumerate(chunks(found.text))
+    )
+
+
+class SearchStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # ---- hooks (inside the thread store's transactions) -------------------
+    def enqueue(self, conn: Connection, thread_id: str, messages: Sequence[Any]) -> None:
+        rows = [
+            {"message_seq": m.seq, "thread_id": thread_id, "created_at": m.created_at}
+            for m in messages
+            if not (m.metadata or {}).get("copied")  # a stored response's copy of an earlier one
+        ]
+        if rows:
+            conn.execute(insert(search_queue), rows)
+
+    def erase_thread(self, conn: Connection, thread_id: str) -> None:
+        """The thread's queue rows, chunks and lexical entries (vectors: the index's delete_thread)."""
+        conn.execute(delete(search_queue).where(search_queue.c.thread_id == thread_id))
+        if self.db.is_sqlite:
+            conn.execute(
+                text("DELETE FROM search_fts WHERE rowid IN (SELECT id FROM search_chunks WHERE thread_id = :t)"),
+                {"t": thread_id},
+            )
+        conn.execute(delete(search_chunks).where(search_chunks.c.thread_id == thread_id))
+
+    # ---- the indexer ------------------------------------------------------
+    def claim(self, limit: int) -> list[Pending]:
+        """The oldest ``limit`` queued messages (not locked: ``write`` keeps only those still queued)."""
+        m, t, q = thread_messages, threads, search_queue
+        query = (
+            select(q.c.id.label("queue_id"), m.c.seq, m.c.id, m.c.thread_id, m.c.role, m.c.content, m.c.model)
+            .add_columns(m.c.created_at, t.c.account_id, t.c.end_user_id, t.c.key_id)
+            .select_from(q.join(m, m.c.seq == q.c.message_seq).join(t, t.c.id == m.c.thread_id))
+            .order_by(q.c.id)
+            .limit(limit)
+        )
+        with self.db.engine.connect() as conn:
+            return [Pending(row.queue_id, _chunks_of(row)) for row in conn.execute(query)]
+
+    def write(self, pending: Sequence[Pending], in_transaction: Callable[[Connection, list[Chunk]], None]) -> set[int]:
+        """Store the chunks of the ``pending`` messages still queued, and dequeue them, in one
+        transaction; ``in_transaction(conn, chunks)`` adds what belongs with them (vectors kept
+        in this database). Returns the queue ids written (a message whose thread was erased
+        meanwhile is not: its queue row went with it)."""
+        ids = [p.queue_id for p in pending]
+        with self.db.engine.begin() as conn:
+            taken = {
+                r[0]
+                for r in conn.execute(
+                    delete(search_queue).where(search_queue.c.id.in_(ids)).returning(search_queue.c.id)
+                )
+            }
+            live = [c for p in pending if p.queue_id in taken for c in p.chunks]
+            self._replace_chunks(conn, live)
+            in_transaction(conn, live)
+        return taken
+
+    def _replace_chunks(self, conn: Connection, rows: list[Chunk]) -> None:
+        if not rows:
+            return
+        ids = [c.id for c in rows]
+        if self.db.is_sqlite:
+            # A repeat of the same message (after a crash) replaces its entries.
+            conn.execute(
+                text("DELETE FROM search_fts WHERE rowid IN (SELECT value FROM json_each(:ids))"), {"ids": _json(ids)}
+            )
+        conn.execute(delete(search_chunks).where(search_chunks.c.id.in_(ids)))
+        conn.execute(
+            insert(search_chunks),
+            [
+                {"id": c.id, "message_id": c.message_id, "thread_id": c.thread_id, "account_id": c.account_id,
+                 "scope": c.scope, "role": c.role, "model": c.model, "created_at": c.created_at, "text": c.text}
+                for c in rows
+            ],
+        )  # fmt: skip
+        if self.db.is_sqlite:
+            conn.execute(
+                text("INSERT INTO search_fts(rowid, text) VALUES (:id, :text)"),
+                [{"id": c.id, "text": c.text} for c in rows],
+            )
+
+    def chunks_after(self, after: int, limit: int) -> list[Chunk]:
+        """Stored chunks with an id above ``after``, in id order (what a rebuild walks)."""
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(
+                select(search_chunks).where(search_chunks.c.id > after).order_by(search_chunks.c.id).limit(limit)
+            )
+            return [_chunk(r) for r in rows]
+
+    def existing(self, conn: Connection, ids: Sequence[int]) -> set[int]:
+        if not ids:
+            return set()
+        return set(conn.execute(select(search_chunks.c.id).where(search_chunks.c.id.in_(list(ids)))).scalars())
+
+    def chunks_by_id(self, ids: Sequence[int]) -> dict[int, Chunk]:
+        if not ids:
+            return {}
+        with self.db.engine.connect() as conn:
+            return {
+                r.id: _chunk(r) for r in conn.execute(select(search_chunks).where(search_chunks.c.id.in_(list(ids))))
+            }
+
+    # ---- the lexical side -------------------------------------------------
+    def lexical(self, words: list[str], filters: Filters, k: int) -> list[int]:
+        """Chunk ids matching any of ``words``, best first, at most ``k``: the filters are in the query."""
+        if not words:
+            return []
+        where, params = _where(filters)
+        params["k"] = k
+        if self.db.is_sqlite:
+            params["q"] = fts5_query(words)
+            sql = (
+                "SELECT c.id FROM search_fts JOIN search_chunks c ON c.id = search_fts.rowid "
+                f"WHERE search_fts MATCH :q AND {where} ORDER BY bm25(search_fts), c.id DESC LIMIT :k"
+            )
+        else:
+            parts = []
+            for i, w in enumerate(words):
+                params[f"w{i}"] = w
+                parts.append(f"plainto_tsquery('english', :w{i})")
+            sql = (
+                f"SELECT c.id FROM search_chunks c, ({' || '.join(parts)}) AS q "
+                f"WHERE c.tsv @@ q AND {where} ORDER BY ts_rank_cd(c.tsv, q) DESC, c.id DESC LIMIT :k"
+            )
+        with self.db.engine.connect() as conn:
+            return [r[0] for r in conn.execute(text(sql), params)]
+
+    # ---- generations and counts ------------------------------------------
+    def spaces(self) -> list[Space]:
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(
+                select(search_spaces).where(search_spaces.c.state != "retired").order_by(search_spaces.c.created_at)
+            )
+            return [Space(r.space, r.embedder, r.dim, r.backend, r.state, r.built_upto) for r in rows]
+
+    def add_space(self, embedder: str, dim: int, backend: str, state: str) -> Space:
+        with self.db.engine.begin() as conn:
+            n = conn.execute(select(func.count()).select_from(search_spaces)).scalar_one()
+            space = Space(f"g{n + 1}", embedder, dim, backend, state, 0)
+            conn.execute(
+                insert(search_spaces).values(
+                    space=space.space, embedder=embedder, dim=dim, backend=backend, state=state, built_upto=0,
+                    created_at=now_ms(), completed_at=now_ms() if state == "active" else None,
+                )
+            )  # fmt: skip
+            if state == "building":  # one rebuild at a time: a newer request replaces an older one
+                conn.execute(
+                    update(search_spaces)
+                    .where(search_spaces.c.state == "building", search_spaces.c.space != space.space)
+                    .values(state="retired")
+                )
+        return space
+
+    def advance(self, space: str, built_upto: int, conn: Optional[Connection] = None) -> None:
+        stmt = update(search_spaces).where(search_spaces.c.space == space).values(built_upto=built_upto)
+        if conn is not None:
+            conn.execute(stmt)
+            return
+        with self.db.engine.begin() as c:
+            c.execute(stmt)
+
+    def promote(self, space: str) -> None:
+        """The rebuilt ``space`` becomes the one queries use; the previous active one is retired."""
+        with self.db.engine.begin() as conn:
+            conn.execute(update(search_spaces).where(search_spaces.c.state == "active").values(state="retired"))
+            conn.execute(
+                update(search_spaces)
+                .where(search_spaces.c.space == space)
+                .values(state="active", completed_at=now_ms())
+            )
+
+    def counts(self, account_id: Optional[str] = None) -> dict[str, int]:
+        q, c, m, t = search_queue, search_chunks, thread_messages, threads
+        with self.db.engine.connect() as conn:
+            backlog = select(func.count()).select_from(q)
+            chunk_count = select(func.count()).select_from(c)
+            message_count = select(func.count(func.distinct(c.c.message_id))).select_from(c)
+            if account_id is not None:
+                backlog = (
+                    backlog.join(m, m.c.seq == q.c.message_seq)
+                    .join(t, t.c.id == m.c.thread_id)
+                    .where(t.c.account_id == account_id)
+                )
+                chunk_count = chunk_count.where(c.c.account_id == account_id)
+                message_count = message_count.where(c.c.account_id == account_id)
+            return {
+                "backlog": conn.execute(backlog).scalar_one(),
+                "chunks": conn.execute(chunk_count).scalar_one(),
+                "messages": conn.execute(message_count).scalar_one(),
+                "max_chunk_id": conn.execute(select(func.coalesce(func.max(c.c.id), 0))).scalar_one(),
+            }
+
+
+def _json(ids: list[int]) -> str:
+    return "[" + ",".join(str(int(i)) for i in ids) + "]"
+
+
+def _chunk(r: Any) -> Chunk:
+    return Chunk(r.id, r.message_id, r.thread_id, r.account_id, r.scope, r.role, r.model, r.created_at, r.text)
+
+
+def _where(f: Filters) -> tuple[str, dict[str, Any]]:
+    clauses = ["c.account_id = :account_id"]
+    params: dict[str, Any] = {"account_id": f.account_id}
+    for name, op in (("scope", "="), ("thread_id", "="), ("role", "="), ("model", "=")):
+        value = getattr(f, name)
+        if value is not None:
+            clauses.append(f"c.{name} {op} :{name}")
+            params[name] = value
+    if f.from_ms is not None:
+        clauses.append("c.created_at >= :from_ms")
+        params["from_ms"] = f.from_ms
+    if f.to_ms is not None:
+        clauses.append("c.created_at < :to_ms")
+        params["to_ms"] = f.to_ms
+    return " AND ".join(clauses), params
