@@ -1,0 +1,1 @@
+"""Semantic search over stored conversations: embedders, the vector index and its queries."""
