@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 from tollway.hooks import Hooks
 from tollway.http.core import App, Handler
@@ -36,6 +36,10 @@ class Capability:
     routes: Routes = field(default_factory=Routes)
     hooks: Hooks = field(default_factory=Hooks)
     provides: dict[str, Any] = field(default_factory=dict)
+    # Run after the gateway has started (database migrated, journal replayed), and
+    # before it stops (in reverse order, before the database is closed).
+    on_startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
 Factory = Callable[..., Capability]
@@ -56,5 +60,7 @@ def assemble(app: App, hooks: Hooks, services: dict[str, Any], factories: Iterab
         for method, path, handler in capability.routes.items:
             app.router.add(method, path, handler)
         hooks.extend(capability.hooks)
+        app.on_startup.extend(capability.on_startup)
+        app.on_shutdown.extend(capability.on_shutdown)  # App.shutdown runs them in reverse: before the gateway's own
         services.update(capability.provides)
     return services

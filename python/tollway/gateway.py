@@ -35,6 +35,7 @@ from tollway.proxy import extras as proxy_extras
 from tollway.proxy import routes as proxy_routes
 from tollway.proxy.spin import SpinWait
 from tollway.responses import routes as response_routes
+from tollway.search import routes as search_routes
 from tollway.store import Database, now_ms
 from tollway.threads import ThreadStore
 from tollway.threads import routes as thread_routes
@@ -104,6 +105,7 @@ CAPABILITIES = [
     response_routes.capability,
     thread_routes.capability,  # provides turns
     tool_routes.capability,
+    search_routes.capability,  # provides search
     openapi.capability,
 ]
 

@@ -197,6 +197,17 @@ class KeyStore:
             rows = conn.execute(query).all()
         return [_row_to_key(r) for r in rows[:limit]], len(rows) > limit
 
+    def first_admin(self, account_id: str) -> Optional[ApiKey]:
+        """The account's oldest unrevoked admin key (what work the gateway does for the account is metered to)."""
+        with self.db.engine.connect() as conn:
+            row = conn.execute(
+                select(api_keys)
+                .where(api_keys.c.account_id == account_id, api_keys.c.scope == "admin", api_keys.c.revoked_at.is_(None))
+                .order_by(api_keys.c.created_at, api_keys.c.id)
+                .limit(1)
+            ).first()
+        return _row_to_key(row) if row else None
+
     def all_active(self) -> list[tuple[ApiKey, str]]:
         """Every unrevoked key with its secret hash (to warm the cache at start)."""
         with self.db.engine.connect() as conn:

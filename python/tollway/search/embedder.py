@@ -185,7 +185,11 @@ class LocalEmbedder:
     def _run(self, batch: list[str]) -> np.ndarray:
         # on the worker thread only
         model = self._ensure_loaded()
-        vectors = np.stack(list(model.embed(batch, batch_size=len(batch))))
+        # The model pads each of its batches to its longest text: similar lengths together.
+        order = sorted(range(len(batch)), key=lambda i: len(batch[i]))
+        ordered = np.stack(list(model.embed([batch[i] for i in order], batch_size=8)))
+        vectors = np.empty_like(ordered)
+        vectors[order] = ordered
         if vectors.shape != (len(batch), self.dim):
             raise EmbedderError(f"the model answered shape {vectors.shape}, expected {(len(batch), self.dim)}")
         return _normalise(vectors)

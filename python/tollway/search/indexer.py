@@ -97,9 +97,22 @@ class Indexer:
                 except asyncio.TimeoutError:
                     pass
 
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def _spaces_in(self) -> list[Space]:
+        with self.store.db.engine.connect() as conn:
+            return self.store.spaces_in(conn)
+
     async def step(self) -> bool:
         """One batch of queued messages, else one batch of a rebuild; False when there was nothing to do."""
-        spaces = await asyncio.to_thread(self.store.spaces)
+        every = await asyncio.to_thread(self._spaces_in)
+        for old in every:
+            if old.state == "retired":  # replaced: its vectors go
+                await asyncio.to_thread(self.index.drop, old.space)
+                await asyncio.to_thread(self.store.mark_dropped, old.space)
+        spaces = [s for s in every if s.state in ("active", "building")]
         if not spaces:
             return False
         pending = await asyncio.to_thread(self.store.claim, self.batch)
@@ -141,10 +154,7 @@ class Indexer:
     async def _rebuild(self, space: Space, spaces: list[Space]) -> bool:
         chunks = await asyncio.to_thread(self.store.chunks_after, space.built_upto, self.batch)
         if not chunks:
-            await asyncio.to_thread(self.store.promote, space.space)
-            for old in spaces:
-                if old.state == "active" and old.space != space.space:
-                    await asyncio.to_thread(self.index.drop, old.space)
+            await asyncio.to_thread(self.store.promote, space.space)  # the old one is dropped next step
             log.info("search: generation %s (%s) is complete and now serves queries", space.space, space.embedder)
             return True
         vectors = await self._vectors(space, chunks)
