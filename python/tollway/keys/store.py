@@ -202,7 +202,9 @@ class KeyStore:
         with self.db.engine.connect() as conn:
             row = conn.execute(
                 select(api_keys)
-                .where(api_keys.c.account_id == account_id, api_keys.c.scope == "admin", api_keys.c.revoked_at.is_(None))
+                .where(
+                    api_keys.c.account_id == account_id, api_keys.c.scope == "admin", api_keys.c.revoked_at.is_(None)
+                )
                 .order_by(api_keys.c.created_at, api_keys.c.id)
                 .limit(1)
             ).first()

@@ -129,7 +129,7 @@ class Indexer:
             by_account.setdefault(c.account_id, []).append(c)
         for account_id, group in by_account.items():
             vectors = await self.embed(space, account_id, [c.text for c in group])
-            out.update((c.id, v) for c, v in zip(group, vectors))
+            out.update((c.id, v) for c, v in zip(group, vectors, strict=True))
         return out
 
     async def _index(self, spaces: list[Space], pending: list[Pending]) -> None:

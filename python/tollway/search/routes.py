@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tollway.capabilities import Capability, Routes
+from tollway.capabilities import Capability
 from tollway.config import Settings
 from tollway.http.core import HTTPError, Request, Response, json_response
 from tollway.http.params import page_limit
@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from tollway.proxy.handler import Proxy
 
 
-def capability(*, auth: Authenticator, settings: Settings, db: Database, store: "KeyStore", proxy: "Proxy") -> Capability:
+def capability(
+    *, auth: Authenticator, settings: Settings, db: Database, store: "KeyStore", proxy: "Proxy"
+) -> Capability:
     """Provides ``search`` (None when TOLLWAY_SEARCH=off: no routes, no hooks, nothing queued)."""
     cap = Capability()
     if not settings.search.enabled:

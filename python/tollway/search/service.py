@@ -188,7 +188,9 @@ class Search:
         account = await asyncio.to_thread(self.keys.first_account)
         key = await asyncio.to_thread(self.keys.first_admin, account) if account else None
         if key is None:
-            raise EmbedderError("a provider embedder's dimension: set TOLLWAY_SEARCH_EMBEDDING_DIM or mint an admin key")
+            raise EmbedderError(
+                "a provider embedder's dimension: set TOLLWAY_SEARCH_EMBEDDING_DIM or mint an admin key"
+            )
         return (await self._embedder(embedder_id, key).embed(["dimension probe"])).shape[1]
 
     async def stop(self) -> None:
@@ -217,9 +219,15 @@ class Search:
             self._loop.call_soon_threadsafe(self.indexer.wake.set)
 
     def on_deleted(self, conn: Connection, thread_id: str) -> None:
+        spaces = self.store.spaces_in(conn)
+        if self.in_store:  # by id: a vec0 delete by thread_id would scan the whole table
+            ids = self.store.thread_chunk_ids(conn, thread_id)
+            for s in spaces:
+                self.index.delete_chunks(s.space, ids, conn)
+        else:  # also what a batch in flight wrote for it before its chunks were stored
+            for s in spaces:
+                self.index.delete_thread(s.space, thread_id)
         self.store.erase_thread(conn, thread_id)
-        for s in self.store.spaces_in(conn):
-            self.index.delete_thread(s.space, thread_id, conn if self.in_store else None)
 
     # ---- the query ------------------------------------------------------------
     def _filters(self, key: "ApiKey", query: dict[str, str]) -> Filters:
@@ -233,7 +241,13 @@ class Search:
             raise HTTPError(400, "'role' must be one of user, assistant, tool", param="role")
         from_ms, to_ms = _ms(query, "from_ms"), _ms(query, "to_ms")
         return Filters(
-            key.account_id, scope, _text_param(query, "thread_id", 40), role, _text_param(query, "model"), from_ms, to_ms
+            key.account_id,
+            scope,
+            _text_param(query, "thread_id", 40),
+            role,
+            _text_param(query, "model"),
+            from_ms,
+            to_ms,
         )
 
     async def query(self, key: "ApiKey", query: dict[str, str], limit: int) -> dict[str, Any]:

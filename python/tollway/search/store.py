@@ -206,11 +206,25 @@ class SearchStore:
 
     # ---- generations and counts ------------------------------------------
     def spaces(self) -> list[Space]:
+        """The generations in use (active, building)."""
         with self.db.engine.connect() as conn:
-            rows = conn.execute(
-                select(search_spaces).where(search_spaces.c.state != "retired").order_by(search_spaces.c.created_at)
-            )
-            return [Space(r.space, r.embedder, r.dim, r.backend, r.state, r.built_upto) for r in rows]
+            return [s for s in self.spaces_in(conn) if s.state in ("active", "building")]
+
+    def spaces_in(self, conn: Connection) -> list[Space]:
+        """Every generation whose vectors may still exist (all but the dropped ones), oldest first."""
+        rows = conn.execute(
+            select(search_spaces)
+            .where(search_spaces.c.state != "dropped")
+            .order_by(search_spaces.c.created_at, search_spaces.c.space)
+        )
+        return [Space(r.space, r.embedder, r.dim, r.backend, r.state, r.built_upto) for r in rows]
+
+    def thread_chunk_ids(self, conn: Connection, thread_id: str) -> list[int]:
+        return list(conn.execute(select(search_chunks.c.id).where(search_chunks.c.thread_id == thread_id)).scalars())
+
+    def mark_dropped(self, space: str) -> None:
+        with self.db.engine.begin() as conn:
+            conn.execute(update(search_spaces).where(search_spaces.c.space == space).values(state="dropped"))
 
     def add_space(self, embedder: str, dim: int, backend: str, state: str) -> Space:
         with self.db.engine.begin() as conn:
