@@ -1,4 +1,4 @@
-"""``tollway serve``, ``tollway init`` and ``tollway compact``."""
+"""``tollway serve``, ``tollway init``, ``tollway compact`` and ``tollway search``."""
 
 from __future__ import annotations
 
@@ -63,6 +63,30 @@ def cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
     with _key_store(settings) as store:
         ThreadStore(store.db).compact()
     print("Compacted the thread tables: no deleted thread's text remains in their files.")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    """``tollway search reindex`` / ``status``: the index generations, and a rebuild in the background."""
+    from tollway.search.service import request_rebuild
+    from tollway.search.store import SearchStore
+
+    with _key_store(settings) as store:
+        search = SearchStore(store.db)
+        if args.action == "reindex":
+            space = request_rebuild(search, settings.search)
+            print(
+                f"Generation {space.space} ({space.embedder}, {space.dim} dimensions, {space.backend}) will be built "
+                "by the running gateway (or at its next start); queries use the current one until it is complete."
+            )
+            return 0
+        counts = search.counts()
+        for s in search.spaces():
+            extra = f", built up to chunk {s.built_upto} of {counts['max_chunk_id']}" if s.state == "building" else ""
+            print(f"{s.space}: {s.state}, {s.embedder}, {s.dim} dimensions, {s.backend}{extra}")
+        print(
+            f"backlog: {counts['backlog']} messages; indexed: {counts['messages']} messages in {counts['chunks']} chunks"
+        )
     return 0
 
 
@@ -191,6 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="rewrite the thread tables so deleted threads leave no bytes in the files (PostgreSQL: VACUUM FULL, locks them)",
     )
     compact.set_defaults(func=cmd_compact)
+
+    search = sub.add_parser("search", help="the search index: its status, or a rebuild (reindex)")
+    search.add_argument(
+        "action",
+        choices=["status", "reindex"],
+        help="reindex: embed every stored message again (after changing TOLLWAY_SEARCH_EMBEDDER), in the background",
+    )
+    search.set_defaults(func=cmd_search)
     return parser
 
 

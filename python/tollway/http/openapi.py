@@ -35,6 +35,7 @@ class Op:
     body: Optional[str] = None  # request schema name
     body_required: bool = True
     query: dict[str, Schema] = field(default_factory=dict)
+    required_query: tuple[str, ...] = ()
     tag: str = "management"
     shape: str = "openai"  # error body: "openai" or "anthropic"
     provider: bool = False  # the provider's own status and error pass through (4XX/5XX)
@@ -122,6 +123,25 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "A page of a thread's messages", {200: "ThreadMessageList"}, (*_AUTH, 400, 404), tag="threads",
         query={"order": {"enum": ["asc", "desc"], "default": "asc"}, "limit": _limit(30, 100), "before": _CURSOR, "after": _CURSOR},
     ),
+    # ---- search
+    ("GET", "/v1/search"): Op(
+        "Search the stored messages the key may see (hybrid: vectors and words), best first",
+        {200: "SearchResults"}, (*_AUTH, 400, 502), tag="search",
+        query={
+            "q": {"type": "string", "minLength": 1, "maxLength": 2000, "pattern": _NO_NUL},
+            "end_user_id": {"type": "string", "maxLength": 200, "pattern": _NO_NUL, "description": "admin keys only"},
+            "thread_id": {"type": "string", "maxLength": 40, "pattern": _NO_NUL},
+            "role": {"enum": ["user", "assistant", "tool"]},
+            "model": {"type": "string", "maxLength": 200, "pattern": _NO_NUL},
+            "from_ms": _TIME, "to_ms": _TIME, "limit": _limit(10, 100),
+            "after": {"type": "string", "pattern": _NO_NUL, "description": "the 'next' of the previous page"},
+        },
+        required_query=("q",),
+    ),
+    ("GET", "/v1/search/status"): Op(
+        "The search index: backlog, what is indexed, the embedder and index in use, a rebuild's progress",
+        {200: "SearchStatus"}, _ADMIN, tag="search",
+    ),
     ("GET", "/v1/threads/{thread_id}/export"): Op("A thread and all its messages", {200: "ThreadExport"}, (*_AUTH, 404), tag="threads"),
     # ---- tools
     ("POST", "/v1/tools"): Op(
@@ -149,6 +169,7 @@ _REASONS = {
     408: "The request body stalled longer than TOLLWAY_BODY_TIMEOUT",
     409: "Conflict (a tool name taken; another turn of the thread in progress)",
     413: "The body is larger than the configured limit",
+    502: "A service the gateway depends on failed (the search embedder's provider)",
     "4XX": "The provider's own client error, passed through",
     "5XX": "The provider's own error (passed through), or 502/504: the provider unreachable or timed out",
 }
@@ -190,7 +211,10 @@ def _operation(method: str, path: str, op: Op) -> dict[str, Any]:
          "schema": {"type": "string", "minLength": 1, "pattern": "^[^\\x00]+$" if name in _SLASHED else "^[^\\x00/]+$"}}
         for name in _path_params(path)
     ]  # fmt: skip
-    params += [{"name": name, "in": "query", "required": False, "schema": schema} for name, schema in op.query.items()]
+    params += [
+        {"name": name, "in": "query", "required": name in op.required_query, "schema": schema}
+        for name, schema in op.query.items()
+    ]
     if params:
         out["parameters"] = params
     if op.body is not None:

@@ -479,4 +479,11 @@ RESOURCES: dict[str, Schema] = {
     ),
 }
 
-SCHEMAS: dict[str, Schema] = {**ERRORS, **REQUESTS, **RESOURCES}
+
+def _all() -> dict[str, Schema]:
+    from tollway.search.openapi import SEARCH_SCHEMAS  # (it uses the helpers above)
+
+    return {**ERRORS, **REQUESTS, **RESOURCES, **SEARCH_SCHEMAS}
+
+
+SCHEMAS: dict[str, Schema] = _all()

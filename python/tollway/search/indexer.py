@@ -62,6 +62,7 @@ class Indexer:
         self.failures = 0
         self._task: Optional[asyncio.Task[None]] = None
         self._stopping = False
+        self._ensured: set[str] = set()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="tollway-search-indexer")
@@ -115,6 +116,10 @@ class Indexer:
         spaces = [s for s in every if s.state in ("active", "building")]
         if not spaces:
             return False
+        for s in spaces:
+            if s.space not in self._ensured:  # e.g. a rebuild `tollway search reindex` asked for
+                await asyncio.to_thread(self.index.ensure, s.space, s.dim)
+                self._ensured.add(s.space)
         pending = await asyncio.to_thread(self.store.claim, self.batch)
         if pending:
             await self._index(spaces, pending)

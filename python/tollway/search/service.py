@@ -53,6 +53,24 @@ def make_index(cfg: SearchSettings, db: Database, data_dir: Path) -> tuple[Vecto
     return SqliteVecIndex(sqlite_engine(data_dir / "search-vectors.db")), False
 
 
+def configured_embedder(cfg: SearchSettings) -> str:
+    return LocalEmbedder.id if cfg.embedder == "local" else PROVIDER_PREFIX + cfg.embedder
+
+
+def request_rebuild(store: SearchStore, cfg: SearchSettings) -> Space:
+    """A new generation for the configured embedder and index, built in the background by the
+    running gateway (``tollway search reindex``); queries use the current one until it is done."""
+    wanted = configured_embedder(cfg)
+    dim = LocalEmbedder.dim if wanted == LocalEmbedder.id else cfg.dim
+    if dim is None:
+        current = next((s for s in store.spaces() if s.embedder == wanted), None)
+        if current is None:
+            raise EmbedderError("set TOLLWAY_SEARCH_EMBEDDING_DIM for a provider embedder's first rebuild")
+        dim = current.dim
+    state = "building" if any(s.state == "active" for s in store.spaces()) else "active"
+    return store.add_space(wanted, dim, cfg.backend, state)
+
+
 def _cursor(offset: int) -> str:
     return "srch_" + base64.urlsafe_b64encode(str(offset).encode()).decode().rstrip("=")
 
@@ -115,7 +133,7 @@ class Search:
 
     # ---- embedders --------------------------------------------------------
     def configured_embedder(self) -> str:
-        return self.local.id if self.cfg.embedder == "local" else PROVIDER_PREFIX + self.cfg.embedder
+        return configured_embedder(self.cfg)
 
     def _embedder(self, embedder_id: str, key: "ApiKey") -> Embedder:
         if embedder_id == self.local.id:
@@ -202,15 +220,7 @@ class Search:
             await asyncio.to_thread(self.index.close)
 
     def reindex(self) -> Space:
-        """Start a rebuild of the configured embedder's generation (``tollway search reindex``)."""
-        wanted = self.configured_embedder()
-        dim = self.local.dim if wanted == self.local.id else self.cfg.dim
-        if dim is None:
-            current = next((s for s in self.store.spaces() if s.embedder == wanted), None)
-            if current is None:
-                raise EmbedderError("set TOLLWAY_SEARCH_EMBEDDING_DIM for a provider embedder's first rebuild")
-            dim = current.dim
-        return self.store.add_space(wanted, dim, self.cfg.backend, "building")
+        return request_rebuild(self.store, self.cfg)
 
     # ---- hooks -------------------------------------------------------------
     def on_stored(self, conn: Connection, thread_id: str, messages: Any) -> None:
