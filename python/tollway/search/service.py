@@ -13,6 +13,7 @@ import asyncio
 import base64
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -44,6 +45,8 @@ PROVIDER_PREFIX = "provider:"
 def make_index(cfg: SearchSettings, db: Database, data_dir: Path) -> tuple[VectorIndex, bool]:
     """The configured vector index, and whether its vectors live in the store's own database."""
     if cfg.backend == "qdrant":
+        if not cfg.qdrant_url:
+            raise EmbedderError("TOLLWAY_QDRANT_URL is not set")
         from tollway.search.vectors_qdrant import QdrantIndex, qdrant_from_url
 
         return QdrantIndex(qdrant_from_url(cfg.qdrant_url or "")), False
@@ -67,8 +70,14 @@ def request_rebuild(store: SearchStore, cfg: SearchSettings) -> Space:
         if current is None:
             raise EmbedderError("set TOLLWAY_SEARCH_EMBEDDING_DIM for a provider embedder's first rebuild")
         dim = current.dim
-    state = "building" if any(s.state == "active" for s in store.spaces()) else "active"
-    return store.add_space(wanted, dim, cfg.backend, state)
+    return store.add_space(wanted, dim, cfg.backend, _new_space_state(store, store.spaces()))
+
+
+def _new_space_state(store: SearchStore, spaces: list[Space]) -> str:
+    """A new generation is built from the stored chunks ("building") unless there are none yet."""
+    if any(s.state == "active" for s in spaces) or store.counts()["max_chunk_id"] > 0:
+        return "building"
+    return "active"
 
 
 def _cursor(offset: int) -> str:
@@ -123,6 +132,7 @@ class Search:
         self.db = db
         self.keys = keys
         self.proxy = proxy
+        self.data_dir = data_dir
         self.store = SearchStore(db)
         self.index, self.in_store = make_index(cfg, db, data_dir)
         self.local = LocalEmbedder(data_dir / "models" / "all-MiniLM-L6-v2-int8", threads=cfg.threads)
@@ -186,17 +196,40 @@ class Search:
     async def _ensure_spaces(self) -> None:
         spaces = await asyncio.to_thread(self.store.spaces)
         wanted, backend = self.configured_embedder(), self.cfg.backend
+        for s in spaces:
+            if s.backend != backend:  # the index was switched: the old one's vectors go (erasure)
+                await asyncio.to_thread(self._drop_elsewhere, s)
+        spaces = [s for s in spaces if s.backend == backend]
+        active = next((s for s in spaces if s.state == "active"), None)
+        if active is not None and active.embedder == wanted:  # a rebuild to another embedder was given up
+            for s in spaces:
+                if s.state == "building" and s.embedder != wanted:
+                    await asyncio.to_thread(self.store.retire, s.space)
+            spaces = [s for s in spaces if s.state == "active" or s.embedder == wanted]
         if any(s.embedder == wanted and s.backend == backend for s in spaces):
             for s in spaces:
                 await asyncio.to_thread(self.index.ensure, s.space, s.dim)
             return
         dim = await self._dimension(wanted)
-        state = "building" if any(s.state == "active" for s in spaces) else "active"
+        state = await asyncio.to_thread(_new_space_state, self.store, spaces)
         space = await asyncio.to_thread(self.store.add_space, wanted, dim, backend, state)
         await asyncio.to_thread(self.index.ensure, space.space, dim)
         for s in spaces:
             await asyncio.to_thread(self.index.ensure, s.space, s.dim)
         log.info("search: generation %s (%s, %d dimensions, %s) %s", space.space, wanted, dim, backend, state)
+
+    def _drop_elsewhere(self, space: Space) -> None:
+        try:
+            other, _ = make_index(replace(self.cfg, backend=space.backend), self.db, self.data_dir)
+        except Exception as exc:  # e.g. Qdrant no longer configured
+            log.warning(
+                "search: cannot reach the %s index of generation %s to drop it: %s", space.backend, space.space, exc
+            )
+        else:
+            other.drop(space.space)
+            if other is not self.index and not (isinstance(other, SqliteVecIndex) and other.engine is self.db.engine):
+                other.close()
+        self.store.mark_dropped(space.space)
 
     async def _dimension(self, embedder_id: str) -> int:
         if embedder_id == self.local.id:

@@ -222,6 +222,11 @@ class SearchStore:
     def thread_chunk_ids(self, conn: Connection, thread_id: str) -> list[int]:
         return list(conn.execute(select(search_chunks.c.id).where(search_chunks.c.thread_id == thread_id)).scalars())
 
+    def retire(self, space: str) -> None:
+        """The generation is no longer wanted (the indexer drops its vectors)."""
+        with self.db.engine.begin() as conn:
+            conn.execute(update(search_spaces).where(search_spaces.c.space == space).values(state="retired"))
+
     def mark_dropped(self, space: str) -> None:
         with self.db.engine.begin() as conn:
             conn.execute(update(search_spaces).where(search_spaces.c.space == space).values(state="dropped"))
