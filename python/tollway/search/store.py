@@ -198,8 +198,9 @@ class SearchStore:
                 params[f"w{i}"] = w
                 parts.append(f"plainto_tsquery('english', :w{i})")
             sql = (
-                f"SELECT c.id FROM search_chunks c, ({' || '.join(parts)}) AS q "
-                f"WHERE c.tsv @@ q AND {where} ORDER BY ts_rank_cd(c.tsv, q) DESC, c.id DESC LIMIT :k"
+                f"WITH q AS (SELECT {' || '.join(parts)} AS query) "
+                f"SELECT c.id FROM search_chunks c, q WHERE c.tsv @@ q.query AND {where} "
+                "ORDER BY ts_rank_cd(c.tsv, q.query) DESC, c.id DESC LIMIT :k"
             )
         with self.db.engine.connect() as conn:
             return [r[0] for r in conn.execute(text(sql), params)]
