@@ -140,6 +140,7 @@ class Gateway:
         self.app.authenticate = self.auth.authenticate
         self.app.error_mappers.append(bad_input_error)
         services = assemble(self.app, self.hooks, self._services(), CAPABILITIES)
+        self.app.on_shutdown.append(self.drain)
         self.calls = Calls(self.auth, services["proxy"], services["turns"])
 
     def _services(self) -> dict[str, Any]:
@@ -207,13 +208,17 @@ class Gateway:
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
 
-    async def shutdown(self) -> None:
-        """Drain: wait (bounded) for requests and streams in flight, then flush usage."""
+    async def drain(self) -> None:
+        """Wait (bounded) for requests and streams in flight. The first of the shutdown hooks
+        (App.shutdown runs them in reverse): then the capabilities stop, then ``shutdown``."""
         deadline = time.monotonic() + self.settings.drain_timeout
         while self.in_flight() > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         if self.in_flight() > 0:
             log.warning("shutting down with %d requests still in flight", self.in_flight())
+
+    async def shutdown(self) -> None:
+        """Flush usage and close the database (after the drain and the capabilities' own stops)."""
         await self.dispatcher.aclose()
         await asyncio.to_thread(self.background.close)
         await asyncio.to_thread(self.writer.close, self.settings.drain_timeout)

@@ -262,12 +262,17 @@ class Search:
             self._loop.call_soon_threadsafe(self.indexer.wake.set)
 
     def on_deleted(self, conn: Connection, thread_id: str) -> None:
+        # Vectors a batch in flight wrote for this thread before its chunks were stored are
+        # removed by that batch (Indexer._index): its queue rows go here.
         spaces = self.store.spaces_in(conn)
-        if self.in_store:  # by id: a vec0 delete by thread_id would scan the whole table
+        if isinstance(self.index, SqliteVecIndex):  # by id: a vec0 delete by thread_id scans the whole table
             ids = self.store.thread_chunk_ids(conn, thread_id)
             for s in spaces:
-                self.index.delete_chunks(s.space, ids, conn)
-        else:  # also what a batch in flight wrote for it before its chunks were stored
+                self.index.delete_chunks(s.space, ids, conn if self.in_store else None)
+            if not self.in_store and ids:  # the vector file beside PostgreSQL: out of its WAL too
+                with self.index.engine.connect() as own:
+                    own.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        else:
             for s in spaces:
                 self.index.delete_thread(s.space, thread_id)
         self.store.erase_thread(conn, thread_id)
