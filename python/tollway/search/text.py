@@ -19,6 +19,11 @@ MAX_CHUNKS = 1024  # chunk ids are message seq x 1024 + ordinal; text past them 
 SNIPPET_CHARS = 240
 MAX_QUERY_TERMS = 32
 
+# Not worth marking in a snippet (they still count in the lexical ranking, weighted down by it).
+_STOP = frozenset(
+    "a an and are as at be but by did do does for from had has have how i in is it its me my of on or our so "
+    "that the their them they this to was we were what when where which who why will with you your".split()
+)
 _TERM = re.compile(r"\w+(?:[-./:#]\w+)*", re.UNICODE)
 _BREAKS = re.compile(r"(?<=[.!?\n])\s+")
 
@@ -106,6 +111,7 @@ def highlight(text: str, words: list[str], width: int = SNIPPET_CHARS) -> tuple[
     """The window of ``text`` (at most ``width`` characters) with the most query terms, and
     where they are in it: ``[{"start", "end"}]`` (character offsets into the snippet)."""
     spans: list[tuple[int, int]] = []
+    words = [w for w in words if w not in _STOP]
     if words:
         rx = re.compile(
             r"(?<!\w)(?:" + "|".join(_pattern(w) for w in sorted(words, key=len, reverse=True)) + r")(?!\w)",
