@@ -441,6 +441,8 @@ def test_bad_turns_get_clear_errors(gateway: Gateway, fake) -> None:
         ({"model": "test-claude"}, "content"),
         ({"model": "test-claude", "content": []}, "content"),
         ({"model": "test-claude", "content": [{"type": "video"}]}, "content"),
+        ({"model": "test-claude", "content": [{"type": {"a": 1}}]}, "content"),  # schemathesis: was a 500
+        ({"model": "test-gpt", "content": [{"type": ["text"], "text": "x"}]}, "content"),
         ({"model": "test-claude", "content": "x", "max_tokens": 0}, "max_tokens"),
         ({"content": "x"}, "model"),
         ({"model": "test-claude", "content": "x", "bogus": 1}, "bogus"),

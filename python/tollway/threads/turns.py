@@ -65,7 +65,7 @@ def user_content(value: Any) -> list[dict[str, Any]]:
         raise HTTPError(400, "'content' must be a string or a non-empty list of content blocks", param="content")
     for i, block in enumerate(value):
         kind = block.get("type") if isinstance(block, dict) else None
-        if kind not in _USER_BLOCKS:
+        if not isinstance(kind, str) or kind not in _USER_BLOCKS:
             raise HTTPError(
                 400, f"content[{i}] must be a block of type {', '.join(sorted(_USER_BLOCKS))}", param="content"
             )

@@ -124,7 +124,7 @@ def _user_messages(content: Any, param: str) -> list[dict[str, Any]]:
             message, images = _tool_result(block, f"{param}[{i}]")
             tool_messages.append(message)
             tool_images.extend(images)
-        elif block.get("type") not in _DROPPED_BLOCKS:
+        elif not (isinstance(block.get("type"), str) and block["type"] in _DROPPED_BLOCKS):
             parts.append(_user_part(block, f"{param}[{i}]"))
     parts = tool_images + parts
     out = tool_messages
@@ -157,7 +157,7 @@ def _assistant_message(content: Any, param: str) -> dict[str, Any]:
                     },
                 }
             )
-        elif kind not in _DROPPED_BLOCKS:
+        elif not isinstance(kind, str) or kind not in _DROPPED_BLOCKS:
             raise TranslationError(
                 f"assistant content block type {kind!r} cannot be sent to this model", f"{param}[{i}].type"
             )
