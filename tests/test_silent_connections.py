@@ -231,8 +231,8 @@ def flood_gateway(request, fake, fresh_database) -> Iterator[Gateway]:
 
 ROBYN_NO_CONNECTION_LIMIT = (
     "Robyn 0.88 (actix) takes connections up to the fd limit, then retries accept every 500 ms on EMFILE; "
-    "the guard sheds the silent ones, but when the flood connects within a second a new client still waited "
-    "over 5 s in 2 of 4 rounds (README, Robyn limits)"
+    "the guard sheds the silent ones, but a new client's request still timed out (5 s) in 2 of 10 rounds "
+    "(README, Robyn limits)"
 )
 
 
