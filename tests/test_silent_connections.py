@@ -229,17 +229,8 @@ def flood_gateway(request, fake, fresh_database) -> Iterator[Gateway]:
     yield from _gateway(fake, fresh_database, request.param, TOLLWAY_HEADER_TIMEOUT="60")
 
 
-ROBYN_NO_CONNECTION_LIMIT = (
-    "Robyn 0.88 (actix) takes connections up to the fd limit, then retries accept every 500 ms on EMFILE; "
-    "the guard sheds the silent ones, but a new client's request still timed out (5 s) in 2 of 10 rounds "
-    "(README, Robyn limits)"
-)
-
-
 def test_twenty_thousand_silent_connections_do_not_stop_a_normal_client(flood_gateway: Gateway):
     gw = flood_gateway
-    if gw.server == "robyn":
-        pytest.skip(ROBYN_NO_CONNECTION_LIMIT)
     _, key = gw.mint(max_spend_usd=10)
     before = _normal_latency(gw, key)
     ctx = multiprocessing.get_context("fork")
