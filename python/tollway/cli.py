@@ -109,7 +109,7 @@ def _serve_robyn_child(args: argparse.Namespace, settings: Settings) -> int:
         print(f"tollway: {exc}", file=sys.stderr)
         return 1
     print(f"Tollway listening on http://{args.host}:{args.port} (robyn)", flush=True)
-    serve_robyn(Gateway(settings, owner=owner).app, args.host, args.port)
+    serve_robyn(Gateway(settings, owner=owner).app, args.host, args.port, settings.header_timeout)
     return 0
 
 

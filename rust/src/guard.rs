@@ -66,17 +66,50 @@ fn tcp_info(fd: i32) -> Option<Info> {
     Some(Info { state: buf[0], last_data_recv_ms: u32_at(OFF_LAST_DATA_RECV), bytes_received: u64_at(OFF_BYTES_RECEIVED) })
 }
 
-/// The sockets of this process bound to `port`: (fd, info).
-fn sockets_on(port: u16) -> Vec<(i32, Info)> {
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-        return Vec::new();
-    };
+/// `/proc/self/fd`, opened once and re-read with `rewinddir`: at the fd limit (where
+/// a flood of connections puts a server that does not stop accepting before it, as
+/// actix does) opening it again fails with EMFILE, and a guard that needs a new fd
+/// for each pass would stop shedding exactly when it is needed.
+struct FdDir(*mut libc::DIR);
+
+// Only the guard thread uses it after it was opened.
+unsafe impl Send for FdDir {}
+
+impl FdDir {
+    fn open() -> std::io::Result<Self> {
+        let dir = unsafe { libc::opendir(c"/proc/self/fd".as_ptr()) };
+        if dir.is_null() {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(FdDir(dir))
+        }
+    }
+
+    /// The process's open fds now.
+    fn fds(&mut self) -> Vec<i32> {
+        let mut fds = Vec::new();
+        unsafe {
+            libc::rewinddir(self.0);
+            loop {
+                let entry = libc::readdir(self.0);
+                if entry.is_null() {
+                    break;
+                }
+                let name = std::ffi::CStr::from_ptr((*entry).d_name.as_ptr());
+                if let Some(fd) = name.to_str().ok().and_then(|s| s.parse::<i32>().ok()) {
+                    fds.push(fd);
+                }
+            }
+        }
+        fds
+    }
+}
+
+/// The sockets among `fds` bound to `port`: (fd, info).
+fn sockets_on(fds: impl IntoIterator<Item = i32>, port: u16) -> Vec<(i32, Info)> {
     let mut found = Vec::new();
-    for entry in dir.flatten() {
-        let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        // getsockname fails (ENOTSOCK) on anything but a socket: one syscall per fd.
+    for fd in fds {
+        // getsockname fails (ENOTSOCK, EBADF) on anything but an open socket: one syscall per fd.
         if local_port(fd) != Some(port) {
             continue;
         }
@@ -120,8 +153,8 @@ fn set_user_timeout(fd: i32, ms: u32) {
 }
 
 /// One pass: (connections open, connections shed).
-fn sweep(l: &Limits) -> (usize, usize) {
-    let socks = sockets_on(l.port);
+fn sweep(l: &Limits, dir: &mut FdDir) -> (usize, usize) {
+    let socks = sockets_on(dir.fds(), l.port);
     let mut open = 0;
     let mut silent = Vec::new();
     let mut shed_count = 0;
@@ -164,7 +197,11 @@ fn sweep(l: &Limits) -> (usize, usize) {
 #[pyfunction]
 pub fn established_connections(port: u16) -> usize {
     const TCP_ESTABLISHED: u8 = 1;
-    sockets_on(port).iter().filter(|(_, info)| info.state == TCP_ESTABLISHED).count()
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return 0;
+    };
+    let fds = dir.flatten().filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()));
+    sockets_on(fds, port).iter().filter(|(_, info)| info.state == TCP_ESTABLISHED).count()
 }
 
 /// Counters of a running guard (for tests and logs).
@@ -208,10 +245,11 @@ impl ConnectionGuard {
         let pause = Duration::from_secs_f64(ms(interval, "interval")?.max(10) as f64 / 1000.0);
         let (open, shed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let (o, s) = (open.clone(), shed.clone());
+        let mut dir = FdDir::open().map_err(|e| PyValueError::new_err(format!("cannot read /proc/self/fd: {e}")))?;
         std::thread::Builder::new()
             .name("tollway-guard".into())
             .spawn(move || loop {
-                let (n, k) = sweep(&limits);
+                let (n, k) = sweep(&limits, &mut dir);
                 if k > 0 && std::env::var_os("TOLLWAY_GUARD_DEBUG").is_some() {
                     eprintln!("tollway-guard: shed {k}, {n} open");
                 }

@@ -9,13 +9,19 @@ adapter does itself (README, "Servers"):
 - it ignores SIGTERM in a single process: we catch it, drain requests and streams
   in flight (bounded), flush the usage writer and exit 0;
 - it notices a client that left only when a later request arrives: our streams do
-  not depend on it, the Rust stream settles when the upstream ends.
+  not depend on it, the Rust stream settles when the upstream ends;
+- it sets no header or keep-alive timeout on actix (``KeepAlive::Os``, a request
+  timeout of 0) and drops the ``client_timeout`` / ``keep_alive_timeout`` that
+  ``Robyn.start`` takes before they reach actix: we pass ours anyway, so that they
+  apply once Robyn hands them on; until then only the connection guard closes
+  connections that send nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import sys
@@ -156,5 +162,13 @@ FLUSH_GRACE_S = 0.2
 FLUSH_MAX_S = 2.0
 
 
-def serve_robyn(app: App, host: str, port: int) -> None:
-    build_robyn(app).start(host=host, port=port, _check_port=False)
+def whole_seconds(seconds: float) -> int:
+    """Robyn takes timeouts in whole seconds: round up, at least 1."""
+    return max(1, math.ceil(seconds))
+
+
+def serve_robyn(app: App, host: str, port: int, header_timeout: float) -> None:
+    # As on granian, one timeout for the request head and for the idle time between
+    # two requests (Robyn 0.88 ignores both: see the module docstring).
+    timeout = whole_seconds(header_timeout)
+    build_robyn(app).start(host=host, port=port, _check_port=False, client_timeout=timeout, keep_alive_timeout=timeout)
