@@ -198,8 +198,8 @@ class SearchStore:
                 params[f"w{i}"] = w
                 parts.append(f"plainto_tsquery('english', :w{i})")
             sql = (
-                f"SELECT c.id FROM search_chunks c, ({' || '.join(parts)}) AS q "
-                f"WHERE c.tsv @@ q AND {where} ORDER BY ts_rank_cd(c.tsv, q) DESC, c.id DESC LIMIT :k"
+                f"SELECT c.id FROM search_chunks c, (SELECT {' || '.join(parts)} AS q) AS s "
+                f"WHERE c.tsv @@ s.q AND {where} ORDER BY ts_rank_cd(c.tsv, s.q) DESC, c.id DESC LIMIT :k"
             )
         with self.db.engine.connect() as conn:
             return [r[0] for r in conn.execute(text(sql), params)]
