@@ -249,6 +249,8 @@ class SqliteVecIndex:
             self._delete_ids(c, space, ids)
 
         self._run(conn, go)
+        if conn is None:  # a vector file of its own (beside a PostgreSQL store): no page image left in its WAL
+            self._run(None, lambda c: c.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)"))
 
     def search(
         self,
