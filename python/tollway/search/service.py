@@ -258,7 +258,7 @@ class Search:
             raise HTTPError(400, f"'q' is longer than {MAX_QUERY_CHARS} characters", param="q")
         filters = self._filters(key, query)
         offset = _offset(query.get("after"))
-        depth = min(MAX_DEPTH, offset + limit) + 1
+        depth = MAX_DEPTH + 1
         words = terms(q)
         space = next((s for s in await asyncio.to_thread(self.store.spaces) if s.state == "active"), None)
         lexical = asyncio.create_task(asyncio.to_thread(self.store.lexical, words, filters, depth))
