@@ -308,6 +308,10 @@ class TestCorpus:
         for who, other in ((ALICE, "bob"), (NOBODY, "dave"), (ERIN, "alice"), (ERIN, "frank")):
             data = search(corpus.gw, corpus.keys[who], q="password reset", end_user_id=other, limit=100)["data"]
             assert all(corpus.owner[h["thread_id"]] == who for h in data), who
+        # Another key without an end user, in the same account: none of the first one's threads.
+        _, other = corpus.gw.mint(max_spend_usd=1)
+        for q in BROAD:
+            assert search(corpus.gw, other, q=q, limit=100)["data"] == []
 
     def test_admin_sees_its_account_filtered_by_end_user(self, corpus: Corpus) -> None:
         gw = corpus.gw
@@ -541,6 +545,18 @@ def test_sigkill_mid_indexing_leaves_every_message_indexed_once(fake, tmp_data_d
         data = search(gw, key, q="crash case refund blender", limit=100)["data"]
         pairs = [(h["message_id"], h["snippet"]) for h in data]
         assert data and len(pairs) == len(set(pairs))
+    finally:
+        stop_gateway(gw)
+
+
+def test_search_off_has_no_routes_and_queues_nothing(fake, tmp_data_dir, fresh_database) -> None:
+    gw = start_gateway(gateway_env(fake, tmp_data_dir, fresh_database, TOLLWAY_SEARCH="off"))
+    try:
+        _, key = gw.mint(max_spend_usd=10)
+        say(gw, key, new_thread(gw, key), "Where is my refund?")
+        assert gw.request("GET", "/v1/search", key, params={"q": "refund"}).status_code == 404
+        assert gw.request("GET", "/v1/search/status", gw.admin).status_code == 404
+        assert store_rows(fresh_database, "SELECT count(*) FROM search_queue")[0][0] == 0
     finally:
         stop_gateway(gw)
 
