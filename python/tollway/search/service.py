@@ -26,7 +26,7 @@ from tollway.search.config import SearchSettings
 from tollway.search.embedder import Embedder, EmbedderError, LocalEmbedder, ProviderEmbedder
 from tollway.search.indexer import Indexer
 from tollway.search.store import Filters, SearchStore, Space, scope_of
-from tollway.search.text import highlight, terms
+from tollway.search.text import highlight, lexical_terms, terms
 from tollway.search.vectors import SqliteVecIndex, VectorIndex, VectorQuery, sqlite_engine
 from tollway.store import Database
 
@@ -38,7 +38,9 @@ log = logging.getLogger("tollway.search")
 
 RRF_K = 60
 MAX_QUERY_CHARS = 2000
-MAX_DEPTH = 1000  # how far down the fused ranking pages may go
+# How far down the fused ranking pages go. Every page of a query fuses the same two
+# rankings of this depth, so pages are slices of one ranking (no repeats, no gaps).
+MAX_DEPTH = 300
 PROVIDER_PREFIX = "provider:"
 
 
@@ -269,9 +271,6 @@ class Search:
             ids = self.store.thread_chunk_ids(conn, thread_id)
             for s in spaces:
                 self.index.delete_chunks(s.space, ids, conn if self.in_store else None)
-            if not self.in_store and ids:  # the vector file beside PostgreSQL: out of its WAL too
-                with self.index.engine.connect() as own:
-                    own.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         else:
             for s in spaces:
                 self.index.delete_thread(s.space, thread_id)
@@ -306,10 +305,10 @@ class Search:
             raise HTTPError(400, f"'q' is longer than {MAX_QUERY_CHARS} characters", param="q")
         filters = self._filters(key, query)
         offset = _offset(query.get("after"))
-        depth = min(MAX_DEPTH, offset + limit) + 1
+        depth = MAX_DEPTH + 1
         words = terms(q)
         space = next((s for s in await asyncio.to_thread(self.store.spaces) if s.state == "active"), None)
-        lexical = asyncio.create_task(asyncio.to_thread(self.store.lexical, words, filters, depth))
+        lexical = asyncio.create_task(asyncio.to_thread(self.store.lexical, lexical_terms(words), filters, depth))
         nearest: list[tuple[int, float]] = []
         if space is not None:
             try:

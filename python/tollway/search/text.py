@@ -95,6 +95,12 @@ def terms(query: str) -> list[str]:
     return list(seen)[:MAX_QUERY_TERMS]
 
 
+def lexical_terms(words: list[str]) -> list[str]:
+    """The terms the lexical side matches: common words only when there is nothing else."""
+    kept = [w for w in words if w not in _STOP]
+    return kept or words
+
+
 def fts5_query(words: Iterable[str]) -> str:
     """An FTS5 MATCH expression: any of the terms, each a quoted phrase (no operator in a query can act)."""
     return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)

@@ -237,6 +237,12 @@ class SqliteVecIndex:
 
     def delete_chunks(self, space: str, chunk_ids: Sequence[int], conn: Connection | None = None) -> None:
         self._run(conn, lambda c: self._delete_ids(c, space, list(chunk_ids)))
+        if conn is None and chunk_ids:
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """A vector file of its own (beside a PostgreSQL store): no page image of deleted vectors left in its WAL."""
+        self._run(None, lambda c: c.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)"))
 
     def delete_thread(self, space: str, thread_id: str, conn: Connection | None = None) -> None:
         def go(c: Connection) -> None:
@@ -249,6 +255,8 @@ class SqliteVecIndex:
             self._delete_ids(c, space, ids)
 
         self._run(conn, go)
+        if conn is None:
+            self._checkpoint()
 
     def search(
         self,
