@@ -9,6 +9,7 @@ a hit shows its chunk's best window with the query's terms marked.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional
@@ -95,6 +96,24 @@ def terms(query: str) -> list[str]:
     return list(seen)[:MAX_QUERY_TERMS]
 
 
+def _token(prefix: str, value: str) -> str:
+    # Digits only: no tokenizer splits them, no stemmer changes them.
+    return prefix + str(int(hashlib.sha256(value.encode()).hexdigest()[:15], 16))
+
+
+def scope_token(account_id: str, scope: str) -> str:
+    return _token("9", f"{account_id}\x00{scope}")
+
+
+def account_token(account_id: str) -> str:
+    return _token("8", account_id)
+
+
+def scope_tokens(account_id: str, scope: str) -> str:
+    """What a chunk's lexical entry carries beside its words: its scope's token and its account's."""
+    return f"{scope_token(account_id, scope)} {account_token(account_id)}"
+
+
 def lexical_terms(words: list[str]) -> list[str]:
     """The terms the lexical side matches: common words only when there is nothing else."""
     kept = [w for w in words if w not in _STOP]
@@ -111,6 +130,11 @@ def _pattern(word: str) -> str:
     if len(word) > 4 and word.isalpha():
         return re.escape(word[: max(4, len(word) - 2)]) + r"\w*"
     return re.escape(word)
+
+
+def word_pattern(word: str) -> re.Pattern[str]:
+    """Where ``word`` (or an inflection of it) is in a text."""
+    return re.compile(r"(?<!\w)" + _pattern(word) + r"(?!\w)", re.IGNORECASE)
 
 
 def highlight(text: str, words: list[str], width: int = SNIPPET_CHARS) -> tuple[str, list[dict[str, int]]]:

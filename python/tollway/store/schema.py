@@ -169,6 +169,8 @@ search_chunks = Table(
     Column("model", String(200), nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Column("text", Text, nullable=False),
+    # The scope's and the account's tokens (tollway.search.text.scope_tokens): indexed with the words.
+    Column("tokens", String(80), nullable=False),
     Index("ix_search_chunks_scope_time", "account_id", "scope", "created_at"),
     Index("ix_search_chunks_account_time", "account_id", "created_at"),
     Index("ix_search_chunks_thread", "thread_id"),

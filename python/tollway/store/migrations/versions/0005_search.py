@@ -5,7 +5,9 @@ Revises: 0004_usage_event_id
 
 Every message stored before this revision is queued, so the index covers them too.
 Lexical entries: SQLite FTS5 (contentless, secure-delete: an erased chunk leaves no
-term behind), PostgreSQL a generated tsvector with a GIN index. Vectors live in the
+term behind), PostgreSQL a generated tsvector with a GIN index; both hold the chunk's
+scope tokens (``search.text.scope_tokens``) beside its words, so that a scoped match
+is an intersection inside the index rather than a filter over every account's matches. Vectors live in the
 tables the vector index creates for each generation (tollway.search.vectors).
 """
 
@@ -43,6 +45,7 @@ def upgrade() -> None:
         sa.Column("model", sa.String(200), nullable=True),
         sa.Column("created_at", sa.BigInteger, nullable=False),
         sa.Column("text", sa.Text, nullable=False),
+        sa.Column("tokens", sa.String(80), nullable=False),
     )
     op.create_index("ix_search_chunks_scope_time", "search_chunks", ["account_id", "scope", "created_at"])
     op.create_index("ix_search_chunks_account_time", "search_chunks", ["account_id", "created_at"])
@@ -60,14 +63,14 @@ def upgrade() -> None:
     )
     if op.get_bind().dialect.name == "sqlite":
         op.execute(
-            "CREATE VIRTUAL TABLE search_fts USING fts5(text, content='', contentless_delete=1, "
+            "CREATE VIRTUAL TABLE search_fts USING fts5(text, scope, content='', contentless_delete=1, "
             "tokenize='porter unicode61 remove_diacritics 2')"
         )
         op.execute("INSERT INTO search_fts(search_fts, rank) VALUES ('secure-delete', 1)")
     else:
         op.execute(
             "ALTER TABLE search_chunks ADD COLUMN tsv tsvector "
-            "GENERATED ALWAYS AS (to_tsvector('english', text)) STORED"
+            "GENERATED ALWAYS AS (to_tsvector('simple', tokens) || to_tsvector('english', text)) STORED"
         )
         op.execute("CREATE INDEX ix_search_chunks_tsv ON search_chunks USING gin (tsv)")
     op.execute(
