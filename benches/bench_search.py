@@ -207,6 +207,8 @@ def bench_key(end_user: str | None, admin: bool = False) -> ApiKey:
 def open_search(path: Path, threads: int = 1, batch: int = 32) -> tuple[Search, Database]:
     db = Database(f"sqlite:///{path}")
     search = Search(SearchSettings(threads=threads, batch=batch), db, ROOT / "data", None, None)  # type: ignore[arg-type]
+    for space in search.store.spaces():  # what the gateway's start does (Search._ensure_spaces)
+        search.index.ensure(space.space, space.dim)
     search.local.load()
     return search, db
 
