@@ -188,6 +188,9 @@ class SqliteVecIndex:
             self._dims[space] = dim
 
         self._run(None, go)
+        # vec0 finds a partition's chunks by (partition00, partition01), unindexed: a scan of every chunk row.
+        ddl = f"CREATE INDEX IF NOT EXISTS {self.table(space)}_by_partition ON {self.table(space)}_chunks(partition00, partition01)"
+        self._run(None, lambda c: c.exec_driver_sql(ddl))
 
     def add(self, space: str, rows: Sequence[VectorRow], conn: Connection | None = None) -> None:
         if not rows:
