@@ -35,7 +35,7 @@ from tollway.search.config import SearchSettings
 from tollway.search.embedder import LOCAL_DIM, LocalEmbedder
 from tollway.search.service import Search
 from tollway.search.store import SearchStore
-from tollway.search.text import MAX_CHUNKS
+from tollway.search.text import MAX_CHUNKS, scope_tokens
 from tollway.search.vectors import SqliteVecIndex
 from tollway.store import Database
 
@@ -43,7 +43,7 @@ ROOT = Path(os.environ.get("TOLLWAY_BENCH_SEARCH_DIR", "/tmp/tollway-bench-searc
 ACCOUNT = "acct_bench"
 REAL_MESSAGES = 300
 THREADS_PER_USER = 10
-LAYOUT = "v1"  # bump when the builder changes, so an old cache is not reused
+LAYOUT = "v2"  # bump when the builder changes, so an old cache is not reused
 
 # ---------------------------------------------------------------------------------------------- texts
 _OPEN = ["Hi,", "Hello,", "Hey there,", "Good morning,", "Thanks for getting back to me.", "Quick question:", ""]
@@ -169,16 +169,17 @@ def cached_db(messages: int, users: int, log=print) -> Path:
             cid, tid, scope = seq * MAX_CHUNKS, f"thr_{u}_{int(thread[i])}", f"u:user_{u}"
             created = base_ms + seq * 30_000
             model = "gpt-4o-mini" if role == "assistant" else None
-            chunk_rows.append((cid, f"msg_{seq}", tid, ACCOUNT, scope, role, model, created, text))
-            fts_rows.append((cid, text))
+            tokens = scope_tokens(ACCOUNT, scope)
+            chunk_rows.append((cid, f"msg_{seq}", tid, ACCOUNT, scope, role, model, created, text, tokens))
+            fts_rows.append((cid, text, tokens))
             vec_rows.append((cid, ACCOUNT, scope, tid, role, model or "", created, vec.tobytes()))
         cur.execute("BEGIN")
         cur.executemany(
-            "INSERT INTO search_chunks (id, message_id, thread_id, account_id, scope, role, model, created_at, text) "
-            "VALUES (?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO search_chunks (id, message_id, thread_id, account_id, scope, role, model, created_at, text, "
+            "tokens) VALUES (?,?,?,?,?,?,?,?,?,?)",
             chunk_rows,
         )
-        cur.executemany("INSERT INTO search_fts (rowid, text) VALUES (?, ?)", fts_rows)
+        cur.executemany("INSERT INTO search_fts (rowid, text, scope) VALUES (?, ?, ?)", fts_rows)
         cur.executemany(
             f"INSERT INTO {table} (chunk_id, account_id, scope, thread_id, role, model, created_at, emb) "
             "VALUES (?,?,?,?,?,?,?,?)",
