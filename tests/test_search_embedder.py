@@ -17,6 +17,7 @@ import pytest
 
 from tollway.search.embedder import (
     WEIGHTS_SHA256,
+    WORKER_NICENESS,
     EmbedderError,
     LocalEmbedder,
     ProviderEmbedder,
@@ -103,7 +104,7 @@ def test_worker_thread_runs_at_lower_priority(local):
         pytest.skip("per-thread niceness is Linux's")
     (worker,) = local._executor._threads  # the one thread the executor started
     ours = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    assert os.getpriority(os.PRIO_PROCESS, worker.native_id) == max(ours, 10)
+    assert os.getpriority(os.PRIO_PROCESS, worker.native_id) == max(ours, WORKER_NICENESS)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == ours  # only the worker was lowered
 
 

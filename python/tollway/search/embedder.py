@@ -40,8 +40,10 @@ FASTEMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 LOCAL_DIM = 384
 #: The tokenizer and config files fastembed needs next to ``model.onnx``.
 MODEL_DATA_FILES = ("config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json")
-#: Niceness of the embedding thread (and of the threads it starts): below the request path.
-WORKER_NICENESS = 10
+#: Niceness of the embedding thread (and of the threads it starts): the lowest, so that on a
+#: busy machine the request path gets the CPU (at 10 a backlog still took ~10% of the
+#: proxy's throughput under wrk on 2 cores: benches/search_load.py) and indexing the rest.
+WORKER_NICENESS = 19
 
 
 class EmbedderError(Exception):
