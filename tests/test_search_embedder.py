@@ -249,3 +249,17 @@ async def test_provider_malformed_answers_and_errors():
         await ProviderEmbedder(zero, model="m").embed(["a"])
     with pytest.raises(ConnectionError):  # the caller's retry sees the original error
         await ProviderEmbedder(failing, model="m").embed(["a"])
+
+
+async def test_a_query_does_not_wait_for_an_indexing_batch(local):
+    """embed_query runs beside a running batch (its own thread, normal priority), with the same vectors."""
+    batch = asyncio.ensure_future(local.embed(["an indexing batch of many texts, long enough to take a while"] * 256))
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    query = await local.embed_query(SUPPORT[0])
+    waited = time.monotonic() - started
+    assert not batch.done(), "the batch finished first: make it longer"
+    await batch
+    assert np.allclose(query, (await local.embed([SUPPORT[0]]))[0], atol=1e-5)
+    assert query.shape == (384,)
+    assert waited < 2.0

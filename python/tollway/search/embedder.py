@@ -62,6 +62,10 @@ class Embedder(Protocol):
         """Shape ``(len(texts), dim)``, float32, each row L2-normalised; no texts give shape ``(0, dim)``."""
         ...
 
+    async def embed_query(self, text: str) -> np.ndarray:
+        """One search query's vector, shape ``(dim,)``: on the request path (not behind indexing)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -151,6 +155,10 @@ class LocalEmbedder:
         self._executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="tollway-embed", initializer=_lower_priority
         )
+        # Queries: a thread of their own at the normal priority, on the same model (onnxruntime
+        # sessions and the tokenizer may run from several threads), so that a search waits
+        # neither for an indexing batch nor behind the lowered priority.
+        self._queries = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tollway-embed-query")
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         texts = _check_texts(texts)
@@ -160,6 +168,15 @@ class LocalEmbedder:
             batch = texts[start : start + self.batch_size]
             parts.append(await loop.run_in_executor(self._submit_target(), self._run, batch))
         return _concat(parts, self.dim)
+
+    async def embed_query(self, text: str) -> np.ndarray:
+        texts = _check_texts([text])
+        loop = asyncio.get_running_loop()
+        if self._model is None:  # loaded (once) on the worker thread
+            await loop.run_in_executor(self._submit_target(), self._ensure_loaded)
+        if self._closed:
+            raise EmbedderError("the embedder is closed")
+        return (await loop.run_in_executor(self._queries, self._run, texts))[0]
 
     def embed_sync(self, texts: Sequence[str]) -> np.ndarray:
         """:meth:`embed` for synchronous callers (CLI, benchmarks); never call it from the event loop."""
@@ -177,6 +194,7 @@ class LocalEmbedder:
         """Wait for the running batch, stop the worker thread and free the model. Idempotent."""
         self._closed = True
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._queries.shutdown(wait=True, cancel_futures=True)
         self._model = None
 
     def _submit_target(self) -> ThreadPoolExecutor:
@@ -185,7 +203,7 @@ class LocalEmbedder:
         return self._executor
 
     def _run(self, batch: list[str]) -> np.ndarray:
-        # on the worker thread only
+        # on the worker thread, or the query thread once the model is loaded
         model = self._ensure_loaded()
         # The model pads each of its batches to its longest text: similar lengths together.
         order = sorted(range(len(batch)), key=lambda i: len(batch[i]))
@@ -317,6 +335,9 @@ class ProviderEmbedder:
             body = await self._create({"model": self.model, "input": batch, "encoding_format": "float"})
             parts.append(self._parse(body, len(batch)))
         return _concat(parts, self.dim)
+
+    async def embed_query(self, text: str) -> np.ndarray:
+        return (await self.embed([text]))[0]
 
     def close(self) -> None:
         """Nothing to release: the gateway owns the connections."""

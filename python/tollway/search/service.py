@@ -312,7 +312,7 @@ class Search:
         nearest: list[tuple[int, float]] = []
         if space is not None:
             try:
-                vector = (await self._embedder(space.embedder, key).embed([q]))[0]
+                vector = await self._embedder(space.embedder, key).embed_query(q)
             except EmbedderError as exc:
                 lexical.cancel()
                 raise HTTPError(502, f"the search embedder failed: {exc}", code="embedder_error") from None
