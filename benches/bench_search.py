@@ -35,7 +35,7 @@ from tollway.search.config import SearchSettings
 from tollway.search.embedder import LOCAL_DIM, LocalEmbedder
 from tollway.search.service import Search
 from tollway.search.store import SearchStore
-from tollway.search.text import MAX_CHUNKS, scope_tokens
+from tollway.search.text import MAX_CHUNKS, fts_rowid, scope_tokens
 from tollway.search.vectors import SqliteVecIndex
 from tollway.store import Database
 
@@ -43,7 +43,7 @@ ROOT = Path(os.environ.get("TOLLWAY_BENCH_SEARCH_DIR", "/tmp/tollway-bench-searc
 ACCOUNT = "acct_bench"
 REAL_MESSAGES = 300
 THREADS_PER_USER = 10
-LAYOUT = "v2"  # bump when the builder changes, so an old cache is not reused
+LAYOUT = "v3"  # bump when the builder changes, so an old cache is not reused
 
 # ---------------------------------------------------------------------------------------------- texts
 _OPEN = ["Hi,", "Hello,", "Hey there,", "Good morning,", "Thanks for getting back to me.", "Quick question:", ""]
@@ -171,7 +171,7 @@ def cached_db(messages: int, users: int, log=print) -> Path:
             model = "gpt-4o-mini" if role == "assistant" else None
             tokens = scope_tokens(ACCOUNT, scope)
             chunk_rows.append((cid, f"msg_{seq}", tid, ACCOUNT, scope, role, model, created, text, tokens))
-            fts_rows.append((cid, text, tokens))
+            fts_rows.append((fts_rowid(ACCOUNT, scope, cid), text, tokens))
             vec_rows.append((cid, ACCOUNT, scope, tid, role, model or "", created, vec.tobytes()))
         cur.execute("BEGIN")
         cur.executemany(

@@ -40,8 +40,9 @@ RRF_K = 60
 MAX_QUERY_CHARS = 2000
 # How far down the fused ranking pages go. Every page of a query fuses the same two
 # rankings of this depth, so pages are slices of one ranking (no repeats, no gaps).
-MAX_DEPTH = 300
+MAX_DEPTH = 100
 PROVIDER_PREFIX = "provider:"
+SPACES_TTL_S = 1.0
 
 
 def make_index(cfg: SearchSettings, db: Database, data_dir: Path) -> tuple[VectorIndex, bool]:
@@ -141,6 +142,8 @@ class Search:
         self._providers: dict[tuple[str, str], ProviderEmbedder] = {}
         self.indexer = Indexer(self.store, self.index, self.in_store, self._embed_for_account, cfg.batch)
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._active: Optional[Space] = None
+        self._spaces_at = -SPACES_TTL_S
         self._started: Optional[asyncio.Task[None]] = None
 
     # ---- embedders --------------------------------------------------------
@@ -307,7 +310,7 @@ class Search:
         offset = _offset(query.get("after"))
         depth = MAX_DEPTH + 1
         words = terms(q)
-        space = next((s for s in await asyncio.to_thread(self.store.spaces) if s.state == "active"), None)
+        space = await self._active_space()
         lexical = asyncio.create_task(asyncio.to_thread(self.store.lexical, lexical_terms(words), filters, depth))
         nearest: list[tuple[int, float]] = []
         if space is not None:
@@ -345,6 +348,15 @@ class Search:
             )
         more = len(fused) > offset + limit and offset + limit < MAX_DEPTH
         return {"object": "list", "data": data, "has_more": more, "next": _cursor(offset + limit) if more else None}
+
+    async def _active_space(self) -> Optional[Space]:
+        """The generation queries use (re-read at most every SPACES_TTL_S: a rebuild's switch shows within it)."""
+        now = time.monotonic()
+        if now - self._spaces_at > SPACES_TTL_S:
+            spaces = await asyncio.to_thread(self.store.spaces)
+            self._active = next((s for s in spaces if s.state == "active"), None)
+            self._spaces_at = now
+        return self._active
 
     async def status(self, key: "ApiKey") -> dict[str, Any]:
         spaces = await asyncio.to_thread(self.store.spaces)

@@ -17,10 +17,13 @@ from typing import Any, Callable, Optional, Sequence
 from sqlalchemy import Connection, delete, func, insert, select, text, update
 
 from tollway.search.text import (
+    FTS_CHUNK_MASK,
     MAX_CHUNKS,
     account_token,
     chunks,
     fts5_query,
+    fts_range,
+    fts_rowid,
     scope_token,
     scope_tokens,
     searchable,
@@ -91,7 +94,7 @@ def _chunks_of(row: Any) -> tuple[Chunk, ...]:
 
 # SQLite's lexical side: at most this many matches of a query (the newest first), and the
 # document frequencies behind its IDF weights, cached this long.
-LEXICAL_CANDIDATES = 1000
+LEXICAL_CANDIDATES = 300
 DF_TTL_S = 60.0
 DF_CACHE = 50_000
 
@@ -115,11 +118,21 @@ class SearchStore:
         """The thread's queue rows, chunks and lexical entries (vectors: the index's delete_thread)."""
         conn.execute(delete(search_queue).where(search_queue.c.thread_id == thread_id))
         if self.db.is_sqlite:
-            conn.execute(
-                text("DELETE FROM search_fts WHERE rowid IN (SELECT id FROM search_chunks WHERE thread_id = :t)"),
-                {"t": thread_id},
-            )
+            rows = conn.execute(
+                select(search_chunks.c.id, search_chunks.c.account_id, search_chunks.c.scope).where(
+                    search_chunks.c.thread_id == thread_id
+                )
+            ).all()
+            self._delete_fts(conn, [fts_rowid(r.account_id, r.scope, r.id) for r in rows])
         conn.execute(delete(search_chunks).where(search_chunks.c.thread_id == thread_id))
+
+    @staticmethod
+    def _delete_fts(conn: Connection, rowids: list[int]) -> None:
+        if rowids:
+            conn.execute(
+                text("DELETE FROM search_fts WHERE rowid IN (SELECT value FROM json_each(:ids))"),
+                {"ids": _json(rowids)},
+            )
 
     # ---- the indexer ------------------------------------------------------
     def claim(self, limit: int) -> list[Pending]:
@@ -157,11 +170,8 @@ class SearchStore:
         if not rows:
             return
         ids = [c.id for c in rows]
-        if self.db.is_sqlite:
-            # A repeat of the same message (after a crash) replaces its entries.
-            conn.execute(
-                text("DELETE FROM search_fts WHERE rowid IN (SELECT value FROM json_each(:ids))"), {"ids": _json(ids)}
-            )
+        if self.db.is_sqlite:  # a repeat of the same message (after a crash) replaces its entries
+            self._delete_fts(conn, [fts_rowid(c.account_id, c.scope, c.id) for c in rows])
         conn.execute(delete(search_chunks).where(search_chunks.c.id.in_(ids)))
         conn.execute(
             insert(search_chunks),
@@ -175,7 +185,14 @@ class SearchStore:
         if self.db.is_sqlite:
             conn.execute(
                 text("INSERT INTO search_fts(rowid, text, scope) VALUES (:id, :text, :tokens)"),
-                [{"id": c.id, "text": c.text, "tokens": scope_tokens(c.account_id, c.scope)} for c in rows],
+                [
+                    {
+                        "id": fts_rowid(c.account_id, c.scope, c.id),
+                        "text": c.text,
+                        "tokens": scope_tokens(c.account_id, c.scope),
+                    }
+                    for c in rows
+                ],
             )
 
     def chunks_after(self, after: int, limit: int) -> list[Chunk]:
@@ -223,9 +240,14 @@ class SearchStore:
             return self._lexical_pg(words, scope, where, params, k)
         # One intersection of the scope's entries with any of the words; each match is then
         # scored by the words its text holds (the same inflection rule as the highlights).
+        # A scope's entries are one rowid range (text.fts_rowid): FTS5 seeks to it in each list.
+        in_range = ""
+        if filters.scope is not None:
+            params["low"], params["high"] = fts_range(filters.account_id, filters.scope)
+            in_range = "AND search_fts.rowid BETWEEN :low AND :high "
         sql = text(
-            "SELECT c.id, c.text FROM search_fts JOIN search_chunks c ON c.id = search_fts.rowid "
-            f"WHERE search_fts MATCH :q AND {where} ORDER BY search_fts.rowid DESC LIMIT :cap"
+            f"SELECT c.id, c.text FROM search_fts JOIN search_chunks c ON c.id = (search_fts.rowid & {FTS_CHUNK_MASK}) "
+            f"WHERE search_fts MATCH :q {in_range}AND {where} ORDER BY search_fts.rowid DESC LIMIT :cap"
         )
         q = f'scope : "{scope}" AND text : ({fts5_query(words)})'
         with self.db.engine.connect() as conn:

@@ -114,6 +114,29 @@ def scope_tokens(account_id: str, scope: str) -> str:
     return f"{scope_token(account_id, scope)} {account_token(account_id)}"
 
 
+# SQLite's lexical entries are numbered by scope: the scope's bucket in the high bits, the
+# chunk id (< 2^40: message seq < 2^30) below, so one scope's entries are one rowid range
+# that FTS5 seeks to in every word's list, instead of walking those lists whole.
+FTS_CHUNK_BITS = 40
+FTS_CHUNK_MASK = (1 << FTS_CHUNK_BITS) - 1
+
+
+def _bucket(account_id: str, scope: str) -> int:
+    return int(hashlib.sha256(f"{account_id}\x00{scope}".encode()).hexdigest()[:6], 16) & 0x7FFFFF
+
+
+def fts_rowid(account_id: str, scope: str, chunk_id: int) -> int:
+    if not 0 <= chunk_id <= FTS_CHUNK_MASK:
+        raise ValueError(f"chunk id {chunk_id} is out of the lexical index's range")
+    return (_bucket(account_id, scope) << FTS_CHUNK_BITS) | chunk_id
+
+
+def fts_range(account_id: str, scope: str) -> tuple[int, int]:
+    """The rowids of a scope's lexical entries (other scopes may share a bucket: the scope token decides)."""
+    low = _bucket(account_id, scope) << FTS_CHUNK_BITS
+    return low, low | FTS_CHUNK_MASK
+
+
 def lexical_terms(words: list[str]) -> list[str]:
     """The terms the lexical side matches: common words only when there is nothing else."""
     kept = [w for w in words if w not in _STOP]
