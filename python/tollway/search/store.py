@@ -10,7 +10,6 @@ leaves them indexed once (chunk ids are fixed by the message, so a repeat overwr
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
@@ -92,17 +91,13 @@ def _chunks_of(row: Any) -> tuple[Chunk, ...]:
     )
 
 
-# SQLite's lexical side: at most this many matches of a query (the newest first), and the
-# document frequencies behind its IDF weights, cached this long.
+# SQLite's lexical side: at most this many matches of a query (the newest first) are ranked.
 LEXICAL_CANDIDATES = 300
-DF_TTL_S = 60.0
-DF_CACHE = 50_000
 
 
 class SearchStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._df: dict[str, tuple[float, float]] = {}  # word -> (idf, when)
 
     # ---- hooks (inside the thread store's transactions) -------------------
     def enqueue(self, conn: Connection, thread_id: str, messages: Sequence[Any]) -> None:
@@ -224,9 +219,9 @@ class SearchStore:
         the words inside the index: the engine intersects the scope's short list with each
         word's, instead of ranking every account's matches and filtering them. The other
         filters are conditions of the same query. SQLite ranks a match by the summed IDF of
-        the words its text holds (document frequencies cached for a minute: FTS5's bm25
-        counts each word over the whole table on every query, ~0.4 s at a million chunks);
-        PostgreSQL by ts_rank_cd.
+        the words its text holds, IDF taken over the searched scope (FTS5's bm25 counts each
+        word over the whole table on every query: ~0.4 s at a million chunks); PostgreSQL
+        by ts_rank_cd.
         """
         if not words:
             return []
@@ -252,24 +247,22 @@ class SearchStore:
         q = f'scope : "{scope}" AND text : ({fts5_query(words)})'
         with self.db.engine.connect() as conn:
             rows = conn.execute(sql, {**params, "q": q, "cap": LEXICAL_CANDIDATES}).all()
-            weights = [(word_pattern(w), self._idf(conn, w)) for w in words] if rows else []
-        scores = [(sum(idf for rx, idf in weights if rx.search(body)), cid) for cid, body in rows]
+            if not rows:
+                return []
+            total = conn.execute(text(f"SELECT count(*) FROM search_chunks c WHERE {where}"), params).scalar_one()
+        # IDF from the searched scope itself: how many of its chunks hold each word.
+        patterns = [word_pattern(w) for w in words]
+        holds = [[bool(rx.search(body)) for rx in patterns] for _, body in rows]
+        weights = []
+        for j in range(len(words)):
+            df = sum(h[j] for h in holds)
+            weights.append(math.log(1 + (max(total, len(rows)) - df + 0.5) / (df + 0.5)))
+        scores = [
+            (sum(w for w, hit in zip(weights, h, strict=True) if hit), cid)
+            for (cid, _), h in zip(rows, holds, strict=True)
+        ]
         scores.sort(key=lambda item: (-item[0], -item[1]))
         return [cid for _, cid in scores[:k]]
-
-    def _idf(self, conn: Connection, word: str) -> float:
-        now = time.monotonic()
-        found = self._df.get(word)
-        if found is None or now - found[1] > DF_TTL_S:
-            if len(self._df) > DF_CACHE:
-                self._df.clear()
-            df = conn.execute(
-                text("SELECT count(*) FROM search_fts WHERE search_fts MATCH :q"), {"q": "text : " + fts5_query([word])}
-            ).scalar_one()
-            total = conn.execute(select(func.count()).select_from(search_chunks)).scalar_one()
-            found = (math.log(1 + (total - df + 0.5) / (df + 0.5)), now)
-            self._df[word] = found
-        return found[0]
 
     def _lexical_pg(self, words: list[str], scope: str, where: str, params: dict[str, Any], k: int) -> list[int]:
         parts = []
