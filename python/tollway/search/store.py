@@ -26,7 +26,6 @@ from tollway.search.text import (
     scope_token,
     scope_tokens,
     searchable,
-    word_pattern,
 )
 from tollway.store import Database, now_ms
 from tollway.store.schema import search_chunks, search_queue, search_spaces, thread_messages, threads
@@ -91,8 +90,8 @@ def _chunks_of(row: Any) -> tuple[Chunk, ...]:
     )
 
 
-# SQLite's lexical side: at most this many matches of a query (the newest first) are ranked.
-LEXICAL_CANDIDATES = 300
+# SQLite's lexical side: at most this many matches of each query word (the newest first) are ranked.
+LEXICAL_CANDIDATES = 200
 
 
 class SearchStore:
@@ -236,33 +235,34 @@ class SearchStore:
         # One intersection of the scope's entries with any of the words; each match is then
         # scored by the words its text holds (the same inflection rule as the highlights).
         # A scope's entries are one rowid range (text.fts_rowid): FTS5 seeks to it in each list.
+        # One match per word, each the scope's newest LEXICAL_CANDIDATES: a rare word (an order
+        # code) keeps all its matches however many a common word of the same query has.
         in_range = ""
         if filters.scope is not None:
             params["low"], params["high"] = fts_range(filters.account_id, filters.scope)
             in_range = "AND search_fts.rowid BETWEEN :low AND :high "
+        others = {"thread_id", "role", "model", "from_ms", "to_ms"} & set(params)
+        join = f"JOIN search_chunks c ON c.id = (search_fts.rowid & {FTS_CHUNK_MASK}) " if others else ""
+        condition = f"AND {where} " if others else ""
         sql = text(
-            f"SELECT c.id, c.text FROM search_fts JOIN search_chunks c ON c.id = (search_fts.rowid & {FTS_CHUNK_MASK}) "
-            f"WHERE search_fts MATCH :q {in_range}AND {where} ORDER BY search_fts.rowid DESC LIMIT :cap"
+            f"SELECT search_fts.rowid & {FTS_CHUNK_MASK} FROM search_fts {join}"
+            f"WHERE search_fts MATCH :q {in_range}{condition}ORDER BY search_fts.rowid DESC LIMIT :cap"
         )
-        q = f'scope : "{scope}" AND text : ({fts5_query(words)})'
+        found: list[set[int]] = []
         with self.db.engine.connect() as conn:
-            rows = conn.execute(sql, {**params, "q": q, "cap": LEXICAL_CANDIDATES}).all()
-            if not rows:
+            for word in words:
+                q = f'scope : "{scope}" AND text : {fts5_query([word])}'
+                found.append({r[0] for r in conn.execute(sql, {**params, "q": q, "cap": LEXICAL_CANDIDATES})})
+            if not any(found):
                 return []
             total = conn.execute(text(f"SELECT count(*) FROM search_chunks c WHERE {where}"), params).scalar_one()
-        # IDF from the searched scope itself: how many of its chunks hold each word.
-        patterns = [word_pattern(w) for w in words]
-        holds = [[bool(rx.search(body)) for rx in patterns] for _, body in rows]
-        weights = []
-        for j in range(len(words)):
-            df = sum(h[j] for h in holds)
-            weights.append(math.log(1 + (max(total, len(rows)) - df + 0.5) / (df + 0.5)))
-        scores = [
-            (sum(w for w, hit in zip(weights, h, strict=True) if hit), cid)
-            for (cid, _), h in zip(rows, holds, strict=True)
-        ]
-        scores.sort(key=lambda item: (-item[0], -item[1]))
-        return [cid for _, cid in scores[:k]]
+        # IDF over the searched scope: how many of its chunks hold each word (at least).
+        scores: dict[int, float] = {}
+        for ids in found:
+            idf = math.log(1 + (max(total, len(ids)) - len(ids) + 0.5) / (len(ids) + 0.5))
+            for cid in ids:
+                scores[cid] = scores.get(cid, 0.0) + idf
+        return [cid for cid, _ in sorted(scores.items(), key=lambda item: (-item[1], -item[0]))[:k]]
 
     def _lexical_pg(self, words: list[str], scope: str, where: str, params: dict[str, Any], k: int) -> list[int]:
         parts = []
