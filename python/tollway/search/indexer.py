@@ -49,13 +49,15 @@ class Indexer:
         in_store: bool,
         embed: Embed,
         batch: int = 32,
-        idle_s: float = 0.25,
+        idle_s: float = 5.0,
     ) -> None:
         self.store = store
         self.index = index
         self.in_store = in_store  # the vectors live in the store's database (sqlite-vec in the SQLite store)
         self.embed = embed
         self.batch = batch
+        # With nothing queued it sleeps until woken (the message_stored hook wakes it once its
+        # transaction is done) or for idle_s at most (a rebuild asked for from the CLI).
         self.idle_s = idle_s
         self.wake = asyncio.Event()
         self.indexed = 0  # messages written since start (this process)
@@ -79,11 +81,14 @@ class Indexer:
 
     async def _run(self) -> None:
         delay = self.idle_s
+        retry = 0
         while not self._stopping:
             try:
                 busy = await self.step()
                 self.failures = 0
-                delay = self.idle_s
+                # Woken by a hook, which runs before its transaction commits: look again shortly.
+                delay = self.idle_s if busy or retry >= 3 else 0.1
+                retry = 0 if busy else retry + 1
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -95,6 +100,7 @@ class Indexer:
                 self.wake.clear()
                 try:
                     await asyncio.wait_for(self.wake.wait(), delay)
+                    retry = 0  # woken: a few short looks until the new messages are committed
                 except asyncio.TimeoutError:
                     pass
 
