@@ -7,7 +7,7 @@ from typing import Any, Iterable
 import orjson
 
 from tollway.http.core import HTTPError, Request
-from tollway.http.limits import MAX_METADATA_BYTES
+from tollway.http.limits import MAX_METADATA_BYTES, MAX_TIME_MS
 
 
 def json_object(request: Request) -> dict[str, Any]:
@@ -61,3 +61,15 @@ def page(items: Iterable[Any], has_more: bool) -> dict[str, Any]:
         "first_id": data[0]["id"] if data else None,
         "last_id": data[-1]["id"] if data else None,
     }
+
+
+def time_ms(value: str, name: str) -> int:
+    """A query parameter holding a Unix time in milliseconds, 0 to MAX_TIME_MS (else a 400 naming it)."""
+    message = f"'{name}' must be a Unix time in milliseconds, from 0 to {MAX_TIME_MS}"
+    try:
+        ms = int(value)
+    except ValueError:
+        raise HTTPError(400, message, param=name) from None
+    if not 0 <= ms <= MAX_TIME_MS:
+        raise HTTPError(400, message, param=name)
+    return ms

@@ -6,22 +6,11 @@ import asyncio
 
 from tollway.capabilities import Capability, Routes
 from tollway.http.core import HTTPError, Request, Response, json_response
-from tollway.http.limits import MAX_TIME_MS
+from tollway.http.params import time_ms
 from tollway.keys.auth import Authenticator
 from tollway.ledger.report import month_start_ms, usage_summary
 from tollway.ledger.writer import UsageWriter
 from tollway.store import Database, now_ms
-
-
-def _ms(value: str, name: str) -> int:
-    message = f"'{name}' must be a Unix time in milliseconds, from 0 to {MAX_TIME_MS}"
-    try:
-        ms = int(value)
-    except ValueError:
-        raise HTTPError(400, message, param=name) from None
-    if not 0 <= ms <= MAX_TIME_MS:
-        raise HTTPError(400, message, param=name)
-    return ms
 
 
 def capability(*, auth: Authenticator, writer: UsageWriter, db: Database) -> Capability:
@@ -34,8 +23,8 @@ def capability(*, auth: Authenticator, writer: UsageWriter, db: Database) -> Cap
             raise HTTPError(403, "this endpoint needs an admin key", code="admin_key_required")
         query = request.query()
         now = now_ms()
-        to_ms = _ms(query["to_ms"], "to_ms") if "to_ms" in query else now + 1
-        from_ms = _ms(query["from_ms"], "from_ms") if "from_ms" in query else month_start_ms(now)
+        to_ms = time_ms(query["to_ms"], "to_ms") if "to_ms" in query else now + 1
+        from_ms = time_ms(query["from_ms"], "from_ms") if "from_ms" in query else month_start_ms(now)
         if from_ms > to_ms:
             raise HTTPError(400, "'from_ms' must not be after 'to_ms'", param="from_ms")
         await asyncio.to_thread(writer.flush)

@@ -22,10 +22,11 @@ import orjson
 from sqlalchemy import Connection
 
 from tollway.http.core import HTTPError, new_request_id
+from tollway.http.params import time_ms
 from tollway.search.config import SearchSettings
 from tollway.search.embedder import Embedder, EmbedderError, LocalEmbedder, ProviderEmbedder
 from tollway.search.indexer import Indexer
-from tollway.search.store import Filters, SearchStore, Space, scope_of
+from tollway.search.store import SearchStore, Space, scope_of
 from tollway.search.text import highlight, lexical_terms, terms
 from tollway.search.vectors import SqliteVecIndex, VectorIndex, VectorQuery, sqlite_engine
 from tollway.store import Database
@@ -102,15 +103,7 @@ def _offset(after: Optional[str]) -> int:
 
 def _ms(query: dict[str, str], name: str) -> Optional[int]:
     raw = query.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 2**53:
-        raise HTTPError(400, f"'{name}' must be a time in ms since the epoch (0 to 2^53)", param=name)
-    return value
+    return None if raw is None or raw == "" else time_ms(raw, name)
 
 
 def _text_param(query: dict[str, str], name: str, maximum: int = 200) -> Optional[str]:
@@ -211,7 +204,7 @@ class Search:
                 if s.state == "building" and s.embedder != wanted:
                     await asyncio.to_thread(self.store.retire, s.space)
             spaces = [s for s in spaces if s.state == "active" or s.embedder == wanted]
-        if any(s.embedder == wanted and s.backend == backend for s in spaces):
+        if any(s.embedder == wanted for s in spaces):
             for s in spaces:
                 await asyncio.to_thread(self.index.ensure, s.space, s.dim)
             return
@@ -257,9 +250,6 @@ class Search:
         if not self.in_store:  # (in the store, the gateway closes its own engine)
             await asyncio.to_thread(self.index.close)
 
-    def reindex(self) -> Space:
-        return request_rebuild(self.store, self.cfg)
-
     # ---- hooks -------------------------------------------------------------
     def on_stored(self, conn: Connection, thread_id: str, messages: Any) -> None:
         self.store.enqueue(conn, thread_id, messages)
@@ -280,7 +270,7 @@ class Search:
         self.store.erase_thread(conn, thread_id)
 
     # ---- the query ------------------------------------------------------------
-    def _filters(self, key: "ApiKey", query: dict[str, str]) -> Filters:
+    def _filters(self, key: "ApiKey", query: dict[str, str]) -> VectorQuery:
         if key.is_admin:
             end_user = _text_param(query, "end_user_id")
             scope = scope_of(end_user, "") if end_user is not None else None
@@ -290,7 +280,7 @@ class Search:
         if role is not None and role not in ("user", "assistant", "tool"):
             raise HTTPError(400, "'role' must be one of user, assistant, tool", param="role")
         from_ms, to_ms = _ms(query, "from_ms"), _ms(query, "to_ms")
-        return Filters(
+        return VectorQuery(
             key.account_id,
             scope,
             _text_param(query, "thread_id", 40),
@@ -319,11 +309,7 @@ class Search:
             except EmbedderError as exc:
                 lexical.cancel()
                 raise HTTPError(502, f"the search embedder failed: {exc}", code="embedder_error") from None
-            vq = VectorQuery(
-                filters.account_id, filters.scope, filters.thread_id, filters.role, filters.model, filters.from_ms,
-                filters.to_ms,
-            )  # fmt: skip
-            nearest = await asyncio.to_thread(self.index.search, space.space, vector, vq, depth)
+            nearest = await asyncio.to_thread(self.index.search, space.space, vector, filters, depth)
         fused = _fuse([[cid for cid, _ in nearest], await lexical])
         window = fused[offset : offset + limit]
         found = await asyncio.to_thread(self.store.chunks_by_id, [cid for cid, _ in window])

@@ -27,6 +27,7 @@ from tollway.search.text import (
     scope_tokens,
     searchable,
 )
+from tollway.search.vectors import VectorQuery
 from tollway.store import Database, now_ms
 from tollway.store.schema import search_chunks, search_queue, search_spaces, thread_messages, threads
 
@@ -65,17 +66,6 @@ class Space:
     backend: str
     state: str
     built_upto: int
-
-
-@dataclass(frozen=True, slots=True)
-class Filters:
-    account_id: str
-    scope: Optional[str] = None
-    thread_id: Optional[str] = None
-    role: Optional[str] = None
-    model: Optional[str] = None
-    from_ms: Optional[int] = None
-    to_ms: Optional[int] = None
 
 
 def _chunks_of(row: Any) -> tuple[Chunk, ...]:
@@ -211,7 +201,7 @@ class SearchStore:
             }
 
     # ---- the lexical side -------------------------------------------------
-    def lexical(self, words: list[str], filters: Filters, k: int) -> list[int]:
+    def lexical(self, words: list[str], filters: VectorQuery, k: int) -> list[int]:
         """Chunk ids matching any of ``words``, best first, at most ``k``.
 
         The scope (or the account) is a token of each lexical entry, matched together with
@@ -371,7 +361,7 @@ def _chunk(r: Any) -> Chunk:
     return Chunk(r.id, r.message_id, r.thread_id, r.account_id, r.scope, r.role, r.model, r.created_at, r.text)
 
 
-def _where(f: Filters) -> tuple[str, dict[str, Any]]:
+def _where(f: VectorQuery) -> tuple[str, dict[str, Any]]:
     clauses = ["c.account_id = :account_id"]
     params: dict[str, Any] = {"account_id": f.account_id}
     for name, op in (("scope", "="), ("thread_id", "="), ("role", "="), ("model", "=")):
