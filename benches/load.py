@@ -355,7 +355,7 @@ class TollwayTarget(ProcessTarget):
 
     def start(self, ctx: Context) -> Endpoint:
         port = free_port()
-        admin = "tw-admin-" + secrets.token_hex(16)
+        admin = self.admin = "tw-admin-" + secrets.token_hex(16)
         data_dir = ctx.tmpdir / "tollway-data"
         data_dir.mkdir(exist_ok=True)
         env = dict(os.environ)

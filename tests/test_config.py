@@ -9,9 +9,9 @@ import pytest
 from tollway._core import Ledger
 from tollway.config import ConfigError, load_settings
 from tollway.http.core import HTTPError
+from tollway.policy.caps import decide_hold
 from tollway.providers import ADAPTERS
 from tollway.providers.base import estimate_input_tokens
-from tollway.proxy.caps import decide_hold
 
 
 def settings_with(tmp_path, toml: str, **env):

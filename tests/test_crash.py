@@ -165,7 +165,11 @@ def test_sigkill_under_load_forgets_no_settled_usage_and_keeps_the_cap(
 ) -> None:
     env = gateway_env(fake, tmp_data_dir, fresh_database)
     gw = spawn(env, server)
-    key_id, secret = gw.mint(max_spend_usd=CAP_USD)
+    day_started = time.time() // 86_400
+    # The cap is both the key's lifetime cap and its day window: the window is rebuilt after the kill too.
+    key_id, secret = gw.mint(
+        limits=[{"period": "total", "max_spend_usd": CAP_USD}, {"period": "day", "max_spend_usd": CAP_USD}]
+    )
     load = Load(gw.url, secret).start()
     try:
         # Killed mid-load: half the cap spent, streams and plain requests in flight.
@@ -191,6 +195,9 @@ def test_sigkill_under_load_forgets_no_settled_usage_and_keeps_the_cap(
             spent = sum(r[2] for r in rows)
             assert spent <= CAP_MICROS, (spent, [r for r in rows if r[1] == "interrupted"])
             assert info["spent_micros"] == spent and info["reserved_micros"] == 0
+            day = next(w for w in info["limits"] if w["period"] == "day")
+            if time.time() // 86_400 == day_started:  # (not across midnight UTC)
+                assert day["spent_micros"] == spent and day["reserved_micros"] == 0
             # Every request served is billed once; what was in flight at the kill is billed its
             # hold (100 at most), which the cap covered.
             assert 100 * len(load.completed) <= spent

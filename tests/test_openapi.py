@@ -53,7 +53,13 @@ def test_limits_are_published() -> None:
     assert metadata["x-tollway-max-bytes"] == limits.MAX_METADATA_BYTES
     assert metadata["x-tollway-max-depth"] == limits.MAX_JSON_DEPTH
     usage = document()["paths"]["/v1/usage"]["get"]["parameters"]
-    assert {p["name"]: p["schema"]["maximum"] for p in usage} == {"from_ms": 2**53, "to_ms": 2**53}
+    assert {p["name"]: p["schema"].get("maximum") for p in usage} == {
+        "from_ms": 2**53,
+        "to_ms": 2**53,
+        "group_by": None,
+    }
+    rates = schemas["KeyCreate"]["properties"]["rate_limits"]["anyOf"][0]["properties"]
+    assert rates["rpm"]["anyOf"][0]["maximum"] == 1_000_000 and rates["tpm"]["anyOf"][0]["maximum"] == 10**12
 
 
 def test_model_bodies_pass_through_and_errors_have_the_route_shape() -> None:

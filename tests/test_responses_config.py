@@ -8,9 +8,9 @@ import pytest
 from tollway._core import Ledger
 from tollway.config import ConfigError, load_settings
 from tollway.http.core import HTTPError
+from tollway.policy.caps import decide_hold
 from tollway.providers import ADAPTERS
 from tollway.providers.openai_responses import ADAPTER, MIN_OUTPUT_TOKENS
-from tollway.proxy.caps import decide_hold
 
 PROVIDERS = """
 [[providers]]

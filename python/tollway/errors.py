@@ -42,6 +42,7 @@ class HTTPError(Exception):
         code: Optional[str] = None,
         param: Optional[str] = None,
         headers: Optional[Headers] = None,
+        shaped_headers: Optional[Callable[[Shape], Headers]] = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -49,6 +50,13 @@ class HTTPError(Exception):
         self.code = code
         self.param = param
         self.headers = headers or []
+        # Headers that depend on the caller's wire format (a 429's rate-limit headers).
+        self.shaped_headers = shaped_headers
+
+    def headers_for(self, shape: Shape) -> Headers:
+        if self.shaped_headers is None:
+            return self.headers
+        return self.headers + self.shaped_headers(shape)
 
 
 def _openai_object(error_type: str, message: str, code: Optional[str], param: Optional[str]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import logging
 import os
 import resource
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from sqlalchemy.exc import DataError
 
@@ -31,6 +31,10 @@ from tollway.ledger.journal import Journal
 from tollway.ledger.owner import GatewayLock, die_with_supervisor
 from tollway.ledger.replay import replay
 from tollway.ledger.writer import UsageWriter
+from tollway.policy import routes as policy_routes
+from tollway.policy.credits import CreditStore
+from tollway.policy.ratelimit import RateLimiter
+from tollway.policy.service import Policy, policy_clock
 from tollway.proxy import extras as proxy_extras
 from tollway.proxy import routes as proxy_routes
 from tollway.proxy.spin import SpinWait
@@ -99,6 +103,7 @@ def bad_input_error(exc: Exception) -> Optional[HTTPError]:
 # The capabilities, in order: each may use the services those before it provide.
 CAPABILITIES = [
     key_routes.capability,
+    policy_routes.capability,
     usage_routes.capability,
     proxy_routes.capability,  # provides proxy
     proxy_extras.capability,
@@ -112,8 +117,14 @@ CAPABILITIES = [
 
 class Gateway:
     def __init__(
-        self, settings: Settings, ledger: Optional[Ledger] = None, owner: Optional[GatewayLock] = None
+        self,
+        settings: Settings,
+        ledger: Optional[Ledger] = None,
+        owner: Optional[GatewayLock] = None,
+        clock: Optional[Callable[[], int]] = None,
     ) -> None:
+        """``clock``: Unix ms for the key policy (windows, expiry, rotation, rate limits);
+        tests move it. Default: the wall clock, shifted by TOLLWAY_CLOCK_OFFSET_MS if set."""
         self.settings = settings
         self.db = Database(settings.database_url)
         # One gateway per data (tollway.ledger.owner); taken at start if not given held.
@@ -122,7 +133,10 @@ class Gateway:
         self.hooks = Hooks()
         self.store = KeyStore(self.db)
         self.ledger: Ledger = ledger if ledger is not None else LocalLedger()
-        self.auth = Authenticator(self.store, self.ledger)
+        self.clock = clock if clock is not None else policy_clock()
+        self.credits = CreditStore(self.db)
+        self.auth = Authenticator(self.store, self.ledger, self.clock, self.credits)
+        self.policy = Policy(self.ledger, self.auth.budgets, RateLimiter(), self.clock)
         self.writer = UsageWriter(self.db, settings.data_dir, journal=self.journal, hooks=self.hooks)
         self.threads = ThreadStore(self.db, self.hooks)
         self.tools = ToolStore(self.db)
@@ -151,6 +165,8 @@ class Gateway:
             "auth": self.auth,
             "store": self.store,
             "ledger": self.ledger,
+            "policy": self.policy,
+            "credits": self.credits,
             "writer": self.writer,
             "threads": self.threads,
             "tools": self.tools,

@@ -88,7 +88,7 @@ def error_response(shape: Shape, exc: HTTPError) -> Response:
     return Response(
         exc.status,
         http_error_body(shape, exc),
-        list(JSON_HEADERS) + exc.headers,
+        list(JSON_HEADERS) + exc.headers_for(shape),
     )
 
 

@@ -25,6 +25,7 @@ _NO_NUL = "^[^\\x00]*$"
 _AUTH = (401,)
 _ADMIN = (401, 403)
 _BODY = (400, 413)
+_POLICY = (402, 403, 429)  # spend limits, a model the key may not use (or a disabled key), rate limits
 
 
 @dataclass(frozen=True)
@@ -54,12 +55,12 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     # ---- model calls
     ("POST", "/v1/chat/completions"): Op(
         "OpenAI Chat Completions, capped and metered (any configured model; tool_ids runs registered tools)",
-        {200: "sse:ProviderResponse"}, (*_AUTH, *_BODY, 402, 404), "ChatCompletionRequest",
+        {200: "sse:ProviderResponse"}, (*_AUTH, *_BODY, *_POLICY, 404), "ChatCompletionRequest",
         tag="models", provider=True,
     ),
     ("POST", "/v1/messages"): Op(
         "Anthropic Messages, capped and metered (any configured model; tool_ids runs registered tools)",
-        {200: "sse:ProviderResponse"}, (*_AUTH, *_BODY, 402, 404), "MessagesRequest",
+        {200: "sse:ProviderResponse"}, (*_AUTH, *_BODY, *_POLICY, 404), "MessagesRequest",
         tag="models", shape="anthropic", provider=True,
     ),
     ("GET", "/v1/models"): Op("The routable models", {200: "ModelList"}, _AUTH, tag="models"),
@@ -68,15 +69,15 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ),
     ("POST", "/v1/messages/count_tokens"): Op(
         "Count a Messages request's input tokens: the provider's count (Anthropic), else our estimate; not metered",
-        {200: "InputTokens"}, (*_AUTH, *_BODY, 404), "CountTokensRequest", tag="models", shape="anthropic", provider=True,
+        {200: "InputTokens"}, (*_AUTH, *_BODY, 403, 404), "CountTokensRequest", tag="models", shape="anthropic", provider=True,
     ),
     ("POST", "/v1/embeddings"): Op(
         "OpenAI embeddings, capped and metered (a model of mode \"embedding\" on an OpenAI-kind provider)",
-        {200: "EmbeddingList"}, (*_AUTH, *_BODY, 402, 404), "EmbeddingsRequest", tag="models", provider=True,
+        {200: "EmbeddingList"}, (*_AUTH, *_BODY, *_POLICY, 404), "EmbeddingsRequest", tag="models", provider=True,
     ),
     ("POST", "/v1/responses"): Op(
         "OpenAI Responses on any configured model, capped and metered; stored unless store is false",
-        {200: "sse:ResponseObject"}, (*_AUTH, *_BODY, 402, 404), "ResponsesRequest", tag="responses", provider=True,
+        {200: "sse:ResponseObject"}, (*_AUTH, *_BODY, *_POLICY, 404), "ResponsesRequest", tag="responses", provider=True,
     ),
     ("GET", "/v1/responses/{response_id}"): Op("Read a stored response", {200: "ResponseObject"}, (*_AUTH, 404), tag="responses"),
     ("DELETE", "/v1/responses/{response_id}"): Op(
@@ -92,14 +93,36 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "List the account's keys", {200: "ApiKeyList"}, (*_ADMIN, 400), query={"limit": _limit(50, 500), "after": _CURSOR}
     ),
     ("GET", "/v1/keys/{key_id}"): Op("Read a key", {200: "ApiKey"}, (*_ADMIN, 404)),
-    ("PATCH", "/v1/keys/{key_id}"): Op("Change a key's name, cap or metadata", {200: "ApiKey"}, (*_ADMIN, *_BODY, 404), "KeyUpdate"),
+    ("PATCH", "/v1/keys/{key_id}"): Op("Change a key's name, limits, policy or metadata", {200: "ApiKey"}, (*_ADMIN, *_BODY, 404), "KeyUpdate"),
     ("DELETE", "/v1/keys/{key_id}"): Op("Revoke a key", {200: "ApiKeyRevoked"}, (*_ADMIN, 404)),
     ("GET", "/v1/keys/{key_id}/usage"): Op(
         "A key's spend and its last 100 usage events (a standard key: its own only)", {200: "KeyUsage"}, (*_ADMIN, 404)
     ),
     ("GET", "/v1/usage"): Op(
-        "Spend by key and model, from_ms <= time < to_ms (default: this calendar month, UTC)",
-        {200: "Usage"}, (*_ADMIN, 400), query={"from_ms": _TIME, "to_ms": _TIME},
+        "Spend by key and model, from_ms <= time < to_ms (default: this calendar month, UTC); group_by adds groups",
+        {200: "Usage"}, (*_ADMIN, 400), query={
+            "from_ms": _TIME, "to_ms": _TIME,
+            "group_by": {"type": "string", "pattern": "^(key|end_user|model|tag|day)(,(key|end_user|model|tag|day))*$",
+                         "description": "comma-separated, each once: key, end_user, model, tag, day"},
+        },
+    ),
+    ("POST", "/v1/keys/{key_id}/rotate"): Op(
+        "A new secret for the key (shown once); the old one works for grace_seconds more",
+        {200: "ApiKeyCreated"}, (*_ADMIN, *_BODY, 404, 409), "KeyRotate", body_required=False,
+    ),
+    ("POST", "/v1/keys/{key_id}/credit"): Op(
+        "Raise the key's total limit (or its current window's) by an amount; Idempotency-Key honoured",
+        {201: "KeyCredit", 200: "KeyCredit"}, (*_ADMIN, *_BODY, 404, 409), "KeyCreditRequest",
+    ),
+    ("GET", "/v1/keys/{key_id}/credits"): Op("The credit granted to a key, newest first", {200: "KeyCreditList"}, (*_ADMIN, 404)),
+    ("GET", "/v1/key"): Op(
+        "The calling key's own limits, spend and resets per window, rate-limit state and allowed models",
+        {200: "KeyQuota"}, _AUTH,
+    ),
+    ("GET", "/v1/account"): Op("The caller's account (its time zone)", {200: "Account"}, _ADMIN),
+    ("PATCH", "/v1/account"): Op(
+        "Set the account's name or time zone (the day / week / month windows follow it)",
+        {200: "Account"}, (*_ADMIN, *_BODY), "AccountUpdate",
     ),
     # ---- threads
     ("POST", "/v1/threads"): Op(
@@ -117,7 +140,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("DELETE", "/v1/threads/{thread_id}"): Op("Erase a thread and its messages", {200: "ThreadDeleted"}, (*_AUTH, 404), tag="threads"),
     ("POST", "/v1/threads/{thread_id}/messages"): Op(
         "Send a user turn; the reply (JSON, or Anthropic SSE events with stream) is stored in the thread",
-        {200: "sse:ThreadReply"}, (*_AUTH, *_BODY, 402, 404, 409), "ThreadTurn", tag="threads", provider=True,
+        {200: "sse:ThreadReply"}, (*_AUTH, *_BODY, *_POLICY, 404, 409), "ThreadTurn", tag="threads", provider=True,
     ),
     ("GET", "/v1/threads/{thread_id}/messages"): Op(
         "A page of a thread's messages", {200: "ThreadMessageList"}, (*_AUTH, 400, 404), tag="threads",
@@ -163,12 +186,13 @@ OPERATIONS: dict[tuple[str, str], Op] = {
 _REASONS = {
     400: "Bad request: the body or a parameter is invalid (param names it), a NUL in the URL, or malformed HTTP framing",
     401: "Missing, invalid or revoked key",
-    402: "The key's spending cap is reached",
-    403: "The key may not do this (admin key required, or another end user's)",
+    402: "The key's spending cap or one of its spend windows is reached (the message names it and when it resets)",
+    403: "The key may not do this (admin key required, another end user's, a model outside allowed_models, disabled)",
     404: "No such resource (or one the key may not see)",
     408: "The request body stalled longer than TOLLWAY_BODY_TIMEOUT",
-    409: "Conflict (a tool name taken; another turn of the thread in progress)",
+    409: "Conflict (a tool name taken; another turn of the thread in progress; an Idempotency-Key reused)",
     413: "The body is larger than the configured limit",
+    429: "A rate limit of the key is reached: retry-after (and the SDKs' rate-limit headers) say when to retry",
     502: "A service the gateway depends on failed (the search embedder's provider)",
     "4XX": "The provider's own client error, passed through",
     "5XX": "The provider's own error (passed through), or 502/504: the provider unreachable or timed out",

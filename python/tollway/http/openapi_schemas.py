@@ -135,19 +135,6 @@ _BLOCK = {
 }
 
 REQUESTS: dict[str, Schema] = {
-    "KeyCreate": obj(
-        {
-            "name": text(MAX_NAME_CHARS, blank=False),
-            "scope": {"enum": ["standard", "admin"], "default": "standard"},
-            "max_spend_usd": SPEND_USD,
-            "end_user_id": nullable(text(MAX_NAME_CHARS, blank=False)),
-            "metadata": nullable(METADATA),
-        },
-        ("name",),
-    ),
-    "KeyUpdate": obj(
-        {"name": text(MAX_NAME_CHARS, blank=False), "max_spend_usd": SPEND_USD, "metadata": nullable(METADATA)}
-    ),
     "ThreadCreate": obj(
         {
             "end_user_id": nullable(text(MAX_NAME_CHARS)),
@@ -296,29 +283,6 @@ def _list_of(item: str, *, first_id: bool = True) -> Schema:
     return obj(props, tuple(props))
 
 
-_API_KEY_PROPS: dict[str, Schema] = {
-    "id": _ID,
-    "object": {"const": "api_key"},
-    "name": STRING,
-    "scope": {"enum": ["standard", "admin"]},
-    "max_spend_usd": {"type": ["number", "null"]},
-    "max_spend_micros": _NULLABLE_INT,
-    "spent_micros": INTEGER,
-    "reserved_micros": INTEGER,
-    "end_user_id": _NULLABLE_STR,
-    "metadata": ANY_OBJECT,
-    "secret_hint": STRING,
-    "created_at": INTEGER,
-    "revoked_at": _NULLABLE_INT,
-}
-_USAGE_EVENT = obj(
-    {
-        "request_id": STRING, "model": STRING, "status": INTEGER, "outcome": STRING, "stream": BOOLEAN,
-        "latency_ms": INTEGER, "cost_micros": INTEGER, "input_tokens": INTEGER, "output_tokens": INTEGER,
-        "cache_read_tokens": INTEGER, "cache_write_tokens": INTEGER, "estimated": BOOLEAN, "created_at": INTEGER,
-    },
-    ("request_id", "model", "status", "outcome", "stream", "cost_micros", "created_at"),
-)  # fmt: skip
 _BY_MODEL = obj(
     {"model": STRING, "cost_micros": INTEGER, "request_count": INTEGER, "input_tokens": INTEGER,
      "output_tokens": INTEGER, "avg_latency_ms": {"type": "number"}},
@@ -350,24 +314,9 @@ _ANTHROPIC_MODEL = obj(
 )
 
 RESOURCES: dict[str, Schema] = {
-    "ApiKey": obj(_API_KEY_PROPS, tuple(_API_KEY_PROPS)),
-    "ApiKeyCreated": obj({**_API_KEY_PROPS, "secret": STRING}, (*_API_KEY_PROPS, "secret")),
-    "ApiKeyList": _list_of("ApiKey", first_id=False),
     "ApiKeyRevoked": obj(
         {"id": _ID, "object": {"const": "api_key"}, "deleted": {"const": True}, "revoked_at": INTEGER},
         ("id", "object", "deleted", "revoked_at"),
-    ),
-    "KeyUsage": obj(
-        {
-            "object": {"const": "key_usage"},
-            "key_id": _ID,
-            "total_cost_micros": INTEGER,
-            "max_spend_micros": _NULLABLE_INT,
-            "reserved_micros": INTEGER,
-            "remaining_micros": _NULLABLE_INT,
-            "events": {"type": "array", "items": _USAGE_EVENT},
-        },
-        ("object", "key_id", "total_cost_micros", "max_spend_micros", "reserved_micros", "remaining_micros", "events"),
     ),
     "Usage": obj(
         {
@@ -377,6 +326,8 @@ RESOURCES: dict[str, Schema] = {
             "total_cost_micros": INTEGER,
             "request_count": INTEGER,
             "by_key": {"type": "array", "items": _BY_KEY},
+            "group_by": {"type": "array", "items": {"enum": ["key", "end_user", "model", "tag", "day"]}},
+            "groups": {"type": "array", "items": ANY_OBJECT, "description": "with group_by: one entry per group"},
         },
         ("object", "from_ms", "to_ms", "total_cost_micros", "request_count", "by_key"),
     ),
@@ -481,9 +432,10 @@ RESOURCES: dict[str, Schema] = {
 
 
 def _all() -> dict[str, Schema]:
-    from tollway.search.openapi import SEARCH_SCHEMAS  # (it uses the helpers above)
+    from tollway.keys.openapi import KEY_SCHEMAS  # (they use the helpers above)
+    from tollway.search.openapi import SEARCH_SCHEMAS
 
-    return {**ERRORS, **REQUESTS, **RESOURCES, **SEARCH_SCHEMAS}
+    return {**ERRORS, **REQUESTS, **RESOURCES, **KEY_SCHEMAS, **SEARCH_SCHEMAS}
 
 
 SCHEMAS: dict[str, Schema] = _all()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Optional
 
 from tollway.capabilities import Capability, Routes
@@ -15,25 +14,11 @@ from tollway.keys.store import SCOPES, ApiKey, KeyStore
 from tollway.ledger import Ledger
 from tollway.ledger.report import key_events
 from tollway.ledger.writer import UsageWriter
+from tollway.policy.fields import POLICY_FIELDS, parse_policy, usd_to_micros
 from tollway.store import Database
 
-MAX_CAP_USD = Decimal(10) ** 9
-_MINT_FIELDS = {"name", "scope", "max_spend_usd", "end_user_id", "metadata"}
-_PATCH_FIELDS = {"name", "max_spend_usd", "metadata"}
-
-
-def usd_to_micros(value: Any, field: str = "max_spend_usd") -> Optional[int]:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise HTTPError(400, f"'{field}' must be a number of US dollars or null", param=field)
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
-        raise HTTPError(400, f"'{field}' must be a number of US dollars or null", param=field) from None
-    if not amount.is_finite() or amount < 0 or amount > MAX_CAP_USD:
-        raise HTTPError(400, f"'{field}' must be between 0 and {MAX_CAP_USD}", param=field)
-    return int((amount * 1_000_000).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+_MINT_FIELDS = {"name", "scope", "max_spend_usd", "end_user_id", "metadata"} | POLICY_FIELDS
+_PATCH_FIELDS = {"name", "max_spend_usd", "metadata"} | POLICY_FIELDS
 
 
 def _string(body: dict[str, Any], field: str, *, required: bool = False, limit: int = 200) -> Optional[str]:
@@ -60,7 +45,16 @@ def capability(
 
     def public(key: ApiKey) -> dict[str, Any]:
         spent, reserved, _cap = ledger.snapshot(key.id)
-        return key.public(spent, reserved)
+        return {**key.public(spent, reserved), "limits": auth.budgets.describe(key)}
+
+    def policy_values(body: dict[str, Any]) -> dict[str, Any]:
+        """The key attributes a mint or PATCH body sets (``max_spend_micros`` among them)."""
+        values, total = parse_policy(body, "max_spend_usd" in body)
+        if total is not None:
+            values["max_spend_micros"] = total[1]
+        elif "max_spend_usd" in body:
+            values["max_spend_micros"] = usd_to_micros(body["max_spend_usd"])
+        return values
 
     async def find(caller: ApiKey, key_id: str) -> ApiKey:
         key = await asyncio.to_thread(store.get, caller.account_id, key_id)
@@ -77,11 +71,14 @@ def capability(
         scope = body.get("scope", "standard")
         if scope not in SCOPES:
             raise HTTPError(400, f"'scope' must be one of {', '.join(SCOPES)}", param="scope")
-        cap = usd_to_micros(body.get("max_spend_usd"))
+        policy = policy_values(body)
+        cap = policy.pop("max_spend_micros", None)
         end_user_id = _string(body, "end_user_id")
         metadata = metadata_object(body)
-        key, secret = await asyncio.to_thread(store.mint, caller.account_id, name, scope, cap, end_user_id, metadata)
-        auth.remember(key, hash_secret(secret), spent_micros=0)
+        key, secret = await asyncio.to_thread(
+            store.mint, caller.account_id, name, scope, cap, end_user_id, metadata, policy
+        )
+        auth.minted(key, hash_secret(secret))
         return json_response(201, {**public(key), "secret": secret})
 
     @routes.route("GET", "/v1/keys")
@@ -115,8 +112,7 @@ def capability(
         values: dict[str, Any] = {}
         if "name" in body:
             values["name"] = _string(body, "name", required=True)
-        if "max_spend_usd" in body:
-            values["max_spend_micros"] = usd_to_micros(body["max_spend_usd"])
+        values.update(policy_values(body))
         if "metadata" in body:
             values["metadata"] = metadata_object(body)
         key = await asyncio.to_thread(store.update, caller.account_id, key_id, values)
@@ -154,6 +150,7 @@ def capability(
                 "max_spend_micros": cap,
                 "reserved_micros": reserved,
                 "remaining_micros": None if cap is None else max(0, cap - total - reserved),
+                "limits": auth.budgets.describe(key),
                 "events": events,
             },
         )

@@ -141,10 +141,11 @@ class Journal:
 
     # ------------------------------------------------------------ records
     def hold(self, event_id: str, hold: Hold, base: dict[str, Any], stream: bool, input_estimate: int) -> None:
+        now = time.time_ns() // 1_000_000
         line = orjson.dumps({
             "t": "h", "e": event_id, "r": base["request_id"], "a": base["account_id"], "k": base["key_id"],
             "m": base["model"], "p": base["provider"], "s": stream, "u": hold.micros, "i": input_estimate,
-            "c": time.time_ns() // 1_000_000,
+            "c": now, "w": base.get("started_at", now),
         }) + b"\n"  # fmt: skip
         with self.lock:
             self._open[event_id] = (line, weakref.ref(hold))

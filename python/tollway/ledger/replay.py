@@ -78,6 +78,7 @@ def interrupted_row(hold: dict[str, Any]) -> dict[str, Any]:
         "cost_micros": int(hold["u"]),
         "latency_ms": 0,
         "created_at": int(hold["c"]),
+        "started_at": int(hold.get("w", hold["c"])),
     }
 
 
@@ -92,6 +93,7 @@ def collect(journal_dir: Path, spill_dir: Path) -> tuple[list[Path], list[dict[s
             kind = record.get("t")
             if kind == "u":
                 row = record["r"]
+                row.setdefault("started_at", row.get("created_at"))  # journaled before 0006
                 rows.setdefault(row["event_id"], row)
             elif kind == "h":
                 holds.setdefault(record["e"], record)
@@ -103,6 +105,7 @@ def collect(journal_dir: Path, spill_dir: Path) -> tuple[list[Path], list[dict[s
             # Files from before event ids: an id from the file and line keeps a re-run idempotent.
             row.setdefault("event_id", None)
             row["event_id"] = row["event_id"] or f"spill_{path.stem.rsplit('-', 1)[-1][:24]}_{n}"
+            row.setdefault("started_at", row.get("created_at"))
             rows.setdefault(row["event_id"], row)
     open_holds = [interrupted_row(h) for e, h in holds.items() if e not in rows and e not in released]
     return files + spills, list(rows.values()), open_holds

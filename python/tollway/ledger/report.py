@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Optional
 
-from sqlalchemy import func, select
+from sqlalchemy import func, literal_column, select
 
 from tollway.store import Database, api_keys, usage_events
 
@@ -121,3 +121,84 @@ def key_events(db: Database, key_id: str, limit: int = 100) -> tuple[int, list[d
         for r in rows
     ]
     return int(total or 0), events
+
+
+GROUPS = ("key", "end_user", "model", "tag", "day")
+_QUARTER_HOUR = 900_000
+_DAY = 86_400_000
+
+
+def usage_groups(
+    db: Database, account_id: str, from_ms: int, to_ms: int, group_by: list[str], tz: Optional[dt.tzinfo] = None
+) -> list[dict[str, Any]]:
+    """Spend, requests and tokens of events with from_ms <= created_at < to_ms, grouped by
+    any of ``GROUPS``: ``end_user`` and ``tag`` come from the event's key (a key with several
+    tags counts under each, so tag groups may add up to more than the total; a key with none
+    under ``tag: null``); ``day`` is the calendar day in ``tz`` (the account's zone), exact
+    across DST changes (events are summed per quarter hour in the database, then per day here)."""
+    e = usage_events
+    local = tz not in (None, dt.timezone.utc)
+    width = _QUARTER_HOUR if local else _DAY
+    columns: list[Any] = [e.c.key_id, e.c.model]
+    if "day" in group_by:
+        columns.append(e.c.created_at // literal_column(str(width)))  # one expression in SELECT and GROUP BY
+    query = (
+        select(
+            *columns,
+            func.sum(e.c.cost_micros),
+            func.count(),
+            func.sum(e.c.input_tokens + e.c.cache_read_tokens + e.c.cache_write_tokens),
+            func.sum(e.c.output_tokens),
+        )
+        .where(e.c.account_id == account_id, e.c.created_at >= from_ms, e.c.created_at < to_ms)
+        .group_by(*columns)
+    )
+    with db.engine.connect() as conn:
+        rows = conn.execute(query).all()
+        key_ids = sorted({r[0] for r in rows})
+        keys: dict[str, Any] = {}
+        for i in range(0, len(key_ids), 500):
+            found = select(api_keys.c.id, api_keys.c.end_user_id, api_keys.c.tags).where(
+                api_keys.c.id.in_(key_ids[i : i + 500])
+            )
+            keys.update({r.id: r for r in conn.execute(found)})
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    days: dict[int, str] = {}
+    for row in rows:
+        key_id, model = row[0], row[1]
+        cost, count, tokens_in, tokens_out = row[-4:]
+        key = keys.get(key_id)
+        day = None
+        if "day" in group_by:
+            bucket = int(row[2])
+            day = days.get(bucket)
+            if day is None:
+                moment = dt.datetime.fromtimestamp(bucket * width / 1000, tz or dt.timezone.utc)
+                day = days[bucket] = moment.date().isoformat()
+        tags = (list(key.tags or []) if key is not None else []) or [None]
+        for tag in tags if "tag" in group_by else [None]:
+            values = {
+                "key": key_id,
+                "end_user": key.end_user_id if key is not None else None,
+                "model": model,
+                "tag": tag,
+                "day": day,
+            }
+            ident = tuple(values[g] for g in group_by)
+            entry = groups.get(ident)
+            if entry is None:
+                entry = groups[ident] = {
+                    **{_FIELD[g]: values[g] for g in group_by},
+                    "cost_micros": 0,
+                    "request_count": 0,
+                    "input_tokens": 0,
+                    "output_tokens": 0,
+                }
+            entry["cost_micros"] += int(cost or 0)
+            entry["request_count"] += int(count)
+            entry["input_tokens"] += int(tokens_in or 0)
+            entry["output_tokens"] += int(tokens_out or 0)
+    return sorted(groups.values(), key=lambda g: tuple(str(g[_FIELD[f]] or "") for f in group_by))
+
+
+_FIELD = {"key": "key_id", "end_user": "end_user_id", "model": "model", "tag": "tag", "day": "day"}

@@ -31,7 +31,7 @@ log = logging.getLogger("tollway.usage")
 USAGE_COLUMNS = (
     "event_id", "request_id", "account_id", "key_id", "model", "provider", "http_status", "outcome", "stream",
     "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "estimated",
-    "cost_micros", "latency_ms", "created_at",
+    "cost_micros", "latency_ms", "created_at", "started_at",
 )  # fmt: skip
 
 
@@ -211,7 +211,9 @@ def usage_row(
     cost_micros: int = 0,
     latency_ms: int = 0,
     created_at: Optional[int] = None,
+    started_at: Optional[int] = None,
 ) -> dict[str, Any]:
+    created = created_at if created_at is not None else time.time_ns() // 1_000_000
     return {
         "event_id": event_id or new_event_id(),
         "request_id": request_id,
@@ -229,5 +231,7 @@ def usage_row(
         "estimated": estimated,
         "cost_micros": cost_micros,
         "latency_ms": latency_ms,
-        "created_at": created_at if created_at is not None else time.time_ns() // 1_000_000,
+        "created_at": created,
+        # The spend windows a call is charged to are the ones it started in (tollway.policy.budgets).
+        "started_at": started_at if started_at is not None else created,
     }

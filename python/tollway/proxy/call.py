@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from tollway.keys.auth import Authenticator
     from tollway.ledger import Ledger
     from tollway.ledger.writer import UsageWriter
+    from tollway.policy.ratelimit import Permit
+    from tollway.policy.service import Policy
     from tollway.proxy.spin import SpinWait
     from tollway.tools import ToolStore
     from tollway.tools.dispatch import Dispatcher
@@ -33,6 +35,7 @@ class Runtime(Protocol):
     settings: "Settings"
     auth: "Authenticator"  # the native routes authenticate in Proxy.handle
     ledger: "Ledger"
+    policy: "Policy"  # models, rate limits and budgets of a key
     journal: Journal
     writer: "UsageWriter"
     hooks: "Hooks"
@@ -71,7 +74,7 @@ def retryable(status: int) -> bool:
 class StreamRecorder:
     """Turns the Rust stream's outcome into a usage event (called once, from any thread)."""
 
-    __slots__ = ("gw", "hold", "base", "started", "then")
+    __slots__ = ("gw", "hold", "base", "started", "then", "permit")
 
     def __init__(
         self,
@@ -80,17 +83,22 @@ class StreamRecorder:
         base: dict[str, Any],
         started: float,
         then: Optional[Callable[[StreamOutcome], None]] = None,
+        permit: Optional["Permit"] = None,
     ) -> None:
         self.gw = gw
         self.hold = hold
         self.base = base
         self.started = started
         self.then = then
+        self.permit = permit
 
     def __call__(self, outcome: StreamOutcome) -> None:
         usage = outcome.usage
         cost = outcome.cost_micros  # the settlement rule applied by the stream (ledger.settlement)
         self.hold.settle(cost)
+        if self.permit is not None:
+            tokens = usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens + usage.output_tokens
+            self.permit.settle(tokens, self.gw.policy.clock())
         self.gw.writer.submit(
             usage_row(
                 **self.base,
@@ -139,11 +147,15 @@ class Call:
     base: dict[str, Any]  # the usage event's identity: event, request, account, key, model, provider
     started: float
     journal: Journal
+    permit: Optional["Permit"] = None  # the rate limits' (tollway.policy), when the key has any
 
     def release(self) -> None:
-        """Give the hold back, nothing spent (a no-op once settled or released)."""
+        """Give the hold back, nothing spent (a no-op once settled or released). The call was
+        attempted: it still counts as a request for the rate limits, with no tokens."""
         if self.hold.release():
             self.journal.release(self.base["event_id"])
+        if self.permit is not None:
+            self.permit.settle(0, time.time_ns() // 1_000_000)
 
     @property
     def extra_headers(self) -> list[tuple[str, str]]:

@@ -30,9 +30,9 @@ from tollway.http.core import (
 from tollway.http.limits import MAX_TOKENS_LIMIT
 from tollway.keys import ApiKey
 from tollway.keys.auth import Authenticator
+from tollway.policy.service import model_allowed
 from tollway.providers import ADAPTERS
 from tollway.providers.base import count_message_tokens, estimate_embedding_tokens
-from tollway.proxy.caps import decide_hold
 from tollway.proxy.checks import check_model_request
 from tollway.proxy.handler import Call, Completed, Proxy
 from tollway.proxy.headers import response_headers
@@ -55,13 +55,19 @@ def in_client_shape(handler: Callable[..., Awaitable[AnyResponse]]) -> Callable[
 
 
 def model_listing(
-    settings: Settings, is_routable: Callable[[ModelRoute], bool], started_at: int, request: Request
+    settings: Settings,
+    is_routable: Callable[[ModelRoute], bool],
+    started_at: int,
+    request: Request,
+    key: ApiKey,
 ) -> Response:
-    """Every routable model, in the caller's shape."""
+    """Every routable model ``key`` may call, in the caller's shape."""
     adapter = ADAPTERS[unrouted_shape(request.path, request.headers)]
     created = started_at // 1000
     models = [settings.models[name] for name in settings.model_names]
-    objects = [adapter.model_object(r.name, r, created) for r in models if is_routable(r)]
+    objects = [
+        adapter.model_object(r.name, r, created) for r in models if is_routable(r) and model_allowed(key, r.name)
+    ]
     return json_response(200, adapter.model_list(objects))
 
 
@@ -74,9 +80,9 @@ def capability(
     @routes.route("GET", "/v1/models/{model_id:path}")
     @in_client_shape
     async def retrieve_model(request: Request, model_id: str) -> Response:
-        await auth.authenticate(request.headers)
+        key = await auth.authenticate(request.headers)
         route = settings.models.get(model_id)
-        if route is None or not is_routable(route):
+        if route is None or not is_routable(route) or not model_allowed(key, model_id):
             raise HTTPError(
                 404,
                 f"the model {model_id!r} does not exist or is not routable here",
@@ -88,10 +94,10 @@ def capability(
 
     @routes.route("POST", "/v1/messages/count_tokens")
     async def count_tokens(request: Request) -> Response:
-        await auth.authenticate(request.headers)
+        key = await auth.authenticate(request.headers)
         payload = request.json(allow_nul=True)  # forwarded or counted, never stored
         _check_count_request(payload)
-        route = proxy.route(payload["model"], priced=False)  # counting spends nothing
+        route = proxy.route(payload["model"], key, priced=False)  # counting spends nothing
         adapter = ADAPTERS[route.provider.kind]
         url = adapter.count_tokens_url(route.provider)
         if url is None:
@@ -127,7 +133,7 @@ async def create_embeddings(
     recorded. ``raw`` is the client's body when ``payload`` is exactly what it sent."""
     gw = proxy.gw
     inputs = _check_embeddings_request(payload)
-    route = proxy.route(payload["model"], mode="embedding")
+    route = proxy.route(payload["model"], key, mode="embedding")
     adapter = ADAPTERS[route.provider.kind]
     url = adapter.embeddings_url(route.provider)
     if url is None:
@@ -142,12 +148,12 @@ async def create_embeddings(
         else orjson.dumps({**payload, "model": route.upstream_model})
     )
     estimate = estimate_embedding_tokens(inputs)
-    decision = decide_hold(gw.ledger, key.id, route, estimate, 0)  # no output tokens
-    base = proxy.usage_base(key, route, request_id)
+    decision = gw.policy.admit(key, route, estimate, 0)  # no output tokens
+    base = proxy.usage_base(key, route, request_id, decision.started_at)
     gw.journal.hold(base["event_id"], decision.hold, base, False, estimate)
     call = Call(
         route, adapter.kind, url, adapter.headers(route.provider, client_headers), body, False, decision.hold, None,
-        estimate, base, started, gw.journal,
+        estimate, base, started, gw.journal, decision.permit,
     )  # fmt: skip
     try:
         return await proxy.complete(call)

@@ -28,6 +28,7 @@ from tollway.keys import ApiKey
 from tollway.ledger.journal import new_event_id
 from tollway.ledger.settlement import settle
 from tollway.ledger.writer import usage_row
+from tollway.policy.service import check_model
 from tollway.providers import ADAPTERS, ProviderAdapter
 from tollway.proxy import looped, translated
 from tollway.proxy.call import (
@@ -41,7 +42,6 @@ from tollway.proxy.call import (
     retry_after_seconds,
     retryable,
 )
-from tollway.proxy.caps import decide_hold
 from tollway.proxy.checks import check_model_request, token_count
 from tollway.proxy.headers import response_headers
 
@@ -78,7 +78,7 @@ class Proxy:
         """
         started = time.perf_counter() if started is None else started
         check_model_request(payload)
-        route = self.route(payload.get("model"))
+        route = self.route(payload.get("model"), key)
         if "tool_ids" in payload:
             return await looped.handle(self, origin, shape, key, route, payload, started)
         if route.wire != shape:
@@ -106,8 +106,10 @@ class Proxy:
             call.release()  # no-op once the hold was settled
             raise
 
-    def route(self, name: Any, mode: str = "chat", priced: bool = True) -> ModelRoute:
-        """The route of a model called for ``mode`` (400 if it is for the other, or unpriced when ``priced``; 404 if unknown)."""
+    def route(self, name: Any, key: ApiKey, mode: str = "chat", priced: bool = True) -> ModelRoute:
+        """The route of a model ``key`` calls for ``mode``: 400 if it is for the other (or
+        unpriced when ``priced``), 404 if unknown, 403 if the key's ``allowed_models`` exclude it.
+        Every route that calls a model gets its route here, so no route can skip the allow-list."""
         if not isinstance(name, str) or not name:
             raise HTTPError(400, "'model' is required", param="model")
         route = self.gw.settings.models.get(name)
@@ -115,6 +117,8 @@ class Proxy:
             raise HTTPError(
                 404, f"the model {name!r} does not exist or is not routable here", code="model_not_found", param="model"
             )
+        if key.allowed_models is not None:
+            check_model(key, name)
         if route.mode != mode:
             if route.embedding:
                 raise HTTPError(
@@ -134,8 +138,9 @@ class Proxy:
         return route
 
     @staticmethod
-    def usage_base(key: ApiKey, route: ModelRoute, request_id: str) -> dict[str, Any]:
-        """A usage event's identity: event, request, account, key, model, provider."""
+    def usage_base(key: ApiKey, route: ModelRoute, request_id: str, started_at: int) -> dict[str, Any]:
+        """A usage event's identity: event, request, account, key, model, provider, and when it
+        took its hold (the spend windows it is charged to)."""
         return {
             "event_id": new_event_id(),
             "request_id": request_id,
@@ -143,6 +148,7 @@ class Proxy:
             "key_id": key.id,
             "model": route.name,
             "provider": route.provider.name,
+            "started_at": started_at,
         }
 
     def prepare(
@@ -175,13 +181,15 @@ class Proxy:
         if raw is None:
             raw = orjson.dumps(payload)
         input_estimate = adapter.estimate_input_tokens(payload, len(raw), route.context_window)
-        decision = decide_hold(self.gw.ledger, key.id, route, input_estimate, requested, adapter.min_output_tokens)
+        decision = self.gw.policy.admit(key, route, input_estimate, requested, adapter.min_output_tokens)
         try:
             prepared = adapter.prepare(payload, raw, route.upstream_model, decision.clamp_to, stream)
         except BaseException:
             decision.hold.release()  # not journaled yet
+            if decision.permit is not None:
+                decision.permit.release()
             raise
-        base = self.usage_base(key, route, request_id)
+        base = self.usage_base(key, route, request_id, decision.started_at)
         journal = self.gw.journal
         journal.hold(base["event_id"], decision.hold, base, stream, input_estimate)
         return Call(
@@ -197,6 +205,7 @@ class Proxy:
             base,
             started,
             journal,
+            decision.permit,
         )
 
     async def _send_with_retries(self, route: ModelRoute, make_call) -> Union[UpstreamResponse, UpstreamStream]:
@@ -271,6 +280,8 @@ class Proxy:
                 cache_read, cache_write = usage.cache_read_tokens, usage.cache_write_tokens
             priced = route.pricing.cost_micros(input_tokens, output_tokens, cache_read, cache_write)
             cost = settle(hold, priced, estimated)
+            if call.permit is not None:
+                call.permit.settle(input_tokens + cache_read + cache_write + output_tokens, gw.policy.clock())
             gw.writer.submit(
                 usage_row(
                     **base,
@@ -298,7 +309,7 @@ class Proxy:
         as a ``Completed`` with the error body, the hold released."""
         gw = self.gw
         route = call.route
-        recorder = StreamRecorder(gw, call.hold, call.base, call.started, then)
+        recorder = StreamRecorder(gw, call.hold, call.base, call.started, then, call.permit)
         try:
             upstream = await self._send_with_retries(
                 route,

@@ -35,7 +35,7 @@ def capability(
     @routes.route("GET", "/v1/models")
     @extras.in_client_shape
     async def models(request: Request) -> Response:
-        await auth.authenticate(request.headers)
-        return extras.model_listing(settings, is_routable, started_at, request)
+        key = await auth.authenticate(request.headers)
+        return extras.model_listing(settings, is_routable, started_at, request, key)
 
     return Capability(routes, provides={"proxy": proxy})

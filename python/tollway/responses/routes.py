@@ -223,7 +223,7 @@ def capability(
         key = await auth.authenticate(request.headers)
         payload = json_object(request)
         _check(payload)
-        route = proxy.route(payload.get("model"))
+        route = proxy.route(payload.get("model"), key)
         if speaks_responses(route):
             return await native_call(request, key, route, payload, started)
         for name, message in _UNSUPPORTED.items():

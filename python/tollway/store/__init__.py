@@ -1,12 +1,22 @@
 """Persistence: SQLAlchemy 2 (SQLite by default, PostgreSQL for scale) with Alembic migrations."""
 
 from tollway.store.db import Database, now_ms
-from tollway.store.schema import accounts, api_keys, metadata, thread_messages, threads, tools, usage_events
+from tollway.store.schema import (
+    accounts,
+    api_keys,
+    key_credits,
+    metadata,
+    thread_messages,
+    threads,
+    tools,
+    usage_events,
+)
 
 __all__ = [
     "Database",
     "accounts",
     "api_keys",
+    "key_credits",
     "metadata",
     "now_ms",
     "thread_messages",

@@ -23,6 +23,8 @@ accounts = Table(
     Column("id", String(40), primary_key=True),
     Column("name", String(200), nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    # The IANA zone of the account's day / week / month windows (NULL: UTC).
+    Column("timezone", String(64), nullable=True),
 )
 
 api_keys = Table(
@@ -40,6 +42,19 @@ api_keys = Table(
     Column("metadata", JSON, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger, nullable=True),
+    # Key policy (tollway.policy): [{"period", "max_spend_micros"}] windows besides the total cap,
+    # {"rpm", "tpm", "max_parallel"}, {model or glob: the same}, [names or globs], [tags].
+    Column("limits", JSON, nullable=True),
+    Column("rate_limits", JSON, nullable=True),
+    Column("model_limits", JSON, nullable=True),
+    Column("allowed_models", JSON, nullable=True),
+    Column("tags", JSON, nullable=True),
+    Column("expires_at", BigInteger, nullable=True),
+    Column("disabled", Boolean, nullable=False, default=False),
+    # Rotation: the previous secret keeps working until previous_secret_until.
+    Column("previous_secret_hash", String(64), nullable=True),
+    Column("previous_secret_until", BigInteger, nullable=True),
+    Index("ix_api_keys_previous_secret", "previous_secret_hash"),
 )
 
 usage_events = Table(
@@ -66,9 +81,30 @@ usage_events = Table(
     Column("cost_micros", BigInteger, nullable=False),
     Column("latency_ms", Integer, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    # When the call took its hold: the spend windows it is charged to (NULL only before 0006).
+    Column("started_at", BigInteger, nullable=True),
     Index("ix_usage_account_time", "account_id", "created_at"),
+    Index("ix_usage_key_started", "key_id", "started_at"),
     Index("ix_usage_key_time", "key_id", "created_at"),
     Index("ux_usage_event_id", "event_id", unique=True),
+)
+
+
+# Credit granted to a key: raises its total limit (period "total") or one window's.
+key_credits = Table(
+    "key_credits",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", String(40), nullable=False),
+    Column("key_id", String(40), nullable=False),
+    Column("amount_micros", BigInteger, nullable=False),
+    Column("period", String(10), nullable=False),  # total | day | week | month
+    Column("window_start", BigInteger, nullable=True),  # the window credited (NULL for total)
+    Column("granted_by", String(40), nullable=False),  # the admin key that granted it
+    Column("idempotency_key", String(255), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("account_id", "idempotency_key", name="uq_key_credits_idempotency"),
+    Index("ix_key_credits_key", "key_id", "created_at"),
 )
 
 

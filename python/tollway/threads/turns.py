@@ -236,7 +236,7 @@ class ThreadTurns:
                 param=unknown[0],
             )
         check_model_request(body)
-        route = self.proxy.route(body.get("model"))
+        route = self.proxy.route(body.get("model"), key)
         content = user_content(body.get("content"))
         max_tokens = token_count(body.get("max_tokens", route.max_output_tokens), "max_tokens")
         system = body.get("system", thread.system)

@@ -1,4 +1,4 @@
-"""The spending cap, decided before any upstream call.
+"""The spending cap (the key's total and its windows), decided before any upstream call.
 
 A request may start only if the key can still afford its input (estimated from
 above) plus one output token. It then holds ``input + worst-case output``, the
@@ -14,7 +14,7 @@ the hold is settled to the actual cost and the rest goes back.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional, Sequence, Union
 
 from tollway._core import Hold
 from tollway.config import ModelRoute
@@ -32,27 +32,32 @@ class CapDecision:
 
 def decide_hold(
     ledger: Ledger,
-    key_id: str,
+    budgets: Union[str, Sequence[str]],
     route: ModelRoute,
     input_estimate: int,
     requested_max_tokens: Optional[int],
     min_output_tokens: int = 1,
+    explain: Optional[Callable[[str], str]] = None,
 ) -> CapDecision:
-    """``min_output_tokens``: the smallest output limit the provider accepts; a key that
-    cannot afford that many is refused (402) rather than sent a request the provider refuses."""
+    """Hold on every budget of ``budgets`` (the key's total cap first, then its windows).
+
+    ``min_output_tokens``: the smallest output limit the provider accepts; a key that
+    cannot afford that many is refused (402) rather than sent a request the provider refuses.
+    ``explain(budget_id)``: what to call an exhausted budget in the 402 (its window, its reset)."""
     pricing = route.pricing
     assert pricing is not None
     worst_output = requested_max_tokens if requested_max_tokens is not None else route.max_output_tokens
     input_hold = pricing.cost_micros_ceil(input_estimate, 0)
     one_token = pricing.cost_micros_ceil(0, 1)
     want = input_hold + pricing.cost_micros_ceil(0, worst_output)
-    hold = ledger.reserve(key_id, input_hold + one_token, want)
-    if hold is None:
-        spent, reserved, cap = ledger.snapshot(key_id)
+    hold = ledger.reserve_all([budgets] if isinstance(budgets, str) else budgets, input_hold + one_token, want)
+    if isinstance(hold, str):
+        spent, reserved, cap = ledger.snapshot(hold)
+        what = explain(hold) if explain is not None else "spending cap"
         raise HTTPError(
             402,
-            f"{CAP_MESSAGE} (cap {cap} micro-USD, spent {spent}, held by requests in flight {reserved}; "
-            f"this request needs at least {input_hold + one_token})",
+            f"this API key has reached its {what} (limit {cap} micro-USD, spent {spent}, held by requests in "
+            f"flight {reserved}; this request needs at least {input_hold + one_token})",
             code="spend_cap_reached",
         )
     clamp_to = None
