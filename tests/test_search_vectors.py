@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from tollway.search.vectors import SqliteVecIndex, VectorQuery, VectorRow, sqlite_engine
+from tollway.search.vectors_int8 import FILL
 from tollway.search.vectors_qdrant import QdrantIndex, qdrant_from_url
 
 DIM = 16
@@ -211,6 +212,20 @@ def sqlite_index(tmp_path):
     idx.close()
 
 
+def int8_ids(idx, space="g1", conn=None) -> list[int]:
+    """The chunk ids the space's int8 copy holds (its vec0 rowids table)."""
+    sql = f"SELECT rowid FROM search_vecq_{space}_rowids ORDER BY rowid"
+    if conn is not None:
+        return [r[0] for r in conn.exec_driver_sql(sql)]
+    with idx.engine.connect() as c:
+        return [r[0] for r in c.exec_driver_sql(sql)]
+
+
+def float_ids(idx, space="g1") -> list[int]:
+    with idx.engine.connect() as c:
+        return [r[0] for r in c.exec_driver_sql(f"SELECT rowid FROM search_vec_{space}_rowids ORDER BY rowid")]
+
+
 def test_vectors_share_the_callers_transaction(sqlite_index):
     idx, _ = sqlite_index
     rng = np.random.default_rng(8)
@@ -223,9 +238,11 @@ def test_vectors_share_the_callers_transaction(sqlite_index):
             conn.execute(text("INSERT INTO messages VALUES (1, 'hello')"))
             idx.add("g1", [row(i, vecs[i]) for i in range(10)], conn=conn)
             assert idx.count("g1", conn=conn) == 10
+            assert int8_ids(idx, conn=conn) == list(range(10))
             assert len(idx.search("g1", vecs[0], VectorQuery("acct_1"), 20, conn=conn)) == 10
             raise RuntimeError("rollback")
     assert idx.count("g1") == 0
+    assert int8_ids(idx) == []  # the int8 copies went with the rollback too
     assert idx.search("g1", vecs[0], VectorQuery("acct_1"), 20) == []
     with idx.engine.begin() as conn:
         assert conn.execute(text("SELECT count(*) FROM messages")).scalar_one() == 0
@@ -233,18 +250,23 @@ def test_vectors_share_the_callers_transaction(sqlite_index):
         idx.delete_thread("g1", "t1", conn=conn)
         idx.add("g1", [row(1, vecs[1])], conn=conn)
     assert idx.count("g1") == 1
+    assert int8_ids(idx) == [1]
 
 
 def test_deleted_vectors_leave_no_bytes_in_the_files(sqlite_index):
     idx, path = sqlite_index
     dim = 384
     idx.ensure("g1", dim)
-    # A distinctive pattern per vector: its bytes cannot appear by chance.
-    base = np.arange(1, dim + 1, dtype=np.float32) * np.float32(0.0123) + np.float32(0.456)
-    doomed = [unit(base + np.float32(i) * np.float32(0.5)) for i in range(20)]
+    # A distinctive pattern per vector: its bytes (and its int8 codes') cannot appear by chance.
+    steps = np.arange(1, dim + 1, dtype=np.float32)
+    doomed = [unit(np.sin(steps * np.float32(0.37) + np.float32(i) * np.float32(0.5))) for i in range(20)]
     keep = rand(np.random.default_rng(9), 20, dim)
     idx.add("g1", [row(i, v, thread="secret") for i, v in enumerate(doomed)])
     idx.add("g1", [row(100 + i, v, thread="kept") for i, v in enumerate(keep)])
+    with idx.engine.connect() as conn:  # the int8 copies, as stored
+        codes = {cid: bytes(e) for cid, e in conn.exec_driver_sql("SELECT chunk_id, emb FROM search_vecq_g1")}
+    assert len(codes) == 40 and all(len(c) == dim for c in codes.values())
+    doomed_codes, kept_codes = [codes[i] for i in range(20)], [codes[100 + i] for i in range(20)]
 
     def files() -> bytes:
         with idx.engine.connect() as conn:
@@ -256,13 +278,40 @@ def test_deleted_vectors_leave_no_bytes_in_the_files(sqlite_index):
     def present(blob: bytes, vecs) -> list[bool]:
         return [v.tobytes()[:64] in blob for v in vecs]
 
+    def pieces(blob: bytes, codes: list[bytes]) -> int:
+        """How many 32-byte pieces of the int8 codes the files hold (a code may straddle two pages)."""
+        return sum(c[i : i + 32] in blob for c in codes for i in range(0, len(c), 32))
+
     before = files()
     assert all(present(before, doomed)) and all(present(before, keep))
+    assert pieces(before, doomed_codes) >= 0.9 * 20 * 12 and pieces(before, kept_codes) >= 0.9 * 20 * 12
     idx.delete_thread("g1", "secret")
     after = files()
     assert not any(present(after, doomed))
     assert all(present(after, keep))
-    assert idx.count("g1") == 20
+    assert pieces(after, doomed_codes) == 0
+    assert pieces(after, kept_codes) >= 0.9 * 20 * 12
+    assert idx.count("g1") == 20 and int8_ids(idx) == list(range(100, 120))
+
+
+def test_the_int8_slot_is_zeroed_before_its_row_goes(sqlite_index):
+    """vec0 cannot UPDATE an int8 vector: the index writes zeros into the row's slot of its chunk blob itself."""
+    idx, _ = sqlite_index
+    idx.ensure("g1", DIM)
+    vecs = rand(np.random.default_rng(11), 40)
+    idx.add("g1", [row(i, v, account="acct_a" if i % 2 else "acct_b") for i, v in enumerate(vecs)])
+
+    def codes(conn) -> dict[int, bytes]:
+        return {cid: bytes(e) for cid, e in conn.exec_driver_sql("SELECT chunk_id, emb FROM search_vecq_g1")}
+
+    with pytest.raises(RuntimeError):
+        with idx.engine.begin() as conn:
+            before = codes(conn)
+            assert idx.int8.zero(conn, "g1", [3, 17, 18, 999], DIM) == [3, 17, 18]
+            after = codes(conn)
+            raise RuntimeError("look only")
+    assert all(after[i] == bytes(DIM) for i in (3, 17, 18))
+    assert all(after[i] == before[i] != bytes(DIM) for i in before if i not in (3, 17, 18))
 
 
 def test_bounded_crowding_at_20k(sqlite_index):
@@ -276,3 +325,111 @@ def test_bounded_crowding_at_20k(sqlite_index):
     idx.add("g1", mine)
     assert idx.count("g1") == 20_030
     assert_same(idx.search("g1", q, VectorQuery("acct_1", scope="u:me"), 10), exact(mine, q, 10))
+
+
+# -- the int8 first pass of account-wide queries (sqlite-vec) -------------------------------------------------
+
+
+def test_account_wide_query_reranks_int8_candidates_exactly(sqlite_index):
+    idx, _ = sqlite_index
+    rng = np.random.default_rng(12)
+    idx.ensure("g1", 384)
+    assert idx.quantised("g1")  # a new space has its int8 copy from the start
+    vecs = rand(rng, 4_000, 384)
+    rows = [row(i, v, scope=f"u:{i % 40}") for i, v in enumerate(vecs)]
+    idx.add("g1", rows)
+    hits_at_10 = hits_at_100 = 0
+    for q in near(rng, vecs[0], 10, 2.0):  # queries with a few close rows and a long tail
+        got = idx.search("g1", q, VectorQuery("acct_1"), 100)  # 300 candidates of 4,000 rows
+        want = exact(rows, q, 100)
+        # Whatever is returned is scored by its exact cosine and ordered by it.
+        assert np.allclose([s for _, s in got], [float(np.dot(vecs[c], q)) for c, _ in got], atol=1e-5)
+        assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)
+        hits_at_10 += len({c for c, _ in got[:10]} & {c for c, _ in want[:10]})
+        hits_at_100 += len({c for c, _ in got} & {c for c, _ in want})
+    assert hits_at_10 / 100 >= 0.99 and hits_at_100 / 1_000 >= 0.97
+    # The candidates come from the int8 copy: a row missing there is missed account-wide, not in its scope.
+    with idx.engine.begin() as conn:
+        idx.int8.delete(conn, "g1", [0], 384)
+    assert 0 not in {c for c, _ in idx.search("g1", vecs[0], VectorQuery("acct_1"), 10)}
+    assert idx.search("g1", vecs[0], VectorQuery("acct_1", scope="u:0"), 1)[0][0] == 0
+
+
+@pytest.mark.parametrize("field", ["thread_id", "role", "model", "from_ms", "to_ms"])
+def test_every_filter_runs_inside_the_int8_pass(sqlite_index, field):
+    """Far more excluded rows, all nearer to q, than the int8 pass takes candidates: the filter must be inside it."""
+    idx, _ = sqlite_index
+    query, keep = FILTERS[field]
+    rng = np.random.default_rng(13)
+    q = rand(rng, 1, 384)[0]
+    idx.ensure("g1", 384)
+    excluded = [
+        row(i, v, scope=f"u:{i % 9}", thread="t1", role="user", model=None if i % 2 else "gpt", at=1_000 + (i % 3))
+        for i, v in enumerate(near(rng, q, 1_500, 0.05))
+    ]
+    kept = [row(5_000 + i, v, scope=f"u:{i % 9}", **keep) for i, v in enumerate(rand(rng, 30, 384))]
+    idx.add("g1", excluded + kept)
+    assert_same(idx.search("g1", q, query, 10), exact(kept, q, 10))
+
+
+def test_a_space_from_before_the_int8_copy_is_filled_in_the_background(sqlite_index):
+    idx, _ = sqlite_index
+    rng = np.random.default_rng(14)
+    idx.ensure("g1", 384)
+    vecs = rand(rng, 1_300, 384)
+    rows = {i: row(i, v, scope=f"u:{i % 13}", thread=f"t{i % 50}") for i, v in enumerate(vecs)}
+    idx.add("g1", list(rows.values()))
+    with idx.engine.begin() as conn:  # what an older version left: the float table alone
+        conn.exec_driver_sql("DROP TABLE search_vecq_g1")
+    later = SqliteVecIndex(idx.engine)  # the next start
+    later.ensure("g1", 384)
+    later.ensure("g1", 384)
+    assert not later.quantised("g1") and int8_ids(later) == []
+    q = vecs[7]
+    assert_same(later.search("g1", q, VectorQuery("acct_1"), 20), exact(list(rows.values()), q, 20))  # exact scan
+
+    assert later.backfill("g1", batch=500)  # rows 0-499
+    assert int8_ids(later) == list(range(500)) and not later.quantised("g1")
+    # Meanwhile the copy follows every write: a new row, a replaced row on each side of the cursor, deletions.
+    for r in (row(2_000, rand(rng, 1, 384)[0]), row(3, rand(rng, 1, 384)[0]), row(900, rand(rng, 1, 384)[0])):
+        rows[r.chunk_id] = r
+    later.add("g1", [rows[2_000], rows[3], rows[900]])
+    gone = [0, 1, 2, 700, 701, 2_000]
+    later.delete_chunks("g1", gone)
+    later.delete_thread("g1", "t49")  # ids 49, 99, ... on both sides of the cursor
+    gone += [i for i, r in rows.items() if r.thread_id == "t49"]
+    live = {i: r for i, r in rows.items() if i not in gone}
+
+    steps = 0
+    while later.backfill("g1", batch=500):
+        steps += 1
+    assert steps == 3 and later.quantised("g1") and not later.backfill("g1")
+    assert int8_ids(later) == float_ids(later) == sorted(live)  # no copy of a deleted row came back
+    for q in (vecs[7], rows[3].vector, rows[900].vector):
+        assert_same(later.search("g1", q, VectorQuery("acct_1"), 20), exact(list(live.values()), q, 20))
+    with later.engine.connect() as conn:
+        assert conn.exec_driver_sql(f"SELECT count(*) FROM {FILL}").scalar_one() == 0
+    assert SqliteVecIndex(idx.engine).quantised("g1")  # (and so for the next start)
+
+
+def test_each_generation_has_its_own_int8_copy_and_drop_removes_it(sqlite_index):
+    idx, _ = sqlite_index
+    rng = np.random.default_rng(15)
+    idx.ensure("g1", 384)
+    idx.ensure("g2", 8)
+    idx.add("g1", [row(i, v) for i, v in enumerate(rand(rng, 30, 384))])
+    small = [row(i, v) for i, v in enumerate(rand(rng, 10, 8))]
+    idx.add("g2", small)
+    assert int8_ids(idx, "g1") == list(range(30)) and int8_ids(idx, "g2") == list(range(10))
+    q = rand(rng, 1, 8)[0]
+    assert_same(idx.search("g2", q, VectorQuery("acct_1"), 5), exact(small, q, 5))
+    with idx.engine.begin() as conn:  # g2 made by an older version, then replaced before its copy was filled
+        conn.exec_driver_sql("DROP TABLE search_vecq_g2")
+    other = SqliteVecIndex(idx.engine)
+    other.ensure("g2", 8)
+    assert not other.quantised("g2")
+    other.drop("g2")
+    other.drop("g1")
+    with idx.engine.connect() as conn:
+        names = [r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE name LIKE 'search_vec%'")]
+        assert names == [FILL] and conn.exec_driver_sql(f"SELECT count(*) FROM {FILL}").scalar_one() == 0
