@@ -433,3 +433,41 @@ def test_each_generation_has_its_own_int8_copy_and_drop_removes_it(sqlite_index)
     with idx.engine.connect() as conn:
         names = [r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE name LIKE 'search_vec%'")]
         assert names == [FILL] and conn.exec_driver_sql(f"SELECT count(*) FROM {FILL}").scalar_one() == 0
+
+
+def test_the_idle_indexer_fills_an_older_space(tmp_path, monkeypatch):
+    import asyncio
+
+    from tollway.search import indexer as indexer_module
+    from tollway.search.indexer import Indexer
+    from tollway.search.store import SearchStore
+    from tollway.store import Database
+
+    db = Database(f"sqlite:///{tmp_path / 'tollway.db'}")
+    db.migrate()
+    store = SearchStore(db)
+    space = store.add_space("test-embedder", 384, "sqlite-vec", "active").space
+    SqliteVecIndex(db.engine).ensure(space, 384)
+    vecs = rand(np.random.default_rng(16), 1_200, 384)
+    SqliteVecIndex(db.engine).add(space, [row(i, v) for i, v in enumerate(vecs)])
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP TABLE search_vecq_{space}")
+    index = SqliteVecIndex(db.engine)
+
+    async def no_embedding(*_):
+        raise AssertionError("filling the int8 copy embeds nothing")
+
+    monkeypatch.setattr(indexer_module, "BACKFILL_PAUSE_S", 0.0)
+    indexer = Indexer(store, index, True, no_embedding)
+    index.ensure(space, 384)
+
+    async def drain() -> int:
+        steps = 0
+        while await indexer.step():
+            steps += 1
+        return steps
+
+    assert not index.quantised(space)
+    assert asyncio.run(drain()) == 4  # 500 + 500 + 200, then the end of the copy
+    assert index.quantised(space) and int8_ids(index, space) == list(range(1_200))
+    db.dispose()
