@@ -1,7 +1,8 @@
 """The int8 copy of a sqlite-vec space: the first pass of account-wide (admin) queries.
 
 An account-wide query has no scope partition to narrow it, so the exact float scan reads every vector of the
-account (~190 ms at 100k on a slow core: cosine over float[384] in vec0 is scalar C). Each space keeps, beside its
+account (87-190 ms at 100k on this 2-core host, by the day: cosine over float[384] in vec0 is scalar C; the int8
+pass ~40 ms, the re-rank ~2 ms, benches/README.md "Account-wide query"). Each space keeps, beside its
 float ``vec0`` table, ``search_vecq_<space>``: the same rows with ``int8[dim]`` vectors
 (``vec_quantize_int8(v, 'unit')``, a quarter of the bytes), partitioned by account only (its chunks are full) and
 with small chunks (``chunk_size=32``: vec0 selects each chunk's top k by k passes over the chunk, so with the
