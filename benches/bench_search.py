@@ -9,7 +9,7 @@
 - TOLLWAY_BENCH_SEARCH_INDEX (default 200): messages the indexer drains, per setting (threads 1/2, batch 32/64).
 
 The query databases are synthetic, built once and cached under /tmp/tollway-bench-search/ by size: chunk rows,
-FTS rows and vec0 rows inserted directly in big transactions, texts from the support-chat generator below,
+FTS rows and vec0 rows inserted directly in big transactions, texts from the support-chat generator (search_texts.py),
 vectors random unit vectors around 2,000 centres, plus REAL_MESSAGES really embedded messages mixed in. Queries
 are real: each embeds its text with the default local embedder. ``python benches/bench_search.py build N USERS``
 builds a cache ahead of a run.
@@ -29,6 +29,7 @@ import numpy as np
 import orjson
 import pytest
 from benches.load import CpuMeter
+from benches.search_texts import QUERIES, message_text
 
 from tollway.keys.store import ApiKey
 from tollway.search.config import SearchSettings
@@ -36,7 +37,7 @@ from tollway.search.embedder import LOCAL_DIM, LocalEmbedder
 from tollway.search.service import Search
 from tollway.search.store import SearchStore
 from tollway.search.text import MAX_CHUNKS, fts_rowid, scope_tokens
-from tollway.search.vectors import SqliteVecIndex
+from tollway.search.vectors import SqliteVecIndex, VectorQuery
 from tollway.store import Database
 
 ROOT = Path(os.environ.get("TOLLWAY_BENCH_SEARCH_DIR", "/tmp/tollway-bench-search"))
@@ -44,78 +45,6 @@ ACCOUNT = "acct_bench"
 REAL_MESSAGES = 300
 THREADS_PER_USER = 10
 LAYOUT = "v3"  # bump when the builder changes, so an old cache is not reused
-
-# ---------------------------------------------------------------------------------------------- texts
-_OPEN = ["Hi,", "Hello,", "Hey there,", "Good morning,", "Thanks for getting back to me.", "Quick question:", ""]
-_ASK = [
-    "I was charged twice for order {code} and would like a refund",
-    "my package for order {code} still has not arrived after {n} days",
-    "I cannot log in to my account since I reset my password yesterday",
-    "the {product} I bought stopped working after {n} days",
-    "can you change the delivery address on order {code} to my office",
-    "how do I cancel my {plan} subscription before the next billing date",
-    "the invoice for {month} shows the wrong VAT number for our company",
-    "I would like to upgrade from the {plan} plan to the annual one",
-    "the tracking page says delivered but nothing was left at the door",
-    "my discount code {promo} is rejected at checkout",
-    "the app crashes every time I open the settings page on my {device}",
-    "I received the wrong colour of the {product} in my last order",
-    "is it possible to return the {product} without the original box",
-    "two-factor authentication codes never reach my phone",
-    "our team needs {n} more seats on the {plan} plan this month",
-]
-_ANSWER = [
-    "I am sorry about that, I have issued a refund of {amount} to your card",
-    "I checked order {code} and the courier expects to deliver it within {n} days",
-    "I have sent a password reset link to the email address on your account",
-    "please try restarting the {product} and holding the power button for ten seconds",
-    "the delivery address on order {code} has been updated",
-    "your {plan} subscription is cancelled and you will not be billed again",
-    "I have corrected the invoice for {month} and attached the new copy",
-    "you can upgrade any time from the billing page, the difference is prorated",
-    "I have opened an investigation with the courier, reference {code}",
-    "the code {promo} expired last week, but I applied a ten percent discount instead",
-    "a fix for the crash on {device} is in the next app update",
-    "we will ship the right colour today and send a prepaid label for the return",
-    "returns without the box are fine within thirty days of delivery",
-    "I have switched your two-factor codes to the authenticator app",
-    "I have added {n} seats, the invoice will follow at the end of the month",
-]
-_CLOSE = ["Thanks!", "Let me know if anything else comes up.", "Is there anything else I can help with?",
-          "Have a nice day.", "Thank you for your patience.", ""]  # fmt: skip
-_FILL = {
-    "product": ["wireless headphones", "smart kettle", "standing desk", "espresso machine", "robot vacuum",
-                "fitness tracker", "e-reader", "bluetooth speaker", "office chair", "air purifier"],
-    "plan": ["Starter", "Team", "Business", "Enterprise", "Pro"],
-    "device": ["iPhone", "Android tablet", "Pixel phone", "Windows laptop", "Mac"],
-    "month": ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October"],
-    "promo": ["SPRING10", "WELCOME5", "BLACKFRIDAY", "LOYAL20", "FREESHIP"],
-}  # fmt: skip
-QUERIES = [
-    "refund charged twice", "package not arrived", "cannot log in after password reset", "cancel subscription",
-    "wrong VAT number on invoice", "discount code rejected", "app crashes on settings page", "return without box",
-    "two-factor codes not received", "add more seats", "change delivery address", "espresso machine stopped working",
-    "upgrade to annual plan", "courier investigation", "wrong colour shipped", "order A-10234",
-]  # fmt: skip
-
-
-def message_text(rng: np.random.Generator, role: str) -> str:
-    """A support-chat message of about 10-40 words (a customer's question, or an agent's answer)."""
-
-    def fill(template: str) -> str:
-        slots = {k: v[int(rng.integers(len(v)))] for k, v in _FILL.items()}
-        return template.format(
-            code=f"A-{int(rng.integers(10_000, 99_999))}", n=int(rng.integers(2, 15)),
-            amount=f"${int(rng.integers(5, 400))}.{int(rng.integers(0, 99)):02d}", **slots,
-        )  # fmt: skip
-
-    pool = _ASK if role == "user" else _ANSWER
-    parts = [_OPEN[int(rng.integers(len(_OPEN)))], fill(pool[int(rng.integers(len(pool)))]) + "."]
-    while len(" ".join(parts).split()) < 18 and rng.random() < 0.7:
-        more = fill(pool[int(rng.integers(len(pool)))])
-        parts.append(more[0].upper() + more[1:] + ".")
-    parts.append(_CLOSE[int(rng.integers(len(_CLOSE)))])
-    return " ".join(p for p in parts if p)
 
 
 # ---------------------------------------------------------------------------------------------- the database
@@ -185,6 +114,7 @@ def cached_db(messages: int, users: int, log=print) -> Path:
             "VALUES (?,?,?,?,?,?,?,?)",
             vec_rows,
         )
+        cur.executemany(index.int8.insert_sql(space.space), index.int8.rows(vec_rows))  # (what index.add writes)
         cur.execute("COMMIT")
         done_n = start + n
         elapsed = time.perf_counter() - started
@@ -210,6 +140,11 @@ def open_search(path: Path, threads: int = 1, batch: int = 32) -> tuple[Search, 
     search = Search(SearchSettings(threads=threads, batch=batch), db, ROOT / "data", None, None)  # type: ignore[arg-type]
     for space in search.store.spaces():  # what the gateway's start does (Search._ensure_spaces)
         search.index.ensure(space.space, space.dim)
+        started = time.perf_counter()
+        while search.index.backfill(space.space, 5_000):  # (once, for a cache built before the int8 copies)
+            pass
+        if time.perf_counter() - started > 1:
+            print(f"  filled the int8 copy of {space.space} in {time.perf_counter() - started:.1f} s")
     search.local.load()
     return search, db
 
@@ -364,10 +299,28 @@ def test_scoped_query(benchmark, enabled, queries):
     assert figures["hits_per_query"] > 0
 
 
+def account_recall(search: Search) -> dict[str, Any]:
+    """Recall@10 / @100 of the account-wide vector query (int8 pass + re-rank) vs the exact float scan, k = 101."""
+    space, index = search.store.spaces()[0].space, search.index
+    sql = (
+        f"SELECT chunk_id FROM {index.table(space)} WHERE emb MATCH ? AND k = 101 AND account_id = ? ORDER BY distance"
+    )
+    at10, at100 = [], []
+    for v in search.local.embed_sync(QUERIES):
+        got = [c for c, _ in index.search(space, v, VectorQuery(ACCOUNT), 101)]
+        with search.db.engine.connect() as conn:
+            exact = [r[0] for r in conn.exec_driver_sql(sql, (v.tobytes(), ACCOUNT))]
+        at10.append(len(set(got[:10]) & set(exact[:10])) / 10)
+        at100.append(len(set(got[:100]) & set(exact[:100])) / 100)
+    return {"int8_pass": index.quantised(space), "recall_at_10": round(sum(at10) / len(at10), 3),
+            "recall_at_100": round(sum(at100) / len(at100), 3), "recall_at_100_min": min(at100)}  # fmt: skip
+
+
 def test_account_wide_query(benchmark, enabled):
     search, db = open_search(cached_db(N_ACCOUNT, USERS))
     loop = asyncio.new_event_loop()
     figures = time_queries(search, [bench_key(None, admin=True)], max(20, ROUNDS // 4), loop)
+    figures.update(account_recall(search))
     loop.close()
     search.local.close()
     db.dispose()

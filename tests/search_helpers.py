@@ -126,7 +126,7 @@ def files_holding(paths: list[Path], needle: bytes) -> list[str]:
 
 
 def pieces_in_files(paths: list[Path], vector: bytes, size: int = 32) -> int:
-    """How many of ``vector``'s 48 pieces of ``size`` bytes some file holds."""
+    """How many of ``vector``'s pieces of ``size`` bytes (48 of a float[384], 12 of an int8[384]) some file holds."""
     files = [p for base in paths for p in ([base] if base.is_file() else sorted(base.rglob("*")))]
     blobs = [p.read_bytes() for p in files if p.is_file() and "models" not in p.parts]
     pieces = [vector[i : i + size] for i in range(0, len(vector), size)]

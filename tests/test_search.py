@@ -284,11 +284,16 @@ class TestCorpus:
                 vectors = [
                     r[0] for r in conn.execute(f"SELECT emb FROM search_vec_g1 WHERE chunk_id IN ({marks})", ids)
                 ]
+                # ... and its int8 copy (the first pass of account-wide queries)
+                vectors += [
+                    r[0] for r in conn.execute(f"SELECT emb FROM search_vecq_g1 WHERE chunk_id IN ({marks})", ids)
+                ]
             finally:
                 conn.close()
-            assert len(vectors) == 1 and len(vectors[0]) == 4 * 384
+            assert [len(v) for v in vectors] == [4 * 384, 384]
             # A vector lies in a vec0 chunk blob spread over overflow pages: look for its 32-byte pieces.
             assert pieces_in_files(places_of(gw), vectors[0]) > 40  # before the delete the check sees it
+            assert pieces_in_files(places_of(gw), vectors[1]) >= 10  # (of 12)
         qdrant_vector = qdrant_local_vector(gw.data_dir / "qdrant", ids[0]) if corpus.backend == "qdrant" else None
         store, places = sqlite_path(gw.database_url), places_of(gw)
         assert gw.request("DELETE", f"/v1/threads/{tid}", key).status_code == 200

@@ -81,9 +81,11 @@ def test_sigkill_mid_indexing_leaves_every_message_indexed_once(fake, tmp_data_d
         conn = vec_connection(vfile)
         try:
             vec_ids = [r[0] for r in conn.execute("SELECT chunk_id FROM search_vec_g1")]
+            int8_ids = [r[0] for r in conn.execute("SELECT chunk_id FROM search_vecq_g1")]
         finally:
             conn.close()
         assert Counter(vec_ids) == Counter(r[0] for r in rows)  # one vector per chunk, none left over
+        assert Counter(int8_ids) == Counter(vec_ids)  # and one int8 copy of each
         data = search(gw, key, q="crash case refund blender", limit=100)["data"]
         pairs = [(h["message_id"], h["snippet"]) for h in data]
         assert data and len(pairs) == len(set(pairs))
@@ -144,5 +146,18 @@ def test_reindex_rebuilds_a_new_generation_with_the_same_answers(fake, tmp_data_
         assert s["indexed_chunks"] == before["indexed_chunks"]
         again = search(gw, key, q="how do I get my money back", limit=3)["data"]
         assert [h["message_id"] for h in again][:1] == [h["message_id"] for h in top][:1]
+        # The new generation built its int8 copy with its vectors; the old one's went with it.
+        old_gen, new_gen = before["active"]["generation"], s["active"]["generation"]
+        conn = vec_connection(sqlite_path(fresh_database) or tmp_data_dir / "search-vectors.db")
+        try:
+            counts = [
+                conn.execute(f"SELECT count(*) FROM {table}_rowids").fetchone()[0]
+                for table in (f"search_vec_{new_gen}", f"search_vecq_{new_gen}")
+            ]
+            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE name LIKE 'search_vec%'")}
+        finally:
+            conn.close()
+        assert counts == [s["indexed_chunks"]] * 2
+        assert not {f"search_vec_{old_gen}", f"search_vecq_{old_gen}"} & names
     finally:
         stop_gateway(gw)

@@ -211,6 +211,20 @@ def sqlite_index(tmp_path):
     idx.close()
 
 
+def int8_ids(idx, space="g1", conn=None) -> list[int]:
+    """The chunk ids the space's int8 copy holds (its vec0 rowids table)."""
+    sql = f"SELECT rowid FROM search_vecq_{space}_rowids ORDER BY rowid"
+    if conn is not None:
+        return [r[0] for r in conn.exec_driver_sql(sql)]
+    with idx.engine.connect() as c:
+        return [r[0] for r in c.exec_driver_sql(sql)]
+
+
+def float_ids(idx, space="g1") -> list[int]:
+    with idx.engine.connect() as c:
+        return [r[0] for r in c.exec_driver_sql(f"SELECT rowid FROM search_vec_{space}_rowids ORDER BY rowid")]
+
+
 def test_vectors_share_the_callers_transaction(sqlite_index):
     idx, _ = sqlite_index
     rng = np.random.default_rng(8)
@@ -223,9 +237,11 @@ def test_vectors_share_the_callers_transaction(sqlite_index):
             conn.execute(text("INSERT INTO messages VALUES (1, 'hello')"))
             idx.add("g1", [row(i, vecs[i]) for i in range(10)], conn=conn)
             assert idx.count("g1", conn=conn) == 10
+            assert int8_ids(idx, conn=conn) == list(range(10))
             assert len(idx.search("g1", vecs[0], VectorQuery("acct_1"), 20, conn=conn)) == 10
             raise RuntimeError("rollback")
     assert idx.count("g1") == 0
+    assert int8_ids(idx) == []  # the int8 copies went with the rollback too
     assert idx.search("g1", vecs[0], VectorQuery("acct_1"), 20) == []
     with idx.engine.begin() as conn:
         assert conn.execute(text("SELECT count(*) FROM messages")).scalar_one() == 0
@@ -233,18 +249,23 @@ def test_vectors_share_the_callers_transaction(sqlite_index):
         idx.delete_thread("g1", "t1", conn=conn)
         idx.add("g1", [row(1, vecs[1])], conn=conn)
     assert idx.count("g1") == 1
+    assert int8_ids(idx) == [1]
 
 
 def test_deleted_vectors_leave_no_bytes_in_the_files(sqlite_index):
     idx, path = sqlite_index
     dim = 384
     idx.ensure("g1", dim)
-    # A distinctive pattern per vector: its bytes cannot appear by chance.
-    base = np.arange(1, dim + 1, dtype=np.float32) * np.float32(0.0123) + np.float32(0.456)
-    doomed = [unit(base + np.float32(i) * np.float32(0.5)) for i in range(20)]
+    # A distinctive pattern per vector: its bytes (and its int8 codes') cannot appear by chance.
+    steps = np.arange(1, dim + 1, dtype=np.float32)
+    doomed = [unit(np.sin(steps * np.float32(0.37) + np.float32(i) * np.float32(0.5))) for i in range(20)]
     keep = rand(np.random.default_rng(9), 20, dim)
     idx.add("g1", [row(i, v, thread="secret") for i, v in enumerate(doomed)])
     idx.add("g1", [row(100 + i, v, thread="kept") for i, v in enumerate(keep)])
+    with idx.engine.connect() as conn:  # the int8 copies, as stored
+        codes = {cid: bytes(e) for cid, e in conn.exec_driver_sql("SELECT chunk_id, emb FROM search_vecq_g1")}
+    assert len(codes) == 40 and all(len(c) == dim for c in codes.values())
+    doomed_codes, kept_codes = [codes[i] for i in range(20)], [codes[100 + i] for i in range(20)]
 
     def files() -> bytes:
         with idx.engine.connect() as conn:
@@ -256,13 +277,20 @@ def test_deleted_vectors_leave_no_bytes_in_the_files(sqlite_index):
     def present(blob: bytes, vecs) -> list[bool]:
         return [v.tobytes()[:64] in blob for v in vecs]
 
+    def pieces(blob: bytes, codes: list[bytes]) -> int:
+        """How many 32-byte pieces of the int8 codes the files hold (a code may straddle two pages)."""
+        return sum(c[i : i + 32] in blob for c in codes for i in range(0, len(c), 32))
+
     before = files()
     assert all(present(before, doomed)) and all(present(before, keep))
+    assert pieces(before, doomed_codes) >= 0.9 * 20 * 12 and pieces(before, kept_codes) >= 0.9 * 20 * 12
     idx.delete_thread("g1", "secret")
     after = files()
     assert not any(present(after, doomed))
     assert all(present(after, keep))
-    assert idx.count("g1") == 20
+    assert pieces(after, doomed_codes) == 0
+    assert pieces(after, kept_codes) >= 0.9 * 20 * 12
+    assert idx.count("g1") == 20 and int8_ids(idx) == list(range(100, 120))
 
 
 def test_bounded_crowding_at_20k(sqlite_index):

@@ -13,6 +13,9 @@ A rebuild (a "building" generation, after ``tollway search reindex`` or a change
 embedder) walks the stored chunks in id order and embeds them again, while new
 messages go to both generations; queries use the active one until the rebuild has
 caught up, then it becomes active and the old generation is dropped.
+
+With nothing else to do it fills, in small batches, the int8 copy of a sqlite-vec space made
+before those copies existed (``SqliteVecIndex.backfill``, no embedding needed).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from tollway.search.vectors import VectorIndex, VectorRow
 
 log = logging.getLogger("tollway.search")
 
+# Between two batches of filling an int8 copy (SqliteVecIndex.backfill, ~10 ms each).
+BACKFILL_PAUSE_S = 0.05
 # space, account, texts -> one unit vector per text
 Embed = Callable[[Space, str, list[str]], Awaitable[np.ndarray]]
 
@@ -131,7 +136,21 @@ class Indexer:
             await self._index(spaces, pending)
             return True
         building = next((s for s in spaces if s.state == "building"), None)
-        return building is not None and await self._rebuild(building, spaces)
+        if building is not None:
+            return await self._rebuild(building, spaces)
+        return await self._backfill(spaces)
+
+    async def _backfill(self, spaces: list[Space]) -> bool:
+        """Nothing else to do: a step of filling an older space's int8 copy (sqlite-vec), then a pause so
+        that the batches leave the database's writers their turns."""
+        backfill = getattr(self.index, "backfill", None)
+        if backfill is None:
+            return False
+        for s in spaces:
+            if await asyncio.to_thread(backfill, s.space):
+                await asyncio.sleep(BACKFILL_PAUSE_S)
+                return True
+        return False
 
     async def _vectors(self, space: Space, chunks: Sequence[Chunk]) -> dict[int, np.ndarray]:
         out: dict[int, np.ndarray] = {}
