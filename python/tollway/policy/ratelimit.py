@@ -278,7 +278,7 @@ class RateLimiter:
                     self._sweep(now)
                 return refusal
             held = []
-            for b, (_, limits) in zip(found, buckets):
+            for b, (_, limits) in zip(found, buckets, strict=True):
                 b.in_flight += 1
                 tpm = limits.tpm
                 if tpm is None and limits.rpm is None:
@@ -296,7 +296,7 @@ class RateLimiter:
 
     def _refusal(self, buckets, found, tokens: int, now: int) -> Refusal:
         worst = None
-        for b, (bid, limits) in zip(found, buckets):
+        for b, (bid, limits) in zip(found, buckets, strict=True):
             why = b.retry_ms(limits, tokens, now)
             if why is not None and (worst is None or why[0] > worst[0]):
                 worst = (*why, bid)
@@ -308,7 +308,7 @@ class RateLimiter:
     @staticmethod
     def _snapshot(buckets, found, now: int) -> RateSnapshot:
         best: list[Optional[Window]] = [None, None]
-        for b, (bid, limits) in zip(found, buckets):
+        for b, (bid, limits) in zip(found, buckets, strict=True):
             for i, w in enumerate(b.windows(bid, limits, now)):
                 cur = best[i]
                 if w is not None and (cur is None or (w.remaining, -w.reset_ms) < (cur.remaining, -cur.reset_ms)):
