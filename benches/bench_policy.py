@@ -99,8 +99,9 @@ def test_call_interleaved(benchmark, running):
             assert done.status == 200
 
     benchmark.pedantic(pair, rounds=600, iterations=1, warmup_rounds=50)
-    single = statistics.median(cpu["single"][50:]) * 1e6
-    policy = statistics.median(cpu["policy"][50:]) * 1e6
+    skip = 50 if len(cpu["single"]) > 100 else 0  # (one round under `make test`, where timing is off)
+    single = statistics.median(cpu["single"][skip:]) * 1e6
+    policy = statistics.median(cpu["policy"][skip:]) * 1e6
     benchmark.extra_info.update(single_us=round(single, 1), policy_us=round(policy, 1), ratio=round(policy / single, 3))
     print(
         f"\nCPU per call, median: single cap {single:.1f} us, 3 windows + rpm + tpm {policy:.1f} us, ratio {policy / single:.3f}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -69,6 +70,29 @@ def test_rate_limit_429_for_each_sdk(gateway: Gateway) -> None:
         claude.messages.create(model="out-claude", max_tokens=5, messages=MSGS)
     assert exc2.value.response.headers["anthropic-ratelimit-requests-limit"] == "1"
     assert exc2.value.body["error"]["type"] == "rate_limit_error"
+
+
+def test_tpm_model_limits_and_usage_by_tag(gateway: Gateway) -> None:
+    tag = "team-" + secrets.token_hex(4)
+    key_id, secret = gateway.mint(
+        max_spend_usd=1, rate_limits={"tpm": 700}, model_limits={"out-claude": {"rpm": 1}}, tags=[tag]
+    )
+    heavy = {"model": "out-gpt", "max_tokens": 300, "messages": [{"role": "user", "content": "x #words=300"}]}
+    for _ in range(2):
+        assert gateway.request("POST", "/v1/chat/completions", secret, json=heavy).status_code == 200
+    r = gateway.request("POST", "/v1/chat/completions", secret, json=heavy)
+    assert r.status_code == 429 and r.headers["x-ratelimit-limit-tokens"] == "700"
+    assert "x-ratelimit-limit-requests" not in r.headers  # no rpm on this key: no requests set
+    claude = {"model": "out-claude", "max_tokens": 5, "messages": MSGS}
+    assert gateway.request("POST", "/v1/messages", secret, json=claude).status_code == 200
+    r = gateway.request("POST", "/v1/messages", secret, json=claude)
+    assert r.status_code == 429 and r.json()["error"]["type"] == "rate_limit_error"
+    assert r.headers["anthropic-ratelimit-requests-limit"] == "1"
+    gateway.wait_settled(key_id)
+    groups = gateway.request("GET", "/v1/usage?from_ms=0&group_by=tag,model", gateway.admin).json()["groups"]
+    mine = {g["model"]: g for g in groups if g["tag"] == tag}
+    assert mine["out-gpt"]["request_count"] == 2 and mine["out-claude"]["request_count"] == 1
+    assert mine["out-gpt"]["cost_micros"] == 6000  # 2 x 300 output tokens at $10/Mtok
 
 
 def test_a_stream_holds_its_parallel_slot_until_it_settles(gateway: Gateway) -> None:

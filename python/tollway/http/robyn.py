@@ -159,7 +159,7 @@ async def _exit_when(stopping: asyncio.Event, app: App, relaying: Callable[[], i
 
 
 FLUSH_GRACE_S = 0.2
-FLUSH_MAX_S = 2.0
+FLUSH_MAX_S = 5.0  # (2 s cut a drained stream short once on a loaded machine)
 
 
 def whole_seconds(seconds: float) -> int:

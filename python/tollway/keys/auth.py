@@ -82,6 +82,13 @@ class Authenticator:
             raise HTTPError(403, "this API key is disabled", code="key_disabled")
         return key
 
+    async def admin(self, headers: dict[str, str], message: str = "this endpoint needs an admin key") -> ApiKey:
+        """The calling key, which must be an admin key (403 ``admin_key_required`` otherwise)."""
+        key = await self.authenticate(headers)
+        if not key.is_admin:
+            raise HTTPError(403, message, code="admin_key_required")
+        return key
+
     async def key_by_id(self, key_id: str) -> ApiKey:
         """The active key ``key_id``, for a call no HTTP request carries (a job); 401 as for its secret."""
         digest = self._hash_of.get(key_id)
@@ -99,7 +106,7 @@ class Authenticator:
             return None
         key, current = found
         fresh = key.revoked_at is None and not self.budgets.tracked(key.id)  # created by another process
-        if fresh and key.account_id not in self.budgets._zones:
+        if fresh and not self.budgets.knows_zone(key.account_id):
             self.budgets.set_zones({key.account_id: (self.store.account(key.account_id) or {}).get("timezone")})
         self._cache(key, current)
         if fresh:

@@ -32,16 +32,21 @@ def _string(body: dict[str, Any], field: str, *, required: bool = False, limit: 
     return value
 
 
+async def find_key(store: KeyStore, caller: ApiKey, key_id: str) -> ApiKey:
+    """The key ``key_id`` of the caller's account, or 404."""
+    key = await asyncio.to_thread(store.get, caller.account_id, key_id)
+    if key is None:
+        raise HTTPError(404, f"no API key with id {key_id!r}", code="not_found")
+    return key
+
+
 def capability(
     *, auth: Authenticator, store: KeyStore, ledger: Ledger, writer: UsageWriter, db: Database
 ) -> Capability:
     routes = Routes()
 
     async def admin(request: Request) -> ApiKey:
-        key = await auth.authenticate(request.headers)
-        if not key.is_admin:
-            raise HTTPError(403, "this endpoint needs an admin key", code="admin_key_required")
-        return key
+        return await auth.admin(request.headers)
 
     def public(key: ApiKey) -> dict[str, Any]:
         spent, reserved, _cap = ledger.snapshot(key.id)
@@ -57,10 +62,7 @@ def capability(
         return values
 
     async def find(caller: ApiKey, key_id: str) -> ApiKey:
-        key = await asyncio.to_thread(store.get, caller.account_id, key_id)
-        if key is None:
-            raise HTTPError(404, f"no API key with id {key_id!r}", code="not_found")
-        return key
+        return await find_key(store, caller, key_id)
 
     @routes.route("POST", "/v1/keys")
     async def mint(request: Request) -> Response:

@@ -31,9 +31,7 @@ def capability(*, auth: Authenticator, writer: UsageWriter, db: Database) -> Cap
 
     @routes.route("GET", "/v1/usage")
     async def usage(request: Request) -> Response:
-        caller = await auth.authenticate(request.headers)
-        if not caller.is_admin:
-            raise HTTPError(403, "this endpoint needs an admin key", code="admin_key_required")
+        caller = await auth.admin(request.headers)
         query = request.query()
         now = now_ms()
         to_ms = time_ms(query["to_ms"], "to_ms") if "to_ms" in query else now + 1

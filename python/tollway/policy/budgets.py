@@ -60,6 +60,9 @@ class KeyBudgets:
     def set_zones(self, zones: dict[str, Optional[str]]) -> None:
         self._zones.update(zones)
 
+    def knows_zone(self, account_id: str) -> bool:
+        return account_id in self._zones
+
     def zone_of(self, account_id: str) -> dt.tzinfo:
         name = self._zones.get(account_id)
         try:

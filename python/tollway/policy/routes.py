@@ -18,6 +18,7 @@ from tollway.capabilities import Capability, Routes
 from tollway.http.core import HTTPError, Request, Response, json_response
 from tollway.http.params import check_fields, json_object
 from tollway.keys.auth import Authenticator
+from tollway.keys.routes import find_key
 from tollway.keys.secrets import hash_secret
 from tollway.keys.store import ApiKey, KeyStore
 from tollway.ledger import Ledger
@@ -42,16 +43,10 @@ def capability(
     routes = Routes()
 
     async def admin(request: Request) -> ApiKey:
-        key = await auth.authenticate(request.headers)
-        if not key.is_admin:
-            raise HTTPError(403, "this endpoint needs an admin key", code="admin_key_required")
-        return key
+        return await auth.admin(request.headers)
 
     async def find(caller: ApiKey, key_id: str) -> ApiKey:
-        key = await asyncio.to_thread(store.get, caller.account_id, key_id)
-        if key is None:
-            raise HTTPError(404, f"no API key with id {key_id!r}", code="not_found")
-        return key
+        return await find_key(store, caller, key_id)
 
     @routes.route("POST", "/v1/keys/{key_id}/rotate")
     async def rotate(request: Request, key_id: str) -> Response:

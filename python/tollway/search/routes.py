@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from tollway.capabilities import Capability
 from tollway.config import Settings
-from tollway.http.core import HTTPError, Request, Response, json_response
+from tollway.http.core import Request, Response, json_response
 from tollway.http.params import page_limit
 from tollway.keys.auth import Authenticator
 from tollway.search.service import Search
@@ -36,9 +36,7 @@ def capability(
 
     @routes.route("GET", "/v1/search/status")
     async def search_status(request: Request) -> Response:
-        key = await auth.authenticate(request.headers)
-        if not key.is_admin:
-            raise HTTPError(403, "this endpoint needs an admin key", code="admin_key_required")
+        key = await auth.admin(request.headers)
         return json_response(200, await search.status(key))
 
     cap.hooks.message_stored.append(search.on_stored)

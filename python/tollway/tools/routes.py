@@ -114,10 +114,7 @@ def capability(*, auth: Authenticator, tools: ToolStore) -> Capability:
     store = tools
 
     async def admin(request: Request) -> ApiKey:
-        key = await auth.authenticate(request.headers)
-        if not key.is_admin:
-            raise HTTPError(403, "managing tools needs an admin key", code="admin_key_required")
-        return key
+        return await auth.admin(request.headers, "managing tools needs an admin key")
 
     async def find(key: ApiKey, tool_id: str) -> Tool:
         tool = await asyncio.to_thread(store.get, key.account_id, tool_id)
