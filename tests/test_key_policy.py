@@ -193,6 +193,8 @@ async def test_credit_is_recorded_once_and_raises_the_right_limit(
         assert total["spent_micros"] == 200 and total["remaining_micros"] == 0
         r = await gw.request("POST", path, json={"amount_usd": "0.0003"}, headers={"idempotency-key": "t1"})
         assert r.status_code == 201 and r.json()["period"] == "total"
+        usage = (await gw.request("GET", f"/v1/keys/{key_id}/usage")).json()
+        assert usage["max_spend_micros"] == 500 and usage["remaining_micros"] == 300
         clock.set(utc_ms(2027, 5, 11))  # a new day: the day's credit was that day's only
         day = window_of(await gw.key(key_id), "day")
         assert day["max_spend_micros"] == 100 and day["credit_micros"] == 0

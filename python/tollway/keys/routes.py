@@ -141,8 +141,8 @@ def capability(
         key = await find(caller, key_id)
         await asyncio.to_thread(writer.flush)
         total, events = await asyncio.to_thread(key_events, db, key.id)
-        _spent, reserved, _cap = ledger.snapshot(key.id)
-        cap = key.max_spend_micros
+        _spent, reserved, limit = ledger.snapshot(key.id)
+        cap = limit if key.revoked_at is None else key.max_spend_micros  # the cap with any credit granted
         return json_response(
             200,
             {
