@@ -142,5 +142,4 @@ class Authenticator:
         """The account's time zone changed: its keys' windows are rebuilt from the database
         (call after flushing the usage writer; from a worker thread)."""
         self.budgets.set_zones({account_id: name})
-        keys = self.budgets.keys_of(account_id)
-        self.budgets.load(keys, self.store.spent([k.id for k in keys]))
+        self.budgets.load(self.budgets.keys_of(account_id), None)  # the lifetime counters stay as they are

@@ -70,9 +70,10 @@ class KeyBudgets:
         except ValueError:  # validated on write; a name dropped from the tz database falls back to UTC
             return UTC
 
-    def load(self, keys: list[ApiKey], totals: dict[str, int]) -> None:
-        """(Re)build the budgets of ``keys`` from the database: totals given, the current
-        windows' spend and every credit read here (synchronous: from a worker thread)."""
+    def load(self, keys: list[ApiKey], totals: Optional[dict[str, int]]) -> None:
+        """(Re)build the budgets of ``keys`` from the database: totals given (None: keep the
+        lifetime counters as they are, only their limits follow), the current windows' spend
+        and every credit read here (synchronous: from a worker thread)."""
         if not keys:
             return
         now = self.clock()
@@ -91,12 +92,13 @@ class KeyBudgets:
             for key_id, micros in self.store.spent_since(key_ids, start).items():
                 spent[(key_id, start)] = micros
         for key in keys:
-            self._track(key, totals.get(key.id, 0), plans[key.id], spent, grants.get(key.id, {}))
+            total = None if totals is None else totals.get(key.id, 0)
+            self._track(key, total, plans[key.id], spent, grants.get(key.id, {}))
 
     def _track(
         self,
         key: ApiKey,
-        total: int,
+        total: Optional[int],
         plan: list[tuple[str, int, int]],
         spent: dict[tuple[str, int], int],
         grants: Grants,
@@ -110,7 +112,10 @@ class KeyBudgets:
             key, self.zone_of(key.account_id), windows, [key.id] + [w.budget for w in windows],
             min(w.end for w in windows), grants,
         )  # fmt: skip
-        self.ledger.load(key.id, total, self._limit(tracked, "total", None))
+        if total is None:
+            self.ledger.set_cap(key.id, self._limit(tracked, "total", None))
+        else:
+            self.ledger.load(key.id, total, self._limit(tracked, "total", None))
         for w in windows:
             self.ledger.load(w.budget, spent.get((key.id, w.start), 0), self._limit(tracked, w.period, w.start))
         self._tracked[key.id] = tracked
