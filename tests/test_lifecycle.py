@@ -52,7 +52,8 @@ def test_spend_survives_a_restart_and_sigterm_drains_streams(fake, tmp_data_dir,
     thread.join(10)
     assert code == 0, gw.log()
     assert streamed.get("status") == 200, (streamed, gw.log())
-    assert streamed["body"].rstrip().endswith(b"data: [DONE]"), (streamed, gw.log())
+    got = streamed["body"]
+    assert got.rstrip().endswith(b"data: [DONE]"), (streamed.get("error"), len(got), got[-300:], gw.log()[-3000:])
 
     # Restarted: the counters come back from the usage events, and the cap still holds.
     gw = start_gateway(env, server=server)

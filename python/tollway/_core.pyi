@@ -429,6 +429,8 @@ class ConnectionGuard:
     def shed(self) -> int:
         """Connections shed so far."""
 
-def established_connections(port: int) -> int:
-    """Client connections to ``port`` of this process that the client has not closed."""
+def unsettled_connections(port: int, quiet_ms: int) -> int:
+    """Established client connections to ``port`` of this process still taking a response:
+    with bytes the client has not acknowledged, or data sent less than ``quiet_ms`` ago
+    (an idle keep-alive connection does not count)."""
     ...

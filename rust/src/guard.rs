@@ -24,11 +24,14 @@ use pyo3::prelude::*;
 const TCP_ESTABLISHED: u8 = 1;
 const TCP_LISTEN: u8 = 10;
 // Offsets in the kernel's struct tcp_info (include/uapi/linux/tcp.h), stable ABI.
+const OFF_LAST_DATA_SENT: usize = 44;
 const OFF_LAST_DATA_RECV: usize = 52;
 const OFF_BYTES_RECEIVED: usize = 128;
 
 struct Info {
     state: u8,
+    /// ms since the last data was sent.
+    last_data_sent_ms: u32,
     /// ms since the last data was received (since the connection was set up when none was).
     last_data_recv_ms: u32,
     bytes_received: u64,
@@ -63,7 +66,12 @@ fn tcp_info(fd: i32) -> Option<Info> {
     }
     let u32_at = |o: usize| u32::from_ne_bytes(buf[o..o + 4].try_into().unwrap());
     let u64_at = |o: usize| u64::from_ne_bytes(buf[o..o + 8].try_into().unwrap());
-    Some(Info { state: buf[0], last_data_recv_ms: u32_at(OFF_LAST_DATA_RECV), bytes_received: u64_at(OFF_BYTES_RECEIVED) })
+    Some(Info {
+        state: buf[0],
+        last_data_sent_ms: u32_at(OFF_LAST_DATA_SENT),
+        last_data_recv_ms: u32_at(OFF_LAST_DATA_RECV),
+        bytes_received: u64_at(OFF_BYTES_RECEIVED),
+    })
 }
 
 /// `/proc/self/fd`, opened once and re-read with `rewinddir`: at the fd limit (where
@@ -192,16 +200,30 @@ fn sweep(l: &Limits, dir: &mut FdDir) -> (usize, usize) {
     (open, shed_count)
 }
 
-/// Client connections to `port` of this process still established (the client has
-/// not closed its side): what a draining server waits for before it exits.
+/// Bytes in a socket's send queue the client has not acknowledged yet (TIOCOUTQ).
+fn unacked_bytes(fd: i32) -> Option<libc::c_int> {
+    let mut n: libc::c_int = 0;
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
+    (rc == 0).then_some(n)
+}
+
+/// Client connections to `port` of this process still taking a response: established,
+/// and with bytes the client has not acknowledged or data sent less than `quiet_ms`
+/// ago. What a draining server waits for before it exits; an idle keep-alive
+/// connection (everything acknowledged, nothing sent for a while) does not count.
 #[pyfunction]
-pub fn established_connections(port: u16) -> usize {
-    const TCP_ESTABLISHED: u8 = 1;
+pub fn unsettled_connections(port: u16, quiet_ms: u32) -> usize {
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
         return 0;
     };
     let fds = dir.flatten().filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()));
-    sockets_on(fds, port).iter().filter(|(_, info)| info.state == TCP_ESTABLISHED).count()
+    sockets_on(fds, port)
+        .iter()
+        .filter(|(fd, info)| {
+            info.state == TCP_ESTABLISHED
+                && (info.last_data_sent_ms < quiet_ms || unacked_bytes(*fd).is_none_or(|n| n > 0))
+        })
+        .count()
 }
 
 /// Counters of a running guard (for tests and logs).

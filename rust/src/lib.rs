@@ -99,6 +99,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::UpstreamStream>()?;
     m.add_class::<client::UpstreamClient>()?;
     m.add_class::<guard::ConnectionGuard>()?;
-    m.add_function(wrap_pyfunction!(guard::established_connections, m)?)?;
+    m.add_function(wrap_pyfunction!(guard::unsettled_connections, m)?)?;
     Ok(())
 }

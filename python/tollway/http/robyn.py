@@ -29,7 +29,7 @@ import time
 from typing import Any, AsyncIterator, Callable
 from urllib.parse import unquote
 
-from tollway._core import established_connections
+from tollway._core import unsettled_connections
 from tollway.http.core import App, Request, Response, StreamResponse
 
 log = logging.getLogger("tollway.robyn")
@@ -142,16 +142,17 @@ async def _exit_when(stopping: asyncio.Event, app: App, relaying: Callable[[], i
     # A stream settles when its upstream ends, which can be before Robyn has taken its
     # last chunks: wait (bounded) for every relay to end. actix then still has to
     # write what it holds (the last chunks, the chunked body's end), and os._exit
-    # ends the process at once: wait for the clients to close their connections
-    # (a client that read its whole response does), at least FLUSH_GRACE_S and at
-    # most FLUSH_MAX_S (an idle keep-alive connection stays open).
+    # ends the process at once: wait, at least FLUSH_GRACE_S and at most FLUSH_MAX_S,
+    # until no connection is still taking a response (bytes the client has not
+    # acknowledged, or data sent in the last FLUSH_QUIET_MS); an idle keep-alive
+    # connection does not hold the exit (a supervisor's death must end us promptly).
     deadline = time.monotonic() + 5.0
     while relaying() and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     await asyncio.sleep(FLUSH_GRACE_S)
     port = os.environ.get("TOLLWAY_LISTEN_PORT")
     deadline = time.monotonic() + FLUSH_MAX_S - FLUSH_GRACE_S
-    while port and established_connections(int(port)) and time.monotonic() < deadline:
+    while port and unsettled_connections(int(port), FLUSH_QUIET_MS) and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -159,6 +160,7 @@ async def _exit_when(stopping: asyncio.Event, app: App, relaying: Callable[[], i
 
 
 FLUSH_GRACE_S = 0.2
+FLUSH_QUIET_MS = 1000
 FLUSH_MAX_S = 5.0  # (2 s cut a drained stream short once on a loaded machine)
 
 
