@@ -84,10 +84,11 @@ class Local:
 
 @asynccontextmanager
 async def local_gateway(
-    fake: FakeServer, data_dir: Path, database_url: str, clock: Optional[Clock] = None
+    fake: FakeServer, data_dir: Path, database_url: str, clock: Optional[Clock] = None, **env: str
 ) -> AsyncIterator[Local]:
+    """``env``: more settings (e.g. TOLLWAY_WALLET="on")."""
     clock = clock or Clock()
-    gw = Gateway(load_settings(gateway_env(fake, data_dir, database_url)), clock=clock)
+    gw = Gateway(load_settings(gateway_env(fake, data_dir, database_url, **env)), clock=clock)
     await gw.app.startup()
     await asyncio.to_thread(gw.store.ensure_admin, ADMIN_SECRET)  # what `tollway serve` does
     local = Local(gw, clock)

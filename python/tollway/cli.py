@@ -1,4 +1,4 @@
-"""``tollway serve``, ``tollway init``, ``tollway compact`` and ``tollway search``."""
+"""``tollway serve``, ``init``, ``compact``, ``search`` and ``wallet``."""
 
 from __future__ import annotations
 
@@ -87,6 +87,23 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         print(
             f"backlog: {counts['backlog']} messages; indexed: {counts['messages']} messages in {counts['chunks']} chunks"
         )
+    return 0
+
+
+def cmd_wallet(args: argparse.Namespace, settings: Settings) -> int:
+    """``tollway wallet verify``: every balance is the sum of its entries, every debit its event's cost."""
+    from tollway.wallet.store import WalletStore
+
+    with _key_store(settings) as store:
+        wallets = WalletStore(store.db)
+        problems = wallets.verify()
+        accounts = len(wallets.totals())
+    for problem in problems:
+        print(f"wallet: {problem}", file=sys.stderr)
+    if problems:
+        print(f"wallet verify: {len(problems)} problem(s) found", file=sys.stderr)
+        return 1
+    print(f"wallet verify: ok ({accounts} wallet(s); every balance is the sum of its entries, every debit its event's)")
     return 0
 
 
@@ -223,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="reindex: embed every stored message again (after changing TOLLWAY_SEARCH_EMBEDDER), in the background",
     )
     search.set_defaults(func=cmd_search)
+
+    wallet = sub.add_parser("wallet", help="the prepaid wallets: verify that each balance is the sum of its ledger")
+    wallet.add_argument("action", choices=["verify"])
+    wallet.set_defaults(func=cmd_wallet)
     return parser
 
 

@@ -46,6 +46,9 @@ from tollway.threads import routes as thread_routes
 from tollway.tools import ToolStore
 from tollway.tools import routes as tool_routes
 from tollway.tools.dispatch import Dispatcher
+from tollway.wallet import routes as wallet_routes
+from tollway.wallet.service import Wallet
+from tollway.wallet.store import WalletStore
 
 log = logging.getLogger("tollway")
 
@@ -111,6 +114,7 @@ CAPABILITIES = [
     thread_routes.capability,  # provides turns
     tool_routes.capability,
     search_routes.capability,  # provides search
+    wallet_routes.capability,
     openapi.capability,
 ]
 
@@ -137,6 +141,8 @@ class Gateway:
         self.credits = CreditStore(self.db)
         self.auth = Authenticator(self.store, self.ledger, self.clock, self.credits)
         self.policy = Policy(self.ledger, self.auth.budgets, RateLimiter(), self.clock)
+        self.wallet = Wallet(self.ledger, WalletStore(self.db), settings.wallet.enabled)
+        self.auth.budgets.shared = self.wallet.budgets_for
         self.writer = UsageWriter(self.db, settings.data_dir, journal=self.journal, hooks=self.hooks)
         self.threads = ThreadStore(self.db, self.hooks)
         self.tools = ToolStore(self.db)
@@ -167,6 +173,7 @@ class Gateway:
             "ledger": self.ledger,
             "policy": self.policy,
             "credits": self.credits,
+            "wallet": self.wallet,
             "writer": self.writer,
             "threads": self.threads,
             "tools": self.tools,
@@ -215,6 +222,7 @@ class Gateway:
         self.db.migrate()
         # What a crash left in the journal goes to the database before the counters are rebuilt from it.
         replay(self.db, self.journal.directory, self.settings.data_dir, self.hooks)
+        self.wallet.load()  # before the keys: their holds include the wallet's budget
         self.auth.preload()
         self.journal.open()
         self.writer.start()

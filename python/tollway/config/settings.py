@@ -20,6 +20,7 @@ from tollway.config.routes import (
     Provider,
 )
 from tollway.search.config import SearchSettings, search_settings
+from tollway.wallet.config import WalletSettings, wallet_settings
 
 # The base URL of each kind's provider configured from the environment.
 DEFAULT_BASE_URLS = {kind: defaults.base_url for kind, defaults in KINDS.items()}
@@ -61,6 +62,7 @@ class Settings:
     body_timeout: float = 30.0
     max_connections: int = 0  # 0: derived from the fd limit (see max_connections_for)
     search: SearchSettings = field(default_factory=SearchSettings)
+    wallet: WalletSettings = field(default_factory=WalletSettings)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -262,6 +264,7 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
         body_timeout=_bounded(env, "TOLLWAY_BODY_TIMEOUT", 30, 0.1, 3600),
         max_connections=int(_bounded(env, "TOLLWAY_MAX_CONNECTIONS", 0, 0, 1_000_000)),
         search=search_settings(env),
+        wallet=wallet_settings(file_conf.get("wallet"), file_conf.get("stripe"), env),
     )
 
 

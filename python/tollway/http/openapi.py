@@ -165,6 +165,21 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "The search index: backlog, what is indexed, the embedder and index in use, a rebuild's progress",
         {200: "SearchStatus"}, _ADMIN, tag="search",
     ),
+    # ---- wallet (off unless [wallet] enabled = true: then 400 wallet_disabled)
+    ("GET", "/v1/wallet"): Op(
+        "The account's prepaid wallet: balance, held by requests in flight, auto-recharge, last top-ups",
+        {200: "Wallet"}, (*_ADMIN, 400), tag="wallet",
+    ),
+    ("GET", "/v1/wallet/ledger"): Op(
+        "The wallet's entries (top-ups, debits, refunds, adjustments), oldest first, in cursor pages",
+        {200: "WalletLedger"}, (*_ADMIN, 400), tag="wallet",
+        query={"from_ms": _TIME, "to_ms": _TIME, "kind": {"type": "string", "pattern": _NO_NUL},
+               "limit": _limit(100, 1000), "after": _CURSOR},
+    ),
+    ("POST", "/v1/wallet/adjustments"): Op(
+        "An admin's correction or grant to the wallet (negative to take money out); Idempotency-Key honoured",
+        {201: "WalletEntry", 200: "WalletEntry"}, (*_ADMIN, *_BODY, 409), "WalletAdjustment", tag="wallet",
+    ),
     ("GET", "/v1/threads/{thread_id}/export"): Op("A thread and all its messages", {200: "ThreadExport"}, (*_AUTH, 404), tag="threads"),
     # ---- tools
     ("POST", "/v1/tools"): Op(

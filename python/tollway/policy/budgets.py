@@ -7,6 +7,9 @@ true spend. A request holds the same amount on all four budgets at once
 (``Ledger.reserve_all``): it must fit every limited window, and it is charged to the
 windows its start fell in, whenever it settles.
 
+Budgets the key shares with others come after its own (``shared``: the account's
+wallet, tollway.wallet): the same hold covers them too.
+
 Windows are rolled lazily: the first call after a boundary creates the new window's
 budget with nothing spent. That is exact because this process owns the ledger
 (tollway.ledger.owner) and counted every call since it loaded the key; windows that
@@ -38,7 +41,7 @@ class _Tracked:
     key: ApiKey
     tz: dt.tzinfo
     windows: list[_Window]
-    ids: list[str]  # [key id, day, week, month]
+    ids: list[str]  # [key id, day, week, month, *shared]
     next_end: int
     grants: Grants
 
@@ -47,8 +50,14 @@ def window_budget(key_id: str, period: str, start: int) -> str:
     return f"{key_id}@{period}:{start}"
 
 
+def _no_shared(account_id: str) -> list[str]:
+    return []
+
+
 class KeyBudgets:
     def __init__(self, ledger: Ledger, store: KeyStore, credits: CreditStore, clock: Callable[[], int]) -> None:
+        # The budgets of an account's keys besides their own (the wallet's); set by the gateway.
+        self.shared: Callable[[str], list[str]] = _no_shared
         self.ledger = ledger
         self.store = store
         self.credits = credits
@@ -109,7 +118,8 @@ class KeyBudgets:
                 self.ledger.forget(w.budget)
         windows = [_Window(p, s, e, window_budget(key.id, p, s)) for p, s, e in plan]
         tracked = _Tracked(
-            key, self.zone_of(key.account_id), windows, [key.id] + [w.budget for w in windows],
+            key, self.zone_of(key.account_id), windows,
+            [key.id] + [w.budget for w in windows] + self.shared(key.account_id),
             min(w.end for w in windows), grants,
         )  # fmt: skip
         if total is None:
@@ -161,7 +171,7 @@ class KeyBudgets:
         """The budgets a call starting at ``now`` holds on (rolling windows past their end)."""
         tracked = self._tracked.get(key.id)
         if tracked is None:  # not loaded (cannot happen for a key the authenticator returned)
-            return [key.id]
+            return [key.id] + self.shared(key.account_id)
         if now >= tracked.next_end:
             self._roll(tracked, now)
         return tracked.ids

@@ -38,12 +38,15 @@ def decide_hold(
     requested_max_tokens: Optional[int],
     min_output_tokens: int = 1,
     explain: Optional[Callable[[str], str]] = None,
+    refusal: Optional[Callable[[str, int], Optional[HTTPError]]] = None,
 ) -> CapDecision:
     """Hold on every budget of ``budgets`` (the key's total cap first, then its windows).
 
     ``min_output_tokens``: the smallest output limit the provider accepts; a key that
     cannot afford that many is refused (402) rather than sent a request the provider refuses.
-    ``explain(budget_id)``: what to call an exhausted budget in the 402 (its window, its reset)."""
+    ``explain(budget_id)``: what to call an exhausted budget in the 402 (its window, its reset).
+    ``refusal(budget_id, needed micros)``: the error for a budget that is not the key's own
+    (the account's wallet), or None for the key's 402."""
     pricing = route.pricing
     assert pricing is not None
     worst_output = requested_max_tokens if requested_max_tokens is not None else route.max_output_tokens
@@ -52,6 +55,9 @@ def decide_hold(
     want = input_hold + pricing.cost_micros_ceil(0, worst_output)
     hold = ledger.reserve_all([budgets] if isinstance(budgets, str) else budgets, input_hold + one_token, want)
     if isinstance(hold, str):
+        error = refusal(hold, input_hold + one_token) if refusal is not None else None
+        if error is not None:
+            raise error
         spent, reserved, cap = ledger.snapshot(hold)
         what = explain(hold) if explain is not None else "spending cap"
         raise HTTPError(

@@ -26,6 +26,7 @@ from tollway.policy.caps import decide_hold
 from tollway.policy.rate_headers import headers_for
 from tollway.policy.ratelimit import Permit, RateLimiter, RateLimits, Refusal
 from tollway.policy.windows import adjective, iso
+from tollway.wallet.service import PREFIX as WALLET_PREFIX
 
 
 def policy_clock() -> Callable[[], int]:
@@ -144,12 +145,25 @@ class Policy:
                 requested_max_tokens,
                 min_output_tokens,
                 lambda budget: self.explain(key, budget),
+                self.refusal,
             )
         except BaseException:
             if permit is not None:
                 permit.release()  # never went upstream: as if it had not asked
             raise
         return Admission(decision.hold, decision.clamp_to, permit, now)
+
+    def refusal(self, budget: str, needed: int) -> Optional[HTTPError]:
+        """The 402 of a budget shared by the account's keys (its wallet), None for the key's own."""
+        if not budget.startswith(WALLET_PREFIX):
+            return None
+        spent, reserved, paid_in = self.ledger.snapshot(budget)
+        return HTTPError(
+            402,
+            f"the account's prepaid balance is too low for this request (balance {(paid_in or 0) - spent} micro-USD, "
+            f"held by requests in flight {reserved}; this request needs at least {needed}): top up the wallet",
+            code="insufficient_balance",
+        )
 
     def explain(self, key: ApiKey, budget: str) -> str:
         period, resets = self.budgets.window_of(key.id, budget)

@@ -10,6 +10,8 @@ from tollway.store.schema import (
     threads,
     tools,
     usage_events,
+    wallet_entries,
+    wallets,
 )
 
 __all__ = [
@@ -23,4 +25,6 @@ __all__ = [
     "threads",
     "tools",
     "usage_events",
+    "wallet_entries",
+    "wallets",
 ]

@@ -108,6 +108,43 @@ key_credits = Table(
 )
 
 
+# The prepaid wallet (tollway.wallet): an account's balance is the sum of its entries.
+# ``wallets.balance_micros`` is that sum kept in the same transactions (``tollway wallet
+# verify`` checks the two agree, and that every priced usage event has its one debit).
+wallets = Table(
+    "wallets",
+    metadata,
+    Column("account_id", String(40), primary_key=True),
+    Column("balance_micros", BigInteger, nullable=False),
+    # {"threshold_micros", "recharge_to_micros", "monthly_max_micros"} or NULL (off)
+    Column("auto_recharge", JSON, nullable=True),
+    Column("stripe_customer_id", String(255), nullable=True),
+    Column("payment_method_id", String(255), nullable=True),
+    Column("recharge_failures", Integer, nullable=False, default=0),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+wallet_entries = Table(
+    "wallet_entries",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("account_id", String(40), nullable=False),
+    Column("kind", String(20), nullable=False),  # topup | debit | refund | adjustment
+    Column("amount_micros", BigInteger, nullable=False),  # signed: debits and refunds < 0
+    Column("cause", String(500), nullable=False),
+    Column("key_id", String(40), nullable=True),  # a debit's key; an adjustment's admin key
+    Column("usage_event_id", String(40), nullable=True),  # a debit's usage event
+    Column("stripe_object_id", String(255), nullable=True),  # a top-up's session / intent, a refund's charge
+    Column("stripe_event_id", String(255), nullable=True),
+    Column("idempotency_key", String(255), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_wallet_entries_account", "account_id", "id"),
+    Index("ux_wallet_entries_event", "usage_event_id", unique=True),
+    Index("ux_wallet_entries_stripe_event", "stripe_event_id", unique=True),
+    UniqueConstraint("account_id", "idempotency_key", name="uq_wallet_entries_idempotency"),
+)
+
 # Threads: one end user's conversation, held server-side. Erasing a thread
 # (tollway.threads.store.ThreadStore.delete_thread) removes both tables' rows.
 threads = Table(

@@ -1,0 +1,79 @@
+"""The OpenAPI schemas of the wallet routes (merged into tollway.http.openapi_schemas.SCHEMAS)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tollway.http.openapi_schemas import INTEGER, STRING, nullable, obj, text
+
+Schema = dict[str, Any]
+_NULLABLE_STR: Schema = {"type": ["string", "null"]}
+
+_ENTRY_PROPS: dict[str, Schema] = {
+    "id": STRING,
+    "object": {"const": "wallet_entry"},
+    "kind": {"enum": ["topup", "debit", "refund", "adjustment"]},
+    "amount_micros": {**INTEGER, "description": "signed: debits and refunds are negative"},
+    "amount_usd": {"type": "number"},
+    "cause": STRING,
+    "key_id": _NULLABLE_STR,
+    "usage_event_id": _NULLABLE_STR,
+    "stripe_object_id": _NULLABLE_STR,
+    "stripe_event_id": _NULLABLE_STR,
+    "created_at": INTEGER,
+}
+_BALANCE_PROPS: dict[str, Schema] = {
+    "balance_micros": {**INTEGER, "description": "the sum of the wallet's entries (with calls settled since)"},
+    "balance_usd": {"type": "number"},
+    "reserved_micros": {**INTEGER, "description": "held by requests in flight"},
+    "available_micros": INTEGER,
+}
+_ENTRY = obj(_ENTRY_PROPS, tuple(_ENTRY_PROPS))
+_RECHARGE = obj(
+    {
+        "threshold_usd": {"type": "number"},
+        "recharge_to_usd": {"type": "number"},
+        "monthly_max_usd": {"type": "number"},
+        "consecutive_failures": INTEGER,
+        "payment_method_saved": {"type": "boolean"},
+    },
+    ("threshold_usd", "recharge_to_usd", "monthly_max_usd", "consecutive_failures", "payment_method_saved"),
+)
+
+WALLET_SCHEMAS: dict[str, Schema] = {
+    "Wallet": obj(
+        {
+            "object": {"const": "wallet"},
+            "account_id": STRING,
+            **_BALANCE_PROPS,
+            "auto_recharge": nullable(_RECHARGE),
+            "last_topups": {"type": "array", "items": _ENTRY},
+        },
+        ("object", "account_id", *_BALANCE_PROPS, "auto_recharge", "last_topups"),
+    ),
+    "WalletEntry": obj(
+        {**_ENTRY_PROPS, "wallet": obj(_BALANCE_PROPS, tuple(_BALANCE_PROPS))}, (*_ENTRY_PROPS, "wallet")
+    ),
+    "WalletLedger": obj(
+        {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": _ENTRY},
+            "has_more": {"type": "boolean"},
+            "next": _NULLABLE_STR,
+        },
+        ("object", "data", "has_more", "next"),
+    ),
+    "WalletAdjustment": obj(
+        {
+            "amount_usd": {
+                "anyOf": [
+                    {"type": "number", "minimum": -10_000_000, "maximum": 10_000_000, "not": {"const": 0}},
+                    {"type": "string", "pattern": "^-?[0-9]{1,8}(\\.[0-9]{1,6})?$"},
+                ],
+                "description": "US dollars, whole micro-dollars, not 0; negative takes money out",
+            },
+            "reason": text(400, blank=False),
+        },
+        ("amount_usd", "reason"),
+    ),
+}
