@@ -47,8 +47,11 @@ from tollway.tools import ToolStore
 from tollway.tools import routes as tool_routes
 from tollway.tools.dispatch import Dispatcher
 from tollway.wallet import routes as wallet_routes
+from tollway.wallet import stripe_routes
+from tollway.wallet.recharge import AutoRecharge
 from tollway.wallet.service import Wallet
 from tollway.wallet.store import WalletStore
+from tollway.wallet.stripe_api import StripeApi
 
 log = logging.getLogger("tollway")
 
@@ -115,6 +118,7 @@ CAPABILITIES = [
     tool_routes.capability,
     search_routes.capability,  # provides search
     wallet_routes.capability,
+    stripe_routes.capability,
     openapi.capability,
 ]
 
@@ -143,6 +147,8 @@ class Gateway:
         self.policy = Policy(self.ledger, self.auth.budgets, RateLimiter(), self.clock)
         self.wallet = Wallet(self.ledger, WalletStore(self.db), settings.wallet.enabled)
         self.auth.budgets.shared = self.wallet.budgets_for
+        self.stripe_api = StripeApi(settings.wallet)
+        self.recharge = AutoRecharge(self.wallet, self.wallet.store, self.stripe_api, self.clock)
         self.writer = UsageWriter(self.db, settings.data_dir, journal=self.journal, hooks=self.hooks)
         self.threads = ThreadStore(self.db, self.hooks)
         self.tools = ToolStore(self.db)
@@ -174,6 +180,8 @@ class Gateway:
             "policy": self.policy,
             "credits": self.credits,
             "wallet": self.wallet,
+            "stripe_api": self.stripe_api,
+            "recharge": self.recharge,
             "writer": self.writer,
             "threads": self.threads,
             "tools": self.tools,
@@ -223,6 +231,7 @@ class Gateway:
         # What a crash left in the journal goes to the database before the counters are rebuilt from it.
         replay(self.db, self.journal.directory, self.settings.data_dir, self.hooks)
         self.wallet.load()  # before the keys: their holds include the wallet's budget
+        self.recharge.load()
         self.auth.preload()
         self.journal.open()
         self.writer.start()
@@ -246,6 +255,7 @@ class Gateway:
         await self.dispatcher.aclose()
         await asyncio.to_thread(self.background.close)
         await asyncio.to_thread(self.writer.close, self.settings.drain_timeout)
+        await asyncio.to_thread(self.recharge.wait)
         self.db.dispose()
         self.owner.release()
 

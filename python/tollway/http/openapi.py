@@ -180,6 +180,19 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "An admin's correction or grant to the wallet (negative to take money out); Idempotency-Key honoured",
         {201: "WalletEntry", 200: "WalletEntry"}, (*_ADMIN, *_BODY, 409), "WalletAdjustment", tag="wallet",
     ),
+    ("POST", "/v1/wallet/topups"): Op(
+        "A Stripe Checkout Session to top the wallet up by an amount (the webhook credits it once paid)",
+        {201: "WalletTopup"}, (*_ADMIN, *_BODY, 502), "WalletTopupRequest", tag="wallet",
+    ),
+    ("PUT", "/v1/wallet/auto_recharge"): Op(
+        "Auto-recharge on: below the threshold, charge the saved card up to recharge_to (at most monthly_max a month)",
+        {200: "AutoRecharge"}, (*_ADMIN, *_BODY), "AutoRechargeRequest", tag="wallet",
+    ),
+    ("DELETE", "/v1/wallet/auto_recharge"): Op("Auto-recharge off", {200: "AutoRecharge"}, (*_ADMIN, 400), tag="wallet"),
+    ("POST", "/v1/stripe/webhook"): Op(
+        "Stripe's webhook (signed: Stripe-Signature): top-ups, payments and refunds into the wallet",
+        {200: "StripeWebhookResult"}, (400, 413), "StripeEvent", public=True, tag="wallet",
+    ),
     ("GET", "/v1/threads/{thread_id}/export"): Op("A thread and all its messages", {200: "ThreadExport"}, (*_AUTH, 404), tag="threads"),
     # ---- tools
     ("POST", "/v1/tools"): Op(

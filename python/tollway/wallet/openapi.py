@@ -8,6 +8,12 @@ from tollway.http.openapi_schemas import INTEGER, STRING, nullable, obj, text
 
 Schema = dict[str, Any]
 _NULLABLE_STR: Schema = {"type": ["string", "null"]}
+_USD: Schema = {
+    "anyOf": [
+        {"type": "number", "minimum": 0, "maximum": 1_000_000_000},
+        {"type": "string", "pattern": "^[0-9]{1,9}(\\.[0-9]{1,6})?$"},
+    ]
+}
 
 _ENTRY_PROPS: dict[str, Schema] = {
     "id": STRING,
@@ -76,4 +82,54 @@ WALLET_SCHEMAS: dict[str, Schema] = {
         },
         ("amount_usd", "reason"),
     ),
+    "WalletTopupRequest": obj(
+        {
+            "amount_usd": {
+                "anyOf": [
+                    {"type": "number", "minimum": 0.5, "maximum": 999_999.99},
+                    {"type": "string", "pattern": "^[0-9]{1,6}(\\.[0-9]{1,2})?$"},
+                ],
+                "description": "US dollars in whole cents, $0.50 to $999,999.99",
+            },
+            "success_url": {"type": "string", "format": "uri", "maxLength": 2048, "pattern": "^https?://[^\\x00]+$"},
+            "cancel_url": {"type": "string", "format": "uri", "maxLength": 2048, "pattern": "^https?://[^\\x00]+$"},
+        },
+        ("amount_usd", "success_url", "cancel_url"),
+    ),
+    "WalletTopup": obj(
+        {
+            "object": {"const": "wallet_topup"},
+            "checkout_session_id": STRING,
+            "url": _NULLABLE_STR,
+            "amount_usd": {"type": "number"},
+            "amount_micros": INTEGER,
+            "status": _NULLABLE_STR,
+        },
+        ("object", "checkout_session_id", "url", "amount_usd", "amount_micros", "status"),
+    ),
+    "AutoRechargeRequest": obj(
+        {
+            name: {**_USD, "description": "US dollars"}
+            for name in ("threshold_usd", "recharge_to_usd", "monthly_max_usd")
+        },
+        ("threshold_usd", "recharge_to_usd", "monthly_max_usd"),
+    ),
+    "AutoRecharge": obj(
+        {
+            "object": {"const": "wallet.auto_recharge"},
+            "enabled": {"type": "boolean"},
+            "threshold_usd": {"type": "number"},
+            "recharge_to_usd": {"type": "number"},
+            "monthly_max_usd": {"type": "number"},
+            "consecutive_failures": INTEGER,
+            "payment_method_saved": {"type": "boolean"},
+        },
+        ("object", "enabled"),
+    ),
+    "StripeEvent": obj(
+        {"id": STRING, "object": {"const": "event"}, "type": STRING, "data": obj({"object": {"type": "object"}})},
+        ("id", "type", "data"),
+        extra=True,
+    ),
+    "StripeWebhookResult": obj({"received": {"type": "boolean"}, "result": STRING}, ("received", "result")),
 }

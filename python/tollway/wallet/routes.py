@@ -21,6 +21,7 @@ from tollway.http.params import check_fields, json_object, page_limit, time_ms
 from tollway.keys.auth import Authenticator
 from tollway.keys.store import ApiKey
 from tollway.ledger.writer import UsageWriter
+from tollway.wallet.recharge import AutoRecharge
 from tollway.wallet.service import Wallet
 from tollway.wallet.store import KINDS, parse_entry_id
 
@@ -50,12 +51,19 @@ def idempotency_key(request: Request) -> Optional[str]:
     return idem
 
 
-def capability(*, auth: Authenticator, wallet: Wallet, writer: UsageWriter) -> Capability:
+def capability(*, auth: Authenticator, wallet: Wallet, writer: UsageWriter, recharge: AutoRecharge) -> Capability:
     routes = Routes()
     hooks = Hooks()
+
+    def debit(conn: Any, rows: Any) -> None:
+        # Debits are written with their usage events, in the same transaction; the balance
+        # they leave (settled in the ledger already) may call for an auto-recharge.
+        debited = wallet.store.debit(conn, rows)
+        if debited:
+            recharge.poke(debited)
+
     if wallet.enabled:
-        # Debits are written with their usage events, in the same transaction.
-        hooks.call_settled.append(lambda conn, rows: wallet.store.debit(conn, rows))
+        hooks.call_settled.append(debit)
 
     async def admin(request: Request) -> ApiKey:
         caller = await auth.admin(request.headers)

@@ -233,6 +233,40 @@ class WalletStore:
         with self.db.engine.connect() as conn:
             return [entry_view(r._mapping) for r in conn.execute(query)]
 
+    def topup_account(self, stripe_object_id: str) -> Optional[str]:
+        """The account a Stripe payment (a PaymentIntent or Checkout Session id) topped up."""
+        e = wallet_entries.c
+        with self.db.engine.connect() as conn:
+            return conn.execute(
+                select(e.account_id).where(e.kind == "topup", e.stripe_object_id == stripe_object_id).limit(1)
+            ).scalar()
+
+    def refunded(self, charge_id: str) -> int:
+        """Micros already refunded for a Stripe charge (a positive number)."""
+        e = wallet_entries.c
+        with self.db.engine.connect() as conn:
+            total = conn.execute(
+                select(func.sum(e.amount_micros)).where(e.kind == "refund", e.stripe_object_id == charge_id)
+            ).scalar()
+        return -int(total or 0)
+
+    def recharged_since(self, account_id: str, since_ms: int) -> int:
+        """Micros auto-recharged into the wallet since ``since_ms`` (for the monthly maximum)."""
+        e = wallet_entries.c
+        with self.db.engine.connect() as conn:
+            total = conn.execute(
+                select(func.sum(e.amount_micros)).where(
+                    e.account_id == account_id, e.kind == "topup", e.created_at >= since_ms,
+                    e.cause.like("auto-recharge%"),
+                )
+            ).scalar()  # fmt: skip
+        return int(total or 0)
+
+    def with_auto_recharge(self) -> dict[str, dict[str, Any]]:
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(select(wallets).where(wallets.c.auto_recharge.is_not(None))).all()
+        return {r.account_id: dict(r._mapping) for r in rows if r.auto_recharge}
+
     def verify(self) -> list[str]:
         """Problems found (none: every balance is the sum of its entries, and every debit is
         exactly its usage event's cost, in the event's account)."""

@@ -1,0 +1,112 @@
+"""The Stripe calls the wallet makes, with stripe-python (low rate: top-ups, recharges, exports).
+
+Amounts: Stripe counts US cents, the wallet micro-dollars (1 cent = 10,000 micros). Every
+object we create carries ``metadata.tollway_account_id`` (and ``tollway_kind``), which is
+how a webhook's event finds its wallet. Calls are synchronous (run them in a thread) and
+retried by stripe-python on network errors, each with an idempotency key of ours so a
+retried create never makes a second object.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import stripe
+
+from tollway.wallet.config import WalletSettings
+
+MICROS_PER_CENT = 10_000
+MIN_CHARGE_CENTS = 50  # Stripe's minimum charge in USD
+MAX_CHARGE_CENTS = 99_999_999  # Stripe's maximum ($999,999.99)
+
+
+class StripeNotConfigured(RuntimeError):
+    pass
+
+
+class StripeApi:
+    def __init__(self, settings: WalletSettings) -> None:
+        self.settings = settings
+        self._client: Optional[stripe.StripeClient] = None
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.settings.stripe_secret_key)
+
+    @property
+    def client(self) -> stripe.StripeClient:
+        if self._client is None:
+            if not self.settings.stripe_secret_key:
+                raise StripeNotConfigured("set [stripe] secret_key (or TOLLWAY_STRIPE_SECRET_KEY)")
+            base = {"api": self.settings.stripe_api_base} if self.settings.stripe_api_base else None
+            self._client = stripe.StripeClient(
+                self.settings.stripe_secret_key, base_addresses=base, max_network_retries=2
+            )  # type: ignore[arg-type]
+        return self._client
+
+    def create_customer(self, account_id: str, name: str) -> str:
+        customer = self.client.v1.customers.create(
+            params={"name": name[:200], "metadata": {"tollway_account_id": account_id}},
+            options={"idempotency_key": f"tollway-customer-{account_id}"},
+        )
+        return customer.id
+
+    def checkout_topup(
+        self, account_id: str, customer_id: str, cents: int, success_url: str, cancel_url: str, request_key: str
+    ) -> Any:
+        metadata = {"tollway_account_id": account_id, "tollway_kind": "topup"}
+        return self.client.v1.checkout.sessions.create(
+            params={
+                "mode": "payment",
+                "customer": customer_id,
+                "client_reference_id": account_id,
+                "success_url": success_url,
+                "cancel_url": cancel_url,
+                "line_items": [
+                    {
+                        "quantity": 1,
+                        "price_data": {
+                            "currency": self.settings.currency,
+                            "unit_amount": cents,
+                            "product_data": {"name": "Prepaid balance top-up"},
+                        },
+                    }
+                ],
+                # Saved for auto-recharge (an off-session charge of the same card later).
+                "payment_intent_data": {"setup_future_usage": "off_session", "metadata": metadata},
+                "metadata": metadata,
+            },
+            options={"idempotency_key": f"tollway-topup-{request_key}"},
+        )
+
+    def payment_method_of(self, payment_intent_id: str) -> Optional[str]:
+        intent = self.client.v1.payment_intents.retrieve(payment_intent_id)
+        method = intent.get("payment_method")
+        return method if isinstance(method, str) else (method or {}).get("id")
+
+    def charge_off_session(
+        self, account_id: str, customer_id: str, payment_method_id: str, cents: int, attempt_key: str
+    ) -> Any:
+        """An off-session PaymentIntent, confirmed at once: the intent (status ``succeeded``),
+        or ``stripe.CardError`` / another ``stripe.StripeError``."""
+        return self.client.v1.payment_intents.create(
+            params={
+                "amount": cents,
+                "currency": self.settings.currency,
+                "customer": customer_id,
+                "payment_method": payment_method_id,
+                "off_session": True,
+                "confirm": True,
+                "description": "Prepaid balance auto-recharge",
+                "metadata": {"tollway_account_id": account_id, "tollway_kind": "auto_recharge"},
+            },
+            options={"idempotency_key": f"tollway-recharge-{attempt_key}"},
+        )
+
+    def construct_event(self, payload: bytes, signature: Optional[str]) -> Any:
+        """The verified event (stripe.Webhook.construct_event); raises ValueError (not JSON)
+        or stripe.SignatureVerificationError (forged, or older than 5 minutes)."""
+        secret = self.settings.stripe_webhook_secret
+        if not secret:
+            raise StripeNotConfigured("set [stripe] webhook_secret (or TOLLWAY_STRIPE_WEBHOOK_SECRET)")
+        return stripe.Webhook.construct_event(payload, signature, secret)
