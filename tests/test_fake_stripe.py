@@ -4,8 +4,12 @@ with its own ``construct_event``, the fake speaks Stripe's wire format."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
@@ -479,3 +483,91 @@ async def test_async_client(fake: FakeStripe) -> None:
     assert (await client.v1.customers.retrieve_async(cus.id)).metadata["a"] == "1"
     with pytest.raises(stripe.InvalidRequestError):
         await client.v1.payment_intents.create_async({"amount": 1, "currency": "usd"})
+
+
+@pytest.mark.parametrize(
+    "method,path,body,ctype",
+    [
+        ("POST", "/v1/customers", "email=a&email[x]=b", "form"),
+        ("POST", "/v1/customers", "metadata=notahash&x[0]=1&x[]=2", "form"),
+        ("POST", "/v1/customers", "metadata[" + "k" * 41 + "]=v", "form"),
+        ("POST", "/v1/checkout/sessions", "mode=payment&line_items=oops", "form"),
+        ("POST", "/v1/checkout/sessions", "mode=payment&line_items[0][quantity]=-1", "form"),
+        ("POST", "/v1/customers", "expand=customer", "form"),
+        ("POST", "/v1/customers", "expand[]=nonexistent", "form"),
+        ("GET", "/v1/invoiceitems?limit=1000", "", "form"),
+        ("GET", "/v1/events?starting_after=evt_unknown", "", "form"),
+        ("POST", "/v1/payment_intents", "amount=99999999999999999999&currency=usd", "form"),
+        ("POST", "/v2/billing/meter_events", "{not json", "json"),
+        ("POST", "/v2/billing/meter_events", "[1, 2]", "json"),
+        ("POST", "/v2/billing/meter_events", '{"event_name": "e", "payload": {"stripe_customer_id": 5}}', "json"),
+        (
+            "POST",
+            "/v2/billing/meter_events",
+            '{"event_name": "e", "payload": {"stripe_customer_id": "c"}, "x": 1}',
+            "json",
+        ),
+        (
+            "POST",
+            "/v2/billing/meter_events",
+            '{"event_name": "e", "payload": {"stripe_customer_id": "c"}, "timestamp": 5}',
+            "json",
+        ),
+        ("POST", "/v2/billing/meter_event_stream", '{"events": "x"}', "json"),
+    ],
+)
+def test_bad_input_is_a_4xx_in_stripes_shape(fake: FakeStripe, method: str, path: str, body: str, ctype: str) -> None:
+    content_type = "application/json" if ctype == "json" else "application/x-www-form-urlencoded"
+    key = fake.api_key
+    if path.endswith("meter_event_stream"):
+        key = stripe.StripeClient(
+            fake.api_key, base_addresses={"api": fake.url}
+        ).v2.billing.meter_event_session.create()
+        key = key.authentication_token
+    r = raw(fake, method, path, key=key, content=body, headers={"content-type": content_type})
+    assert 400 <= r.status_code < 500, r.text
+    err = r.json()["error"]
+    assert err["type"] == "invalid_request_error" and err["message"]
+    assert fake.events() == []  # nothing half-written
+
+
+def test_oversized_body_is_refused(fake: FakeStripe) -> None:
+    r = raw(
+        fake,
+        "POST",
+        "/v1/customers",
+        content="description=" + "x" * (1 << 20),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 413 and r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_foreground_process() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.stripe", "--api-key", "sk_test_fg"],
+        cwd=Path(__file__).resolve().parents[1],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stderr.readline()  # type: ignore[union-attr]
+        url = line.split(" on ")[1].split()[0]
+        client = stripe.StripeClient("sk_test_fg", base_addresses={"api": url})
+        cus = client.v1.customers.create({"email": "fg@app.test"})
+        assert httpx.get(f"{url}/_fake/events").json()[0]["data"]["object"]["id"] == cus.id
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def test_concurrent_retries_with_one_key_make_one_object(client: stripe.StripeClient, fake: FakeStripe) -> None:
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        same = list(
+            pool.map(
+                lambda _: client.v1.customers.create({"email": "c@app.test"}, {"idempotency_key": "burst"}).id,
+                range(16),
+            )
+        )
+        distinct = list(pool.map(lambda i: client.v1.customers.create({"email": f"{i}@app.test"}).id, range(16)))
+    assert len(set(same)) == 1 and len(set(distinct)) == 16
+    assert len(fake.events("customer.created")) == 17

@@ -6,7 +6,6 @@ import re
 from typing import Any, Callable
 
 from . import billing, checkout, payments
-from .errors import invalid
 from .forms import Params
 from .store import Store
 
@@ -108,12 +107,3 @@ def route(method: str, path: str) -> tuple[Callable[..., Any], tuple[str, ...]]:
         if match and m == method:
             return handler, match.groups()
     raise LookupError(path)
-
-
-def expand_paths(params: dict[str, Any]) -> list[str]:
-    value = params.get("expand")
-    if value is None:
-        return []
-    if not isinstance(value, list) or len(value) > 20:
-        raise invalid("Invalid expand: must be a list of at most 20 paths", "expand")
-    return value

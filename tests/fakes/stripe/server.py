@@ -23,6 +23,7 @@ from . import api, billing
 from .checkout import session_view
 from .errors import StripeError, auth_invalid, auth_missing, idempotency_mismatch, invalid, unrecognized_url
 from .forms import Params, decode_form
+from .store import check_expand
 
 if TYPE_CHECKING:
     from .fake import FakeStripe
@@ -131,6 +132,8 @@ def _api(
             status, body, saved = 200, _dispatch(store, method, path, params), True
         except StripeError as exc:
             status, body, saved = exc.status, exc.body(), exc.saved
+        except Exception as exc:  # a bug of the fake: say so in Stripe's shape rather than drop the connection
+            status, body, saved = 500, {"error": {"type": "api_error", "message": f"fake Stripe bug: {exc!r}"}}, False
         finally:
             store.request_context = {}
         encoded = json.dumps(body, indent=2).encode()
@@ -216,7 +219,7 @@ def _dispatch(store: Any, method: str, path: str, params: Any) -> Any:
         handler, ids = api.route(method, path)
     except LookupError:
         raise unrecognized_url(method, path) from None
-    expand = api.expand_paths(params)
+    expand = check_expand(params.get("expand"))
     obj = handler(store, Params(params), *ids)
     if obj.get("object") == "checkout.session":
         return session_view(store, obj, expand)

@@ -131,28 +131,44 @@ class Store:
         return {"object": "list", "data": copy.deepcopy(chunk), "has_more": more, "url": url}
 
     def expand(self, obj: dict[str, Any], paths: list[str]) -> dict[str, Any]:
+        """``obj`` with the ids at ``paths`` replaced by their objects (paths checked by
+        :func:`check_expand` before the request ran; a path the object lacks is left alone)."""
         out = copy.deepcopy(obj)
         for path in paths:
-            if not isinstance(path, str) or path.count(".") > 3:
-                raise invalid(f"Invalid expand: {path!r}", "expand")
-            self._expand_path(out, path.split("."), path)
+            self._expand_path(out, path.split("."))
         return out
 
-    def _expand_path(self, node: Any, parts: list[str], whole: str) -> None:
-        if isinstance(node, dict) and node.get("object") == "list" and parts[0] == "data":
+    def _expand_path(self, node: Any, parts: list[str]) -> None:
+        if not parts or not isinstance(node, dict):
+            return
+        if node.get("object") == "list" and parts[0] == "data":
             for item in node.get("data", []):
-                self._expand_path(item, parts[1:], whole)
+                self._expand_path(item, parts[1:])
             return
-        if not isinstance(node, dict) or not parts:
-            return
-        key = parts[0]
-        if key not in node:
-            raise invalid(f"This property cannot be expanded ({whole}).", "expand", "parameter_invalid_string")
-        value = node[key]
+        value = node.get(parts[0])
         if isinstance(value, str) and value in self.objects:
-            node[key] = value = copy.deepcopy(self.objects[value])
-        if len(parts) > 1:
-            self._expand_path(value, parts[1:], whole)
+            node[parts[0]] = value = copy.deepcopy(self.objects[value])
+        self._expand_path(value, parts[1:])
+
+
+EXPANDABLE = frozenset(
+    ("balance_transaction", "charge", "customer", "data", "default_payment_method", "invoice_settings")
+    + ("latest_charge", "line_items", "payment_intent", "payment_method")
+)
+
+
+def check_expand(paths: Any) -> list[str]:
+    """Stripe's check of ``expand[]``, done before anything runs: a list of at most 20
+    dotted paths (at most 4 levels) through expandable fields."""
+    if paths is None:
+        return []
+    if not isinstance(paths, list) or len(paths) > 20:
+        raise invalid("Invalid expand: must be a list of at most 20 paths", "expand", "parameter_invalid_array")
+    for path in paths:
+        parts = path.split(".") if isinstance(path, str) else []
+        if not parts or len(parts) > 4 or any(p not in EXPANDABLE for p in parts):
+            raise invalid(f"This property cannot be expanded ({path}).", "expand", "parameter_invalid_string")
+    return paths
 
 
 def _kind_of(oid: str) -> str:
