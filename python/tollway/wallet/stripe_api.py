@@ -53,9 +53,9 @@ class StripeApi:
 
     def checkout_topup(
         self, account_id: str, customer_id: str, cents: int, success_url: str, cancel_url: str, request_key: str
-    ) -> Any:
+    ) -> dict[str, Any]:
         metadata = {"tollway_account_id": account_id, "tollway_kind": "topup"}
-        return self.client.v1.checkout.sessions.create(
+        session = self.client.v1.checkout.sessions.create(
             params={
                 "mode": "payment",
                 "customer": customer_id,
@@ -78,18 +78,19 @@ class StripeApi:
             },
             options={"idempotency_key": f"tollway-topup-{request_key}"},
         )
+        return session.to_dict()
 
     def payment_method_of(self, payment_intent_id: str) -> Optional[str]:
-        intent = self.client.v1.payment_intents.retrieve(payment_intent_id)
+        intent = self.client.v1.payment_intents.retrieve(payment_intent_id).to_dict()
         method = intent.get("payment_method")
         return method if isinstance(method, str) else (method or {}).get("id")
 
     def charge_off_session(
         self, account_id: str, customer_id: str, payment_method_id: str, cents: int, attempt_key: str
-    ) -> Any:
+    ) -> dict[str, Any]:
         """An off-session PaymentIntent, confirmed at once: the intent (status ``succeeded``),
         or ``stripe.CardError`` / another ``stripe.StripeError``."""
-        return self.client.v1.payment_intents.create(
+        intent = self.client.v1.payment_intents.create(
             params={
                 "amount": cents,
                 "currency": self.settings.currency,
@@ -102,6 +103,7 @@ class StripeApi:
             },
             options={"idempotency_key": f"tollway-recharge-{attempt_key}"},
         )
+        return intent.to_dict()
 
     def construct_event(self, payload: bytes, signature: Optional[str]) -> Any:
         """The verified event (stripe.Webhook.construct_event); raises ValueError (not JSON)
