@@ -13,14 +13,16 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import urlsplit
 
 from . import api, billing
 from .checkout import session_view
+from .controls import handle_control
 from .errors import StripeError, auth_invalid, auth_missing, idempotency_mismatch, invalid, unrecognized_url
 from .forms import Params, decode_form
 from .store import check_expand
@@ -77,8 +79,6 @@ def _handle(fake: "FakeStripe", h: BaseHTTPRequestHandler) -> None:
         return
     raw = h.rfile.read(length) if length else b""
     if path.startswith("/_fake/"):
-        from .controls import handle_control
-
         status, payload = handle_control(fake, h.command, path, query, raw)
         _send(h, status, json.dumps(payload).encode(), {}, "application/json")
         return
@@ -87,7 +87,25 @@ def _handle(fake: "FakeStripe", h: BaseHTTPRequestHandler) -> None:
         return
     request_id = "req_" + os.urandom(7).hex()
     headers = {"request-id": request_id, "stripe-version": h.headers.get("stripe-version") or ""}
-    status, body, extra, events = _api(fake, h, path, query, raw, request_id)
+    fault = _take_fault(fake, h.command, path)
+    if fault is not None and fault["mode"] == "status":
+        status = fault["status"]
+        body = _fault_body(status)
+        with fake.store.lock:
+            fake.store.requests.append({"method": h.command, "path": path, "status": status, "fault": "status"})
+        retry = {"stripe-should-retry": "true"} if status in (409, 429) or status >= 500 else {}
+        _send(h, status, json.dumps(body).encode(), {**headers, **retry}, "application/json")
+        return
+    status, body, extra, events = _api(fake, h, path, query, raw, request_id, "drop" if fault else None)
+    if fault is not None:  # "drop": the request ran, its response is lost
+        h.close_connection = True
+        try:
+            h.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        if events:
+            fake.webhooks.enqueue(events)
+        return
     headers.update(extra)
     if status >= 400:
         headers.setdefault("stripe-should-retry", "false" if status < 500 else "true")
@@ -96,8 +114,35 @@ def _handle(fake: "FakeStripe", h: BaseHTTPRequestHandler) -> None:
         fake.webhooks.enqueue(events)
 
 
+def _take_fault(fake: "FakeStripe", method: str, path: str) -> Any:
+    with fake.store.lock:
+        for i, fault in enumerate(fake.store.faults):
+            if fault["path"] == path and fault["method"] in (None, method):
+                fault["remaining"] -= 1
+                if fault["remaining"] <= 0:
+                    fake.store.faults.pop(i)
+                return fault
+    return None
+
+
+def _fault_body(status: int) -> dict[str, Any]:
+    if status == 429:
+        return invalid("Too many requests hit the API too quickly.", code="rate_limit", status=429).body()
+    if status == 409:
+        return StripeError(
+            409, "invalid_request_error", "The request conflicted with another request.", code="lock_timeout"
+        ).body()
+    return {"error": {"type": "api_error", "message": "An unknown error occurred (injected by the fake)."}}
+
+
 def _api(
-    fake: "FakeStripe", h: BaseHTTPRequestHandler, path: str, query: str, raw: bytes, request_id: str
+    fake: "FakeStripe",
+    h: BaseHTTPRequestHandler,
+    path: str,
+    query: str,
+    raw: bytes,
+    request_id: str,
+    fault: Optional[str] = None,
 ) -> tuple[int, bytes, dict[str, str], list[dict[str, Any]]]:
     store = fake.store
     method = h.command
@@ -109,6 +154,8 @@ def _api(
         "stripe_version": h.headers.get("stripe-version"),
         "t": time.time(),
     }
+    if fault:
+        log["fault"] = fault
     try:
         key = _authenticate(fake, h, path)
         params = _decode(method, path, query, raw, h.headers.get("content-type") or "")
