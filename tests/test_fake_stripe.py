@@ -602,3 +602,12 @@ def test_injected_faults_and_a_retried_meter_export(client: stripe.StripeClient,
     with pytest.raises(stripe.APIError):
         once.v1.customers.create({})
     assert len(fake.events("customer.created")) == 2
+
+
+def test_global_configuration_style(fake: FakeStripe, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stripe, "api_key", fake.api_key)
+    monkeypatch.setattr(stripe, "api_base", fake.url)
+    cus = stripe.Customer.create(email="g@app.test", metadata={"k": "v"})
+    assert stripe.Customer.retrieve(cus.id).metadata["k"] == "v"
+    item = stripe.InvoiceItem.create(customer=cus.id, amount=300, currency="usd", idempotency_key="g-1")
+    assert stripe.InvoiceItem.create(customer=cus.id, amount=300, currency="usd", idempotency_key="g-1").id == item.id
