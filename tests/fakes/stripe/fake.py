@@ -34,8 +34,7 @@ class FakeStripe:
             try:
                 result = copy.deepcopy(fn())
             finally:
-                events = self.store.take_pending()
-        done = self.webhooks.enqueue(events)
+                done = self.webhooks.enqueue(self.store.take_pending())
         if wait:
             done.wait(WAIT_S)
         return result
