@@ -454,11 +454,18 @@ def test_webhook_controls(client: stripe.StripeClient, fake: FakeStripe, hooks: 
         "stale",
     ]
     # held deliveries go out, in order, when released
+    hooks.program("/stripe")
     fake.hold_deliveries(True)
-    client.v1.customers.create({})
+    before = len(fake.events())
+    session = client.v1.checkout.sessions.create({"mode": "payment", "line_items": [LINE]})
+    started = time.monotonic()
+    fake.complete_checkout(session.id)  # does not wait for held deliveries
+    assert time.monotonic() - started < 2
     assert fake.flush() and fake.deliveries()[-1]["kind"] == "stale"
     fake.hold_deliveries(False)
-    assert fake.flush() and fake.deliveries()[-1]["type"] == "customer.created"
+    assert fake.flush()
+    held = [e["id"] for e in fake.events()[before:]]
+    assert [d["event_id"] for d in fake.deliveries()][-len(held) :] == held and len(held) == 4
 
 
 def test_http_controls(client: stripe.StripeClient, fake: FakeStripe, hooks: WebhookServer) -> None:
