@@ -8,11 +8,8 @@ from typing import Any, Optional
 from . import payments
 from .errors import invalid
 from .forms import Params, merge_metadata
+from .payments import CURRENCIES, MAX_AMOUNT, MIN_AMOUNT
 from .store import Store
-
-CURRENCIES = ("usd", "eur", "gbp", "cad", "aud", "jpy", "chf")
-MIN_AMOUNT = 50  # cents: Stripe's minimum charge in usd (and close to it elsewhere)
-MAX_AMOUNT = 99_999_999
 
 
 # ---- customers ---------------------------------------------------------------------

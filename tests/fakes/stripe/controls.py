@@ -64,6 +64,13 @@ def _route(fake: "FakeStripe", method: str, path: str, body: dict[str, Any], arg
         ("POST", "/_fake/refund"): lambda: fake.refund(
             body.get("charge"), body.get("payment_intent"), body.get("amount"), body.get("wait", True)
         ),
+        ("POST", "/_fake/fail_next"): lambda: fake.fail_next(
+            body["path"],
+            int(body.get("count", 1)),
+            int(body.get("status", 500)),
+            bool(body.get("drop", False)),
+            body.get("method", "POST"),
+        ),
         ("GET", "/_fake/meter_events"): lambda: fake.meter_events(args.get("event_name"), args.get("customer")),
         ("GET", "/_fake/meter_totals"): lambda: fake.meter_totals(args.get("event_name")),
         ("GET", "/_fake/meter_rejected"): fake.meter_rejected,

@@ -34,9 +34,8 @@ class FakeStripe:
             try:
                 result = copy.deepcopy(fn())
             finally:
-                events = self.store.take_pending()
-        done = self.webhooks.enqueue(events)
-        if wait:
+                done = self.webhooks.enqueue(self.store.take_pending())
+        if wait and not self.webhooks.holding:
             done.wait(WAIT_S)
         return result
 
@@ -115,6 +114,25 @@ class FakeStripe:
             ),
             wait,
         )
+
+    def fail_next(
+        self, path: str, count: int = 1, status: int = 500, drop: bool = False, method: Optional[str] = "POST"
+    ) -> None:
+        """The next ``count`` API requests to ``path`` fail: answered ``status`` (500 ``api_error``,
+        429 ``rate_limit``, 409 ``lock_timeout``; nothing runs), or with ``drop`` run normally and
+        then lose their response (the connection closes unanswered), as after a network cut."""
+        if count < 1 or not (drop or 400 <= status <= 599):
+            raise ValueError("count must be at least 1 and status an HTTP error status")
+        with self.store.lock:
+            self.store.faults.append(
+                {
+                    "path": path,
+                    "method": method,
+                    "remaining": count,
+                    "mode": "drop" if drop else "status",
+                    "status": status,
+                }
+            )
 
     def object(self, oid: str) -> dict[str, Any]:
         with self.store.lock:

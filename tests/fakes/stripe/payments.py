@@ -14,7 +14,7 @@ from .forms import Params, merge_metadata
 from .store import Store
 
 CURRENCIES = ("usd", "eur", "gbp", "cad", "aud", "jpy", "chf")
-MIN_AMOUNT = 50
+MIN_AMOUNT = 50  # cents: Stripe's minimum charge in usd (amounts are in the currency's smallest unit)
 MAX_AMOUNT = 99_999_999
 DECLINE_MESSAGES = {
     "generic_decline": "Your card was declined.",

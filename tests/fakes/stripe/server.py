@@ -4,8 +4,8 @@ Per request: auth (``Authorization: Bearer <key>`` or Basic with the key as user
 the v2 meter event stream takes a meter event session token), decoding (v1: form bodies
 and query strings in bracket notation; v2: JSON), ``Idempotency-Key`` (same key and
 parameters: the first response again, with ``Idempotent-Replayed: true``; other
-parameters: 400 ``idempotency_error``), ``expand[]``, then the events the request
-emitted go to the webhook deliverer. ``/_fake/...`` are the test controls (controls.py).
+parameters: 400 ``idempotency_error``), ``expand[]``; the events the request emitted
+go to the webhook deliverer (in order; sent asynchronously, as Stripe does). ``/_fake/...`` are the test controls (controls.py).
 """
 
 from __future__ import annotations
@@ -13,14 +13,16 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import urlsplit
 
 from . import api, billing
 from .checkout import session_view
+from .controls import handle_control
 from .errors import StripeError, auth_invalid, auth_missing, idempotency_mismatch, invalid, unrecognized_url
 from .forms import Params, decode_form
 from .store import check_expand
@@ -77,8 +79,6 @@ def _handle(fake: "FakeStripe", h: BaseHTTPRequestHandler) -> None:
         return
     raw = h.rfile.read(length) if length else b""
     if path.startswith("/_fake/"):
-        from .controls import handle_control
-
         status, payload = handle_control(fake, h.command, path, query, raw)
         _send(h, status, json.dumps(payload).encode(), {}, "application/json")
         return
@@ -87,18 +87,59 @@ def _handle(fake: "FakeStripe", h: BaseHTTPRequestHandler) -> None:
         return
     request_id = "req_" + os.urandom(7).hex()
     headers = {"request-id": request_id, "stripe-version": h.headers.get("stripe-version") or ""}
-    status, body, extra, events = _api(fake, h, path, query, raw, request_id)
+    fault = _take_fault(fake, h.command, path)
+    if fault is not None and fault["mode"] == "status":
+        status = fault["status"]
+        body = _fault_body(status)
+        with fake.store.lock:
+            fake.store.requests.append({"method": h.command, "path": path, "status": status, "fault": "status"})
+        retry = {"stripe-should-retry": "true"} if status in (409, 429) or status >= 500 else {}
+        _send(h, status, json.dumps(body).encode(), {**headers, **retry}, "application/json")
+        return
+    status, body, extra = _api(fake, h, path, query, raw, request_id, "drop" if fault else None)
+    if fault is not None:  # "drop": the request ran, its response is lost
+        h.close_connection = True
+        try:
+            h.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        return
     headers.update(extra)
     if status >= 400:
         headers.setdefault("stripe-should-retry", "false" if status < 500 else "true")
     _send(h, status, body, headers, "application/json")
-    if events:
-        fake.webhooks.enqueue(events)
+
+
+def _take_fault(fake: "FakeStripe", method: str, path: str) -> Any:
+    with fake.store.lock:
+        for i, fault in enumerate(fake.store.faults):
+            if fault["path"] == path and fault["method"] in (None, method):
+                fault["remaining"] -= 1
+                if fault["remaining"] <= 0:
+                    fake.store.faults.pop(i)
+                return fault
+    return None
+
+
+def _fault_body(status: int) -> dict[str, Any]:
+    if status == 429:
+        return invalid("Too many requests hit the API too quickly.", code="rate_limit", status=429).body()
+    if status == 409:
+        return StripeError(
+            409, "invalid_request_error", "The request conflicted with another request.", code="lock_timeout"
+        ).body()
+    return {"error": {"type": "api_error", "message": "An unknown error occurred (injected by the fake)."}}
 
 
 def _api(
-    fake: "FakeStripe", h: BaseHTTPRequestHandler, path: str, query: str, raw: bytes, request_id: str
-) -> tuple[int, bytes, dict[str, str], list[dict[str, Any]]]:
+    fake: "FakeStripe",
+    h: BaseHTTPRequestHandler,
+    path: str,
+    query: str,
+    raw: bytes,
+    request_id: str,
+    fault: Optional[str] = None,
+) -> tuple[int, bytes, dict[str, str]]:
     store = fake.store
     method = h.command
     idem_key = h.headers.get("idempotency-key")
@@ -109,6 +150,8 @@ def _api(
         "stripe_version": h.headers.get("stripe-version"),
         "t": time.time(),
     }
+    if fault:
+        log["fault"] = fault
     try:
         key = _authenticate(fake, h, path)
         params = _decode(method, path, query, raw, h.headers.get("content-type") or "")
@@ -116,7 +159,7 @@ def _api(
         if idem_key is not None and len(idem_key) > MAX_IDEMPOTENCY_KEY:
             raise invalid(f"Idempotency-Key must be at most {MAX_IDEMPOTENCY_KEY} characters.", "Idempotency-Key")
     except StripeError as exc:
-        return _finish(store, log, exc.status, exc.body(), exc.headers, [])
+        return _finish(store, log, exc.status, exc.body(), exc.headers)
     fingerprint = json.dumps([method, path, params], sort_keys=True)
     with store.lock:
         if method == "POST" and idem_key:
@@ -124,9 +167,9 @@ def _api(
             if seen is not None:
                 if seen["fingerprint"] != fingerprint:
                     exc = idempotency_mismatch(idem_key)
-                    return _finish(store, log, 400, exc.body(), {}, [])
+                    return _finish(store, log, 400, exc.body(), {})
                 log["replayed"] = True
-                return _finish(store, log, seen["status"], seen["body"], {"idempotent-replayed": "true"}, [], raw=True)
+                return _finish(store, log, seen["status"], seen["body"], {"idempotent-replayed": "true"}, raw=True)
         store.request_context = {"request_id": request_id, "idempotency_key": idem_key}
         try:
             status, body, saved = 200, _dispatch(store, method, path, params), True
@@ -142,11 +185,12 @@ def _api(
             store.idempotent[(key, idem_key)] = {"fingerprint": fingerprint, "status": status, "body": encoded}
         if status >= 400 and not saved:
             events = []  # a refused request changes nothing (its handlers raise before any emit)
+        fake.webhooks.enqueue(events)  # under the lock: deliveries keep the order of the changes
         if idem_key:
             extra = {"idempotency-key": idem_key}
         else:
             extra = {}
-        return _finish(store, log, status, encoded, extra, events, raw=True)
+        return _finish(store, log, status, encoded, extra, raw=True)
 
 
 def _finish(
@@ -155,15 +199,14 @@ def _finish(
     status: int,
     body: Any,
     headers: dict[str, str],
-    events: list[dict[str, Any]],
     raw: bool = False,
-) -> tuple[int, bytes, dict[str, str], list[dict[str, Any]]]:
+) -> tuple[int, bytes, dict[str, str]]:
     log["status"] = status
     with store.lock:
         store.requests.append(log)
         del store.requests[:-MAX_LOGGED_REQUESTS]
     payload = body if raw else json.dumps(body, indent=2).encode()
-    return status, payload, headers, events
+    return status, payload, headers
 
 
 def _authenticate(fake: "FakeStripe", h: BaseHTTPRequestHandler, path: str) -> str:

@@ -43,9 +43,9 @@ class Store:
         self.events: list[dict[str, Any]] = []  # oldest first
         self.idempotent: dict[tuple[str, str], dict[str, Any]] = {}
         self.pending_events: list[dict[str, Any]] = []  # emitted by the running request, not yet delivered
-        self.on_events: Optional[Callable[[list[dict[str, Any]]], None]] = None
         self.request_context: dict[str, Any] = {}
         # test controls
+        self.faults: list[dict[str, Any]] = []  # the next requests to a path that fail (fail_next)
         self.declines: list[dict[str, Any]] = []  # the next off-session/confirmed charges that fail
         self.meter_duplicates = "error"  # or "accept"
         self.meter_events: list[dict[str, Any]] = []  # accepted, oldest first

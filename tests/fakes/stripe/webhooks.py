@@ -78,9 +78,15 @@ class Deliverer:
         """Hold deliveries (events are queued, not sent) until ``hold(False)``."""
         with self._lock:
             self._holding = holding
-            held, self._held = (self._held, []) if not holding else ([], self._held)
-        for item in held:
-            self._queue.put(item)
+            if not holding:
+                for item in self._held:  # under the lock: nothing new overtakes them
+                    self._queue.put(item)
+                self._held.clear()
+
+    @property
+    def holding(self) -> bool:
+        with self._lock:
+            return self._holding
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued so far has been delivered."""
