@@ -1,4 +1,4 @@
-"""``tollway serve``, ``init``, ``compact``, ``search`` and ``wallet``."""
+"""``tollway serve``, ``init``, ``compact``, ``search``, ``wallet`` and ``billing``."""
 
 from __future__ import annotations
 
@@ -104,6 +104,63 @@ def cmd_wallet(args: argparse.Namespace, settings: Settings) -> int:
         print(f"wallet verify: {len(problems)} problem(s) found", file=sys.stderr)
         return 1
     print(f"wallet verify: ok ({accounts} wallet(s); every balance is the sum of its entries, every debit its event's)")
+    return 0
+
+
+def _when(value: str) -> int:
+    """Unix ms, or an ISO date / date-time (UTC unless it says otherwise)."""
+    import datetime as dt
+
+    if value.isdigit():
+        return int(value)
+    try:
+        t = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date, date-time or Unix ms: {value!r}") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.timezone.utc)
+    return int(t.timestamp() * 1000)
+
+
+def _margin(value: str):
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        found = Decimal(value)
+    except InvalidOperation:
+        found = Decimal(-1)
+    if not found.is_finite() or not 0 <= found <= 1000:
+        raise argparse.ArgumentTypeError(f"a margin is a number of percent from 0 to 1000, not {value!r}")
+    return found
+
+
+def cmd_billing(args: argparse.Namespace, settings: Settings) -> int:
+    """``tollway billing invoice-items --from --to [--margin-percent]`` / ``meter-events``."""
+    from tollway.billing.export import Exporter
+    from tollway.wallet.stripe_api import StripeApi
+
+    api = StripeApi(settings.wallet)
+    if not api.configured:
+        print("tollway: Stripe is not configured: set [stripe] secret_key (TOLLWAY_STRIPE_SECRET_KEY)", file=sys.stderr)
+        return 2
+    with _key_store(settings) as store:
+        exporter = Exporter(store.db, api)
+        if args.action == "meter-events":
+            result = exporter.meter_events()
+            print(f"meter events: {result.sent} sent, {result.already} already in Stripe, {result.skipped} refused; "
+                  f"exported up to usage event {result.last_usage_id}")  # fmt: skip
+            return 0
+        if args.start is None or args.end is None or args.end <= args.start:
+            print("tollway: invoice-items needs --from and a later --to", file=sys.stderr)
+            return 2
+        items = exporter.invoice_items(None, args.start, args.end, args.margin_percent)
+    for item in items:
+        state = "created" if item["created"] else "already there"
+        print(f"{item['key_id']} -> {item['stripe_customer_id']}: {item['amount_cents'] / 100:.2f} USD, "
+              f"{item['requests']} requests, {item['invoice_item_id']} ({state})")  # fmt: skip
+    print(
+        f"{sum(i['created'] for i in items)} invoice item(s) created, {sum(not i['created'] for i in items)} already there"
+    )
     return 0
 
 
@@ -244,6 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
     wallet = sub.add_parser("wallet", help="the prepaid wallets: verify that each balance is the sum of its ledger")
     wallet.add_argument("action", choices=["verify"])
     wallet.set_defaults(func=cmd_wallet)
+
+    billing = sub.add_parser("billing", help="usage into Stripe: invoice items for a period, or meter events now")
+    billing.add_argument("action", choices=["invoice-items", "meter-events"])
+    billing.add_argument("--from", dest="start", type=_when, help="period start: a date, date-time (UTC) or Unix ms")
+    billing.add_argument("--to", dest="end", type=_when, help="period end (excluded)")
+    billing.add_argument("--margin-percent", type=_margin, default="0", help="added to the spend, e.g. 20")
+    billing.set_defaults(func=cmd_billing)
     return parser
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.exc import DataError
 
 from tollway._core import ConnectionGuard, UpstreamClient
 from tollway.background import BackgroundWork, OpenCounter
+from tollway.billing import routes as billing_routes
 from tollway.calls import Calls
 from tollway.capabilities import assemble
 from tollway.config import ModelRoute, Settings, load_settings
@@ -119,6 +120,7 @@ CAPABILITIES = [
     search_routes.capability,  # provides search
     wallet_routes.capability,
     stripe_routes.capability,
+    billing_routes.capability,
     openapi.capability,
 ]
 

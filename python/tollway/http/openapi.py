@@ -193,6 +193,14 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "Stripe's webhook (signed: Stripe-Signature): top-ups, payments and refunds into the wallet",
         {200: "StripeWebhookResult"}, (400, 413), "StripeEvent", public=True, tag="wallet",
     ),
+    ("POST", "/v1/billing/invoice-items"): Op(
+        "One Stripe InvoiceItem per key with metadata.stripe_customer_id and spend in the period; idempotent",
+        {200: "InvoiceItemList"}, (*_ADMIN, *_BODY, 502), "InvoiceItemsRequest", tag="billing",
+    ),
+    ("POST", "/v1/billing/meter-events"): Op(
+        "Send the usage events not sent yet to Stripe as meter events (identifier = usage event id)",
+        {200: "MeterExport"}, (*_ADMIN, 400, 502), tag="billing",
+    ),
     ("GET", "/v1/threads/{thread_id}/export"): Op("A thread and all its messages", {200: "ThreadExport"}, (*_AUTH, 404), tag="threads"),
     # ---- tools
     ("POST", "/v1/tools"): Op(

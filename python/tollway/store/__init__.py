@@ -4,6 +4,8 @@ from tollway.store.db import Database, now_ms
 from tollway.store.schema import (
     accounts,
     api_keys,
+    billing_cursors,
+    billing_invoice_items,
     key_credits,
     metadata,
     thread_messages,
@@ -18,6 +20,8 @@ __all__ = [
     "Database",
     "accounts",
     "api_keys",
+    "billing_cursors",
+    "billing_invoice_items",
     "key_credits",
     "metadata",
     "now_ms",

@@ -145,6 +145,31 @@ wallet_entries = Table(
     UniqueConstraint("account_id", "idempotency_key", name="uq_wallet_entries_idempotency"),
 )
 
+# Usage exported to Stripe (tollway.billing): how far the meter-event export got (the last
+# usage_events.id sent), and the InvoiceItem made for a key and period (one per pair).
+billing_cursors = Table(
+    "billing_cursors",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("last_usage_id", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+billing_invoice_items = Table(
+    "billing_invoice_items",
+    metadata,
+    Column("key_id", String(40), nullable=False),
+    Column("period_start", BigInteger, nullable=False),
+    Column("period_end", BigInteger, nullable=False),
+    Column("account_id", String(40), nullable=False),
+    Column("customer_id", String(255), nullable=False),
+    Column("invoice_item_id", String(255), nullable=False),
+    Column("amount_cents", BigInteger, nullable=False),
+    Column("requests", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("key_id", "period_start", "period_end", name="uq_billing_invoice_items_period"),
+)
+
 # Threads: one end user's conversation, held server-side. Erasing a thread
 # (tollway.threads.store.ThreadStore.delete_thread) removes both tables' rows.
 threads = Table(

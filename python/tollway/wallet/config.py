@@ -14,6 +14,8 @@ class WalletSettings:
     stripe_webhook_secret: Optional[str] = None
     stripe_api_base: Optional[str] = None  # another Stripe API address (a test double)
     currency: str = "usd"
+    meter_event_name: str = "tollway_usage"  # the Stripe meter's event_name; value = cost in micro-USD
+    meter_export_interval: float = 0.0  # seconds between continuous meter-event exports (0: on demand only)
 
 
 def _flag(value: Any, where: str) -> bool:
@@ -45,7 +47,11 @@ def wallet_settings(wallet: Any, stripe: Any, env: Mapping[str, str]) -> WalletS
         raise ConfigError("[wallet] and [stripe] must be tables")
     for table, known, name in (
         (wallet, {"enabled"}, "wallet"),
-        (stripe, {"secret_key", "webhook_secret", "api_base", "currency"}, "stripe"),
+        (
+            stripe,
+            {"secret_key", "webhook_secret", "api_base", "currency", "meter_event_name", "meter_export_interval"},
+            "stripe",
+        ),
     ):
         unknown = set(table) - known
         if unknown:
@@ -62,4 +68,24 @@ def wallet_settings(wallet: Any, stripe: Any, env: Mapping[str, str]) -> WalletS
         ),
         stripe_api_base=_text(env.get("TOLLWAY_STRIPE_API_BASE") or stripe.get("api_base"), "stripe.api_base"),
         currency=currency,
+        meter_event_name=_text(
+            env.get("TOLLWAY_STRIPE_METER_EVENT") or stripe.get("meter_event_name"), "stripe.meter_event_name"
+        )
+        or "tollway_usage",
+        meter_export_interval=_seconds(
+            env.get("TOLLWAY_STRIPE_METER_EXPORT_INTERVAL", stripe.get("meter_export_interval", 0)),
+            "stripe.meter_export_interval",
+        ),
     )
+
+
+def _seconds(value: Any, where: str) -> float:
+    from tollway.config.settings import ConfigError
+
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if isinstance(value, bool) or not (seconds == 0 or 1 <= seconds <= 86_400):
+        raise ConfigError(f"{where}: expected 0 (off) or seconds from 1 to 86400, got {value!r}")
+    return seconds

@@ -132,4 +132,52 @@ WALLET_SCHEMAS: dict[str, Schema] = {
         extra=True,
     ),
     "StripeWebhookResult": obj({"received": {"type": "boolean"}, "result": STRING}, ("received", "result")),
+    "InvoiceItemsRequest": obj(
+        {
+            "from_ms": {"type": "integer", "minimum": 0, "maximum": 2**53},
+            "to_ms": {"type": "integer", "minimum": 0, "maximum": 2**53},
+            "margin_percent": {"type": "number", "minimum": 0, "maximum": 1000},
+        },
+        ("from_ms", "to_ms"),
+    ),
+    "InvoiceItemList": obj(
+        {
+            "object": {"const": "list"},
+            "data": {
+                "type": "array",
+                "items": obj(
+                    {
+                        "object": {"const": "billing.invoice_item"},
+                        "key_id": STRING,
+                        "stripe_customer_id": STRING,
+                        "invoice_item_id": STRING,
+                        "amount_cents": INTEGER,
+                        "requests": INTEGER,
+                        "created": {"type": "boolean"},
+                    },
+                    (
+                        "object",
+                        "key_id",
+                        "stripe_customer_id",
+                        "invoice_item_id",
+                        "amount_cents",
+                        "requests",
+                        "created",
+                    ),
+                ),
+            },
+            "has_more": {"type": "boolean"},
+        },
+        ("object", "data", "has_more"),
+    ),
+    "MeterExport": obj(
+        {
+            "object": {"const": "billing.meter_export"},
+            "sent": INTEGER,
+            "already": INTEGER,
+            "skipped": INTEGER,
+            "last_usage_id": INTEGER,
+        },
+        ("object", "sent", "already", "skipped", "last_usage_id"),
+    ),
 }

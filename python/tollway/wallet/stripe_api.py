@@ -38,7 +38,8 @@ class StripeApi:
         if self._client is None:
             if not self.settings.stripe_secret_key:
                 raise StripeNotConfigured("set [stripe] secret_key (or TOLLWAY_STRIPE_SECRET_KEY)")
-            base = {"api": self.settings.stripe_api_base} if self.settings.stripe_api_base else None
+            address = self.settings.stripe_api_base
+            base = {"api": address, "meter_events": address} if address else None
             self._client = stripe.StripeClient(
                 self.settings.stripe_secret_key, base_addresses=base, max_network_retries=2
             )  # type: ignore[arg-type]
@@ -104,6 +105,35 @@ class StripeApi:
             options={"idempotency_key": f"tollway-recharge-{attempt_key}"},
         )
         return intent.to_dict()
+
+    def meter_event(self, event_name: str, customer_id: str, value: int, identifier: str, timestamp_s: int) -> None:
+        """One v2 meter event (``identifier``: Stripe keeps one event per identifier for 24 h)."""
+        import datetime as dt
+
+        self.client.v2.billing.meter_events.create(
+            params={
+                "event_name": event_name,
+                "identifier": identifier,
+                "payload": {"stripe_customer_id": customer_id, "value": str(value)},
+                "timestamp": dt.datetime.fromtimestamp(timestamp_s, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            }
+        )
+
+    def invoice_item(
+        self, customer_id: str, cents: int, description: str, metadata: dict[str, str], period: tuple[int, int]
+    ) -> str:
+        item = self.client.v1.invoice_items.create(
+            params={
+                "customer": customer_id,
+                "amount": cents,
+                "currency": self.settings.currency,
+                "description": description[:500],
+                "metadata": metadata,
+                "period": {"start": period[0] // 1000, "end": period[1] // 1000},
+            },
+            options={"idempotency_key": f"tollway-ii-{metadata['tollway_key_id']}-{period[0]}-{period[1]}"},
+        )
+        return item.id
 
     def construct_event(self, payload: bytes, signature: Optional[str]) -> Any:
         """The verified event (stripe.Webhook.construct_event); raises ValueError (not JSON)

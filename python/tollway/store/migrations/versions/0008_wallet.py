@@ -1,4 +1,5 @@
-"""The prepaid wallet: an append-only ledger of entries per account, and its balance.
+"""The prepaid wallet (an append-only ledger of entries per account, and its balance), and
+the state of the usage exports to Stripe.
 
 Revision ID: 0008_wallet
 Revises: 0006_key_policy
@@ -8,6 +9,8 @@ Revises: 0006_key_policy
   and saved payment method, consecutive recharge failures.
 - ``wallet_entries``: top-ups, debits (one per priced usage event, unique on it),
   refunds and adjustments, each with its cause; a Stripe event credits once (unique).
+- ``billing_cursors``: the last usage event sent to Stripe as a meter event.
+- ``billing_invoice_items``: the InvoiceItem made for a key and period (one per pair).
 """
 
 import sqlalchemy as sa
@@ -54,7 +57,29 @@ def upgrade() -> None:
     op.create_index("ux_wallet_entries_event", "wallet_entries", ["usage_event_id"], unique=True)
     op.create_index("ux_wallet_entries_stripe_event", "wallet_entries", ["stripe_event_id"], unique=True)
 
+    op.create_table(
+        "billing_cursors",
+        sa.Column("name", sa.String(40), primary_key=True),
+        sa.Column("last_usage_id", sa.BigInteger, nullable=False),
+        sa.Column("updated_at", sa.BigInteger, nullable=False),
+    )
+    op.create_table(
+        "billing_invoice_items",
+        sa.Column("key_id", sa.String(40), nullable=False),
+        sa.Column("period_start", sa.BigInteger, nullable=False),
+        sa.Column("period_end", sa.BigInteger, nullable=False),
+        sa.Column("account_id", sa.String(40), nullable=False),
+        sa.Column("customer_id", sa.String(255), nullable=False),
+        sa.Column("invoice_item_id", sa.String(255), nullable=False),
+        sa.Column("amount_cents", sa.BigInteger, nullable=False),
+        sa.Column("requests", sa.BigInteger, nullable=False),
+        sa.Column("created_at", sa.BigInteger, nullable=False),
+        sa.UniqueConstraint("key_id", "period_start", "period_end", name="uq_billing_invoice_items_period"),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("billing_invoice_items")
+    op.drop_table("billing_cursors")
     op.drop_table("wallet_entries")
     op.drop_table("wallets")
