@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import secrets
 import threading
 from typing import Any, Callable, Iterable, Optional
 
@@ -123,7 +124,13 @@ class AutoRecharge:
             return
         try:
             intent = self.api.charge_off_session(
-                account_id, row["stripe_customer_id"], row["payment_method_id"], cents, f"{account_id}-{attempt}"
+                # A key of its own per attempt (stripe-python reuses it for its own retries of
+                # the call): after a restart, a counter would replay an earlier attempt's intent.
+                account_id,
+                row["stripe_customer_id"],
+                row["payment_method_id"],
+                cents,
+                f"{account_id}-{attempt}-{secrets.token_hex(8)}",
             )
         except stripe.StripeError as exc:
             self._failed(account_id, f"{type(exc).__name__}: {getattr(exc, 'user_message', None) or exc}")

@@ -109,9 +109,11 @@ class StripeEvents:
         account_id = self._account(intent)
         if account_id is None:
             return "ignored (not ours)"
-        return self._credit(
-            event_id, account_id, intent["id"], intent.get("amount_received"), f"payment {intent['id']}"
-        )
+        # An auto-recharge's event may come before its API response: named as the recharge would
+        # name it (the monthly maximum counts these).
+        metadata = intent.get("metadata") or {}
+        kind = "auto-recharge" if metadata.get("tollway_kind") == "auto_recharge" else "payment"
+        return self._credit(event_id, account_id, intent["id"], intent.get("amount_received"), f"{kind} {intent['id']}")
 
     def _refund(self, event_id: str, charge: dict[str, Any]) -> str:
         payment = _id(charge.get("payment_intent")) or charge.get("id")
