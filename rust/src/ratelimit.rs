@@ -83,6 +83,40 @@ pub struct Held {
     seq: u64,
 }
 
+/// A permit's slots: up to two inline (a key and a model on it: no allocation), more on the heap.
+#[derive(Debug, Default)]
+pub struct Helds {
+    n: usize,
+    inline: [Option<Held>; 2],
+    more: Vec<Held>,
+}
+
+impl Helds {
+    fn with_capacity(n: usize) -> Self {
+        Helds { n: 0, inline: [None, None], more: if n > 2 { Vec::with_capacity(n - 2) } else { Vec::new() } }
+    }
+
+    fn push(&mut self, h: Held) {
+        match self.inline.get_mut(self.n) {
+            Some(slot) => *slot = Some(h),
+            None => self.more.push(h),
+        }
+        self.n += 1;
+    }
+
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Held> {
+        self.inline.iter().flatten().chain(self.more.iter())
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     ts: i64,
@@ -309,7 +343,7 @@ impl Core {
     }
 
     /// Admit a request of `tokens` in every bucket of `req`, or in none.
-    pub fn acquire<R: Req>(&mut self, req: &[R], tokens: i64, now_ms: i64) -> Result<Vec<Held>, Refused> {
+    pub fn acquire<R: Req>(&mut self, req: &[R], tokens: i64, now_ms: i64) -> Result<Helds, Refused> {
         let now = self.advance(now_ms);
         let cutoff = now - WINDOW_MS;
         let mut found = std::mem::take(&mut self.found);
@@ -326,7 +360,7 @@ impl Core {
         let out = if refused {
             Err(self.refusal(req, &found, tokens, now))
         } else {
-            let mut held = Vec::with_capacity(req.len());
+            let mut held = Helds::with_capacity(req.len());
             for (r, &slot) in req.iter().zip(&found) {
                 let s = &mut self.slots[slot as usize];
                 let b = &mut s.bucket;
@@ -400,9 +434,9 @@ impl Core {
     }
 
     /// A permit's end: `settle` (Some(actual)) or `release` (None).
-    pub fn settle(&mut self, held: &[Held], actual: i64, now_ms: i64) {
+    pub fn settle(&mut self, held: &Helds, actual: i64, now_ms: i64) {
         let cutoff = self.advance(now_ms) - WINDOW_MS;
-        for h in held {
+        for h in held.iter() {
             let Some(b) = self.held_bucket(h) else { continue };
             b.in_flight -= 1;
             if h.seq != NO_ENTRY {
@@ -415,8 +449,8 @@ impl Core {
         }
     }
 
-    pub fn release(&mut self, held: &[Held]) {
-        for h in held {
+    pub fn release(&mut self, held: &Helds) {
+        for h in held.iter() {
             let Some(b) = self.held_bucket(h) else { continue };
             b.in_flight -= 1;
             if let Some(e) = b.entry(h.seq).filter(|e| e.live) {
@@ -429,8 +463,8 @@ impl Core {
     }
 
     /// A permit dropped without settle or release: its parallel slots are freed.
-    pub fn dropped(&mut self, held: &[Held]) {
-        for h in held {
+    pub fn dropped(&mut self, held: &Helds) {
+        for h in held.iter() {
             if let Some(b) = self.held_bucket(h) {
                 b.in_flight -= 1;
             }
@@ -567,15 +601,60 @@ fn pair<'py>(item: Bound<'py, PyAny>) -> PyResult<PyReq<'py>> {
     req_of(name, &limits)
 }
 
-fn reqs<'py>(buckets: &Bound<'py, PyAny>) -> PyResult<Vec<PyReq<'py>>> {
+/// A request's buckets as parsed: up to four inline (no allocation), more on the heap.
+#[allow(clippy::large_enum_variant)] // on the stack for one call: the point is not to allocate
+enum Reqs<'py> {
+    Inline([Option<PyReq<'py>>; 4], usize),
+    Heap(Vec<Option<PyReq<'py>>>),
+}
+
+impl<'py> Reqs<'py> {
+    fn push(&mut self, r: PyReq<'py>) {
+        match self {
+            Reqs::Inline(items, n) if *n < 4 => {
+                items[*n] = Some(r);
+                *n += 1;
+            }
+            Reqs::Inline(items, _) => {
+                let mut v: Vec<Option<PyReq<'py>>> = items.iter_mut().map(Option::take).collect();
+                v.push(Some(r));
+                *self = Reqs::Heap(v);
+            }
+            Reqs::Heap(v) => v.push(Some(r)),
+        }
+    }
+
+    fn as_slice(&self) -> &[Option<PyReq<'py>>] {
+        match self {
+            Reqs::Inline(items, n) => &items[..*n],
+            Reqs::Heap(v) => v,
+        }
+    }
+}
+
+static NO_LIMITS: Limits = Limits { rpm: None, tpm: None, max_parallel: None };
+
+impl Req for Option<PyReq<'_>> {
+    fn id(&self) -> &str {
+        self.as_ref().map_or("", |r| r.id())
+    }
+    fn limits(&self) -> &Limits {
+        self.as_ref().map_or(&NO_LIMITS, |r| &r.limits)
+    }
+}
+
+fn reqs<'py>(buckets: &Bound<'py, PyAny>) -> PyResult<Reqs<'py>> {
+    let mut out = Reqs::Inline([None, None, None, None], 0);
     if let Ok(list) = buckets.cast::<PyList>() {
-        let mut out = Vec::with_capacity(list.len());
         for item in list.iter() {
             out.push(pair(item)?);
         }
-        return Ok(out);
+    } else {
+        for item in buckets.try_iter()? {
+            out.push(pair(item?)?);
+        }
     }
-    buckets.try_iter()?.map(|item| pair(item?)).collect()
+    Ok(out)
 }
 
 /// The rate limiter (see `tollway.policy.ratelimit`). Built with the Python types it
@@ -593,7 +672,7 @@ pub struct RateLimiter {
 #[pyclass(module = "tollway._core", frozen)]
 pub struct RatePermit {
     core: Shared,
-    held: Vec<Held>,
+    held: Helds,
     done: AtomicBool,
     /// The estimate it was admitted with (the int given).
     #[pyo3(get)]
@@ -645,11 +724,15 @@ impl RatePermit {
     }
 }
 
+fn name_at<'py>(py: Python<'py>, req: &[Option<PyReq<'py>>], at: usize) -> Bound<'py, PyAny> {
+    req[at].as_ref().map_or_else(|| PyString::new(py, "").into_any(), |r| r.name.clone().into_any())
+}
+
 impl RateLimiter {
-    fn window_obj(&self, py: Python<'_>, req: &[PyReq<'_>], w: Option<Win>) -> PyResult<Py<PyAny>> {
+    fn window_obj(&self, py: Python<'_>, req: &[Option<PyReq<'_>>], w: Option<Win>) -> PyResult<Py<PyAny>> {
         match w {
             None => Ok(py.None()),
-            Some(w) => self.window.call1(py, (&req[w.at].name, w.limit, w.remaining, w.reset_ms)),
+            Some(w) => self.window.call1(py, (name_at(py, req, w.at), w.limit, w.remaining, w.reset_ms)),
         }
     }
 
@@ -674,15 +757,16 @@ impl RateLimiter {
             return Err(PyValueError::new_err("tokens must be >= 0"));
         }
         let now = int(now_ms)?;
-        let req = reqs(buckets)?;
-        let got = self.core().acquire(&req, n, now);
+        let reqs = reqs(buckets)?;
+        let req = reqs.as_slice();
+        let got = self.core().acquire(req, n, now);
         match got {
             Ok(held) => Ok(Py::new(py, RatePermit { core: self.core.clone(), held, done: AtomicBool::new(false), tokens: tokens.clone().unbind() })?.into_any()),
             Err(r) => {
-                let requests = self.window_obj(py, &req, r.requests)?;
-                let tokens = self.window_obj(py, &req, r.tokens)?;
+                let requests = self.window_obj(py, req, r.requests)?;
+                let tokens = self.window_obj(py, req, r.tokens)?;
                 let limit = PyString::intern(py, r.kind.name());
-                self.refusal.call1(py, (&req[r.at].name, limit, r.value, r.remaining, r.retry_after_ms, requests, tokens))
+                self.refusal.call1(py, (name_at(py, req, r.at), limit, r.value, r.remaining, r.retry_after_ms, requests, tokens))
             }
         }
     }
@@ -691,9 +775,10 @@ impl RateLimiter {
     fn snapshot(&self, buckets: &Bound<'_, PyAny>, now_ms: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let py = buckets.py();
         let now = int(now_ms)?;
-        let req = reqs(buckets)?;
-        let (rw, tw) = self.core().snapshot(&req, now);
-        let (rw, tw) = (self.window_obj(py, &req, rw)?, self.window_obj(py, &req, tw)?);
+        let reqs = reqs(buckets)?;
+        let req = reqs.as_slice();
+        let (rw, tw) = self.core().snapshot(req, now);
+        let (rw, tw) = (self.window_obj(py, req, rw)?, self.window_obj(py, req, tw)?);
         self.snapshot.call1(py, (rw, tw))
     }
 
