@@ -11,7 +11,8 @@ time, so the fake upstream's work in its own process is not counted, the tokio t
 
 Side by side in one run; the call test prints, per round, the policy key's median over the
 single-cap key's (the figure of the issue) and a second single-cap key's over the first
-(the harness's own bias, A/A); TOLLWAY_BENCH_POLICY_ROUNDS sets the rounds (5).
+(the harness's own bias, A/A); TOLLWAY_BENCH_POLICY_ROUNDS sets the rounds (5), and
+TOLLWAY_BENCH_POLICY_LIMITER=reference runs the pure-Python rate limiter instead of the Rust one.
 benches/policy_cost.py measures the same over HTTP under wrk load.
 """
 
@@ -32,6 +33,7 @@ from tests.fakes.runner import start_fake
 from tollway.config import load_settings
 from tollway.gateway import Gateway
 from tollway.keys.secrets import hash_secret
+from tollway.policy.ratelimit_ref import ReferenceRateLimiter
 
 SINGLE = {"max_spend_micros": 10**15}
 POLICY = {
@@ -53,6 +55,8 @@ def running():
     loop = asyncio.new_event_loop()
     gw = Gateway(load_settings(gateway_env(fake, tmp, f"sqlite:///{tmp / 'tollway.db'}")))
     loop.run_until_complete(gw.app.startup())
+    if os.environ.get("TOLLWAY_BENCH_POLICY_LIMITER") == "reference":
+        gw.policy.limiter = ReferenceRateLimiter()  # the pure-Python one, for a before/after
     admin, _ = gw.store.ensure_admin(ADMIN_SECRET)
     account = admin.account_id if admin is not None else gw.store.first_account()
     keys = {}
