@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import gc
 import random
+import threading
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tollway.policy.ratelimit import WINDOW_MS, Permit, RateLimiter, RateLimits, Refusal
+from tollway import _core
+from tollway.policy.ratelimit import WINDOW_MS, Permit, RateLimiter, RateLimits, RateSnapshot, Refusal, Window
 from tollway.policy.ratelimit_ref import ReferencePermit, ReferenceRateLimiter
 
 W = WINDOW_MS
@@ -167,3 +169,55 @@ def test_permits_freed_by_the_cycle_collector():
         gc.set_threshold(*threshold)
     gc.collect()
     assert rl.state("k", lim, 3000)["in_flight"] == rl.state("k|m", lim, 3000)["in_flight"] == 0
+
+
+def test_reentrant_calls_from_the_objects_it_makes():
+    """The Rust limiter makes its Refusal and Windows after letting go of its lock: a factory
+    that drops a permit, settles one and calls the limiter again does not deadlock."""
+    held: list = []
+
+    def refusal(*args):
+        held.pop().release()  # a permit ended from inside the refusal being made
+        del held[:1]  # and one dropped
+        assert isinstance(rl.acquire([("other", RateLimits(rpm=5))], 0, 1), Permit)
+        return Refusal(*args)
+
+    rl = _core.RateLimiter(Window, RateSnapshot, refusal)
+    lim = RateLimits(max_parallel=2)
+    held += [rl.acquire([("k", lim)], 0, 0), rl.acquire([("k", lim)], 0, 0)]
+    r = rl.acquire([("k", lim)], 0, 0)
+    assert isinstance(r, Refusal) and r.limit == "parallel" and not held
+    assert rl.state("k", lim, 0)["in_flight"] == 0
+    assert rl.state("other", RateLimits(rpm=5), 1)["requests_in_window"] == 1
+
+
+def test_threads_dropping_permits_while_others_acquire():
+    """Permits dropped (not settled) on several threads at once, others refused meanwhile:
+    every parallel slot comes back."""
+    rl, lim = RateLimiter(), RateLimits(rpm=10**9, tpm=10**12, max_parallel=4)
+
+    def work(t):
+        for i in range(3000):
+            p = rl.acquire([("k", lim), (f"k|{t}", lim)], 3, i)
+            if isinstance(p, Permit) and i % 2:
+                p.settle(1, i)
+            del p
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert rl.state("k", lim, 3000)["in_flight"] == 0
+    assert all(rl.state(f"k|{t}", lim, 3000)["in_flight"] == 0 for t in range(6))
+
+
+def test_more_buckets_than_kept_inline():
+    """Up to four buckets are parsed without allocating, more on the heap: the same answers."""
+    both = Pair()
+    buckets = [(f"b{i}", RateLimits(rpm=i + 1, tpm=1000 * (6 - i))) for i in range(6)]
+    for t in range(8):
+        both.acquire(buckets, 400, t * 10)
+        both.acquire(tuple(buckets[::-1]), 10, t * 10 + 5)  # any sequence, not only a list
+    assert both.rust.snapshot(buckets, 100) == both.ref.snapshot(buckets, 100)
+    both.check(dict(buckets), 100)
