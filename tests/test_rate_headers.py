@@ -12,9 +12,18 @@ from openai._models import FinalRequestOptions as OpenAIOptions
 
 from tollway.policy.rate_headers import go_duration, headers_for, retry_after_headers, rfc3339
 from tollway.policy.ratelimit import WINDOW_MS, Permit, RateLimiter, RateLimits, Refusal
+from tollway.policy.ratelimit_ref import ReferencePermit, ReferenceRateLimiter
 
 W = WINDOW_MS
 WALL = 1_700_000_000_000  # 2023-11-14T22:13:20Z
+
+# The Rust limiter and the pure-Python reference: the same headers from both.
+IMPLS = {"rust": (RateLimiter, Permit), "reference": (ReferenceRateLimiter, ReferencePermit)}
+
+
+@pytest.fixture(params=list(IMPLS))
+def impl(request) -> tuple:
+    return IMPLS[request.param]
 
 
 @pytest.mark.parametrize(
@@ -34,8 +43,8 @@ def test_timestamps_and_retry_after_round_up():
     assert retry_after_headers(59_001) == [("retry-after", "60"), ("retry-after-ms", "59001")]
 
 
-def refused() -> tuple[Refusal, list]:
-    rl = RateLimiter()
+def refused(impl) -> tuple[Refusal, list]:
+    rl = impl[0]()
     buckets = [("key_1", RateLimits(rpm=2, tpm=10_000)), ("key_1|m", RateLimits(tpm=1000))]
     rl.acquire(buckets, 300, 0).settle(250, 10)
     rl.acquire(buckets, 300, 1500).settle(300, 1600)
@@ -44,8 +53,8 @@ def refused() -> tuple[Refusal, list]:
     return r, buckets
 
 
-def test_openai_refusal_headers():
-    r, _ = refused()
+def test_openai_refusal_headers(impl):
+    r, _ = refused(impl)
     # key: 2 of 2 requests (frees at 60 s); model: 550 of 1000 tokens, needs 800 (frees at 61.5 s)
     assert (r.bucket, r.limit, r.retry_after_ms) == ("key_1|m", "tokens", 1500 + W - 30_000)
     assert headers_for("openai", r, WALL) == [
@@ -60,8 +69,8 @@ def test_openai_refusal_headers():
     ]
 
 
-def test_anthropic_refusal_headers():
-    r, _ = refused()
+def test_anthropic_refusal_headers(impl):
+    r, _ = refused(impl)
     assert headers_for("anthropic", r, WALL) == [
         ("retry-after", "32"),
         ("retry-after-ms", "31500"),
@@ -74,11 +83,11 @@ def test_anthropic_refusal_headers():
     ]
 
 
-def test_only_the_sets_whose_limits_apply():
-    rl = RateLimiter()
+def test_only_the_sets_whose_limits_apply(impl):
+    rl = impl[0]()
     only_rpm = [("k", RateLimits(rpm=1))]
     ok = rl.acquire(only_rpm, 5, 0)
-    assert isinstance(ok, Permit)
+    assert isinstance(ok, impl[1])
     success = headers_for("openai", rl.snapshot(only_rpm, 0), WALL)
     assert success == [
         ("x-ratelimit-limit-requests", "1"),

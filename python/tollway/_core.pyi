@@ -8,7 +8,7 @@ atto-dollars per token (1e-18 USD; equal to USD per million tokens x 1e12) so
 that every cost is exact integer arithmetic.
 """
 
-from typing import Awaitable, Callable, Literal, Optional, Union
+from typing import Awaitable, Callable, Literal, Optional, Sequence, Union
 
 ProviderKind = Literal["openai", "anthropic", "openai_responses"]
 
@@ -225,6 +225,53 @@ class Ledger:
         return that budget's id (the first such, in the order given)."""
     def snapshot(self, budget_id: str) -> tuple[int, int, Optional[int]]:
         """(spent, reserved, limit) of a budget; (0, 0, None) for an unknown one."""
+
+class RatePermit:
+    """A request admitted in every bucket by ``RateLimiter.acquire`` (``tollway.policy.ratelimit.Permit``).
+
+    End it exactly once: ``settle`` when it went upstream (its log entries corrected to
+    ``actual_tokens``, its parallel slots freed), ``release`` when it did not (everything
+    given back). Later calls of either do nothing. Dropped without either, it frees its
+    parallel slots and keeps its reservation.
+    """
+
+    @property
+    def tokens(self) -> int:
+        """The estimate it was admitted with."""
+    @property
+    def done(self) -> bool: ...
+    def settle(self, actual_tokens: int, now_ms: int) -> None:
+        """Raises ValueError for ``actual_tokens`` < 0 (even when already done)."""
+    def release(self) -> None: ...
+
+class RateLimiter:
+    """Exact 60 s sliding-log rate limits per bucket (the semantics:
+    ``tollway.policy.ratelimit``; the reference: ``tollway.policy.ratelimit_ref``).
+
+    Built with the Python types it returns, ``window(bucket, limit, remaining, reset_ms)``,
+    ``snapshot(requests, tokens)`` and ``refusal(bucket, limit, limit_value, remaining,
+    retry_after_ms, requests, tokens)``; ``tollway.policy.ratelimit.RateLimiter`` passes
+    its dataclasses. Limits are any objects with ``rpm``, ``tpm`` and ``max_parallel``
+    (int >= 1 or None). One mutex, never held while Python code runs; the GIL is kept.
+    Integers beyond 2**62 count as 2**62.
+    """
+
+    def __new__(
+        cls, window: Callable[..., object], snapshot: Callable[..., object], refusal: Callable[..., object]
+    ) -> "RateLimiter": ...
+    def acquire(self, buckets: Sequence[tuple[str, object]], tokens: int, now_ms: int) -> Union[RatePermit, object]:
+        """A permit in every bucket (distinct ids) for a request of ``tokens`` (>= 0, else
+        ValueError), or a ``refusal(...)`` and nothing taken."""
+    def snapshot(self, buckets: Sequence[tuple[str, object]], now_ms: int) -> object:
+        """``snapshot(requests window or None, tokens window or None)``: the most restrictive over the buckets."""
+    def state(self, bucket: str, limits: object, now_ms: int) -> dict:
+        """A bucket now, JSON-ready: bucket, window_ms, requests and tokens ({limit, remaining,
+        reset_ms} or None), requests_in_window, tokens_in_window, in_flight, max_parallel."""
+    def forget(self, bucket: str) -> None:
+        """Drop a bucket (permits still open on it end without effect on one made later)."""
+    def bucket_ids(self) -> list[str]:
+        """The buckets kept, oldest first (idle ones are swept: see the module)."""
+    def __len__(self) -> int: ...
 
 def settled_cost(priced_micros: int, estimated: bool, hold_micros: int) -> int:
     """The one settlement rule: reported usage is billed in full, an estimate never past the hold."""

@@ -28,6 +28,7 @@ pub mod jsoncheck;
 pub mod ledger;
 pub mod openai;
 pub mod pricing;
+pub mod ratelimit;
 pub mod responses;
 pub mod scanner;
 pub mod sse;
@@ -94,6 +95,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sse::SseDecoder>()?;
     m.add_class::<ledger::Hold>()?;
     m.add_class::<ledger::Ledger>()?;
+    m.add_class::<ratelimit::RateLimiter>()?;
+    m.add_class::<ratelimit::RatePermit>()?;
     m.add_class::<client::StreamOutcome>()?;
     m.add_class::<client::UpstreamResponse>()?;
     m.add_class::<client::UpstreamStream>()?;
