@@ -20,12 +20,15 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import httpx
 import pytest
 
 from tests.fakes.runner import FakeServer, start_fake
+
+if TYPE_CHECKING:
+    from tests.fakes.stripe import FakeStripe
 
 REPO = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("TOLLWAY_TEST_DATABASE_URL")
@@ -70,6 +73,18 @@ def drop_pg_database(url: str) -> None:
     name = url.rsplit("/", 1)[1]
     with _pg_admin_conn() as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def fake_stripe() -> Iterator["FakeStripe"]:
+    """A fake Stripe of the test's own (tests/fakes/stripe), driven through stripe-python."""
+    from tests.fakes.stripe import start_fake_stripe
+
+    stripe = start_fake_stripe()
+    try:
+        yield stripe
+    finally:
+        stripe.stop()
 
 
 @pytest.fixture(scope="session")

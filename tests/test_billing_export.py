@@ -7,28 +7,18 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import stripe as stripe_python
 from sqlalchemy import update
 
 from tests.conftest import DATABASES, REPO, Gateway, gateway_env, start_gateway, stop_gateway
-from tests.fakes.stripe import FakeStripe, start_fake_stripe
 from tollway.store import Database, billing_cursors
 
 pytestmark = pytest.mark.parametrize("fresh_database", DATABASES, indirect=True)
 # out-gpt: 1,000 output tokens at $10/Mtok = 10,000 micros = 1 cent a call.
 CENT_CALL = {"model": "out-gpt", "max_tokens": 1000, "messages": [{"role": "user", "content": "x #words=1000"}]}
-
-
-@pytest.fixture
-def fake_stripe() -> Iterator[FakeStripe]:
-    fake = start_fake_stripe()
-    try:
-        yield fake
-    finally:
-        fake.stop()
 
 
 def _env(fake, fake_stripe, tmp_data_dir, fresh_database, **extra: str) -> dict[str, str]:

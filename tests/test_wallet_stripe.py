@@ -13,22 +13,13 @@ import httpx
 import pytest
 
 from tests.conftest import DATABASES, Gateway, gateway_env, start_gateway, stop_gateway
-from tests.fakes.stripe import FakeStripe, start_fake_stripe
+from tests.fakes.stripe import FakeStripe
 from tollway.store import Database
 from tollway.wallet.store import WalletStore
 
 pytestmark = pytest.mark.parametrize("fresh_database", DATABASES, indirect=True)
 WEBHOOK_SECRET = "whsec_test_tollway_wallet"
 PLAIN = {"model": "out-gpt", "max_tokens": 10, "messages": [{"role": "user", "content": "x #words=10"}]}
-
-
-@pytest.fixture
-def fake_stripe() -> Iterator[FakeStripe]:
-    fake = start_fake_stripe()
-    try:
-        yield fake
-    finally:
-        fake.stop()
 
 
 @pytest.fixture

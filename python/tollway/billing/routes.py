@@ -25,7 +25,7 @@ from tollway.http.params import check_fields, json_object
 from tollway.keys.auth import Authenticator
 from tollway.ledger.writer import UsageWriter
 from tollway.store import Database
-from tollway.wallet.stripe_api import StripeApi
+from tollway.wallet.stripe_api import StripeApi, refused
 
 log = logging.getLogger("tollway.billing")
 
@@ -59,19 +59,14 @@ def capability(*, auth: Authenticator, db: Database, stripe_api: StripeApi, writ
 
     async def admin(request: Request) -> Any:
         caller = await auth.admin(request.headers)
-        if not stripe_api.configured:
-            raise HTTPError(
-                400, "Stripe is not configured: set [stripe] secret_key (TOLLWAY_STRIPE_SECRET_KEY)",
-                code="stripe_not_configured",
-            )  # fmt: skip
+        stripe_api.require()
         return caller
 
     async def call(fn: Any, *args: Any) -> Any:
         try:
             return await asyncio.to_thread(fn, *args)
         except stripe.StripeError as exc:
-            log.warning("Stripe refused a billing export: %s", exc)
-            raise HTTPError(502, f"Stripe refused the export: {getattr(exc, 'user_message', None) or exc}") from None
+            raise refused("the export", exc) from None
 
     @routes.route("POST", "/v1/billing/invoice-items")
     async def invoice_items(request: Request) -> Response:

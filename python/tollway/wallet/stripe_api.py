@@ -9,12 +9,15 @@ retried create never makes a second object.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Optional
 
 import stripe
 
+from tollway.http.core import HTTPError
 from tollway.wallet.config import WalletSettings
 
+log = logging.getLogger("tollway.wallet")
 MICROS_PER_CENT = 10_000
 MIN_CHARGE_CENTS = 50  # Stripe's minimum charge in USD
 MAX_CHARGE_CENTS = 99_999_999  # Stripe's maximum ($999,999.99)
@@ -22,6 +25,12 @@ MAX_CHARGE_CENTS = 99_999_999  # Stripe's maximum ($999,999.99)
 
 class StripeNotConfigured(RuntimeError):
     pass
+
+
+def refused(what: str, exc: stripe.StripeError) -> HTTPError:
+    """The 502 of a call Stripe refused (logged; its user-facing message shown)."""
+    log.warning("Stripe refused %s: %s", what, exc)
+    return HTTPError(502, f"Stripe refused {what}: {getattr(exc, 'user_message', None) or exc}")
 
 
 class StripeApi:
@@ -32,6 +41,14 @@ class StripeApi:
     @property
     def configured(self) -> bool:
         return bool(self.settings.stripe_secret_key)
+
+    def require(self) -> None:
+        """A 400 ``stripe_not_configured`` unless a secret key is set."""
+        if not self.configured:
+            raise HTTPError(
+                400, "Stripe is not configured: set [stripe] secret_key (TOLLWAY_STRIPE_SECRET_KEY)",
+                code="stripe_not_configured",
+            )  # fmt: skip
 
     @property
     def client(self) -> stripe.StripeClient:

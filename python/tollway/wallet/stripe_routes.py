@@ -29,7 +29,7 @@ from tollway.keys.store import ApiKey, KeyStore
 from tollway.policy.fields import usd_to_micros
 from tollway.wallet.recharge import AutoRecharge
 from tollway.wallet.service import Wallet
-from tollway.wallet.stripe_api import MAX_CHARGE_CENTS, MICROS_PER_CENT, MIN_CHARGE_CENTS, StripeApi
+from tollway.wallet.stripe_api import MAX_CHARGE_CENTS, MICROS_PER_CENT, MIN_CHARGE_CENTS, StripeApi, refused
 from tollway.wallet.stripe_events import StripeEvents
 
 log = logging.getLogger("tollway.wallet")
@@ -77,13 +77,6 @@ def capability(
             )
         return caller
 
-    def need_stripe() -> None:
-        if not stripe_api.configured:
-            raise HTTPError(
-                400, "Stripe is not configured: set [stripe] secret_key (TOLLWAY_STRIPE_SECRET_KEY)",
-                code="stripe_not_configured",
-            )  # fmt: skip
-
     @routes.route("POST", "/v1/wallet/topups")
     async def topup(request: Request) -> Response:
         caller = await admin(request)
@@ -91,7 +84,7 @@ def capability(
         check_fields(body, {"amount_usd", "success_url", "cancel_url"})
         cents = _cents(body.get("amount_usd"), "amount_usd")
         success_url, cancel_url = _url(body, "success_url"), _url(body, "cancel_url")
-        need_stripe()
+        stripe_api.require()
         request_key = request.headers.get("idempotency-key") or new_id("top_")
         if len(request_key) > 200 or "\x00" in request_key:
             raise HTTPError(400, "the Idempotency-Key header must be 1 to 200 characters")
@@ -120,8 +113,7 @@ def capability(
                 wallet.store.save_settings(account_id, {"stripe_customer_id": customer})
             return stripe_api.checkout_topup(account_id, customer, cents, success_url, cancel_url, key)
         except stripe.StripeError as exc:
-            log.warning("Stripe refused a top-up of account %s: %s", account_id, exc)
-            raise HTTPError(502, f"Stripe refused the top-up: {getattr(exc, 'user_message', None) or exc}") from None
+            raise refused(f"a top-up of account {account_id}", exc) from None
 
     @routes.route("PUT", "/v1/wallet/auto_recharge")
     async def set_recharge(request: Request) -> Response:
@@ -135,7 +127,7 @@ def capability(
             raise HTTPError(400, "'recharge_to_usd' must be more than 'threshold_usd'", param="recharge_to_usd")
         if monthly < MIN_CHARGE_CENTS * MICROS_PER_CENT:
             raise HTTPError(400, "'monthly_max_usd' must be at least $0.50", param="monthly_max_usd")
-        need_stripe()
+        stripe_api.require()
         settings = {"threshold_micros": threshold, "recharge_to_micros": target, "monthly_max_micros": monthly}
         await asyncio.to_thread(
             wallet.store.save_settings, caller.account_id, {"auto_recharge": settings, "recharge_failures": 0}
