@@ -165,12 +165,13 @@ def test_rebuild_and_verify(db: Database) -> None:
         assert written == conn.execute(select(func.count()).select_from(usage_rollups)).scalar_one()
 
 
-def test_migration_fills_the_rollups_from_existing_events() -> None:
-    with throwaway_database("sqlite") as url:
+@pytest.mark.parametrize("kind", DATABASES)
+def test_migration_fills_the_rollups_from_existing_events(kind: str) -> None:
+    with throwaway_database(kind) as url:
         db = Database(url)
         cfg = Config()
         cfg.set_main_option("script_location", str(resources.files("tollway.store").joinpath("migrations")))
-        cfg.set_main_option("sqlalchemy.url", url)
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
         with db.engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "0006_key_policy")
@@ -239,3 +240,17 @@ def test_day_grouping_exact_at_every_quarter_hour(db: Database) -> None:
                 assert usage_groups(db, account, lo, hi, group_by, tz) == events_groups(
                     db, account, lo, hi, group_by, tz
                 )
+
+
+def test_a_tag_changed_later_regroups_past_usage_as_before(db: Database) -> None:
+    """Tags and end users are the key's when the report is read (as the event scans always did)."""
+    rng = random.Random(8)
+    account, keys = new_account(db, 2)
+    write(db, random_events(account, keys, 100, DAY0, DAY0 + 2 * rollups.DAY, rng))
+    with db.engine.begin() as conn:
+        conn.execute(api_keys.update().where(api_keys.c.id == keys[0]).values(tags=["renamed"], end_user_id="u9"))
+    for group_by in (["tag"], ["end_user", "tag", "day"]):
+        groups = usage_groups(db, account, 0, DAY0 + 3 * rollups.DAY, group_by)
+        assert groups == events_groups(db, account, 0, DAY0 + 3 * rollups.DAY, group_by)
+        assert "renamed" in {g["tag"] for g in groups}
+    assert "u9" in {g["end_user_id"] for g in usage_groups(db, account, 0, DAY0 + 3 * rollups.DAY, ["end_user"])}
