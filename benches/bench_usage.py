@@ -27,7 +27,7 @@ from sqlalchemy import insert
 from tests.conftest import DATABASES, throwaway_database
 from tollway.ledger import rollups
 from tollway.ledger.report import events_groups, events_summary
-from tollway.ledger.usage_report import usage_groups, usage_summary
+from tollway.ledger.usage_report import usage_report
 from tollway.ledger.writer import USAGE_COLUMNS, insert_statement, usage_row
 from tollway.store import Database, accounts, api_keys
 
@@ -101,17 +101,15 @@ def db(request) -> Iterator[Database]:
             database.dispose()
 
 
-def _route_work(db: Database, group_by: list[str], tz: Any) -> bytes:
-    body = usage_summary(db, ACCOUNT, FROM_MS, TO_MS)
-    if group_by:
-        body["groups"] = usage_groups(db, ACCOUNT, FROM_MS, TO_MS, group_by, tz)
-    return orjson.dumps(body)
+def _route_work(db: Database, group_by: list[str], tz: Any, lo: int = FROM_MS, hi: int = TO_MS) -> bytes:
+    return orjson.dumps(usage_report(db, ACCOUNT, lo, hi, group_by, tz))  # = the /v1/usage handler
 
 
-def _reference(db: Database, group_by: list[str], tz: Any) -> bytes:
-    body = events_summary(db, ACCOUNT, FROM_MS, TO_MS)
+def _reference(db: Database, group_by: list[str], tz: Any, lo: int = FROM_MS, hi: int = TO_MS) -> bytes:
+    body = events_summary(db, ACCOUNT, lo, hi)
     if group_by:
-        body["groups"] = events_groups(db, ACCOUNT, FROM_MS, TO_MS, group_by, tz)
+        body["group_by"] = group_by
+        body["groups"] = events_groups(db, ACCOUNT, lo, hi, group_by, tz)
     return orjson.dumps(body)
 
 
@@ -119,14 +117,17 @@ CASES = [("none", None), ("key", None), ("model", None), ("end_user,day", None),
          ("end_user,day", "America/New_York"), ("end_user,day", "Asia/Kolkata")]  # fmt: skip
 
 
+@pytest.mark.parametrize("window", ["partial", "calendar"])
 @pytest.mark.parametrize(("name", "zone"), CASES, ids=[f"{n}-{z or 'UTC'}" for n, z in CASES])
-def test_usage_month(benchmark, db: Database, name: str, zone: Any) -> None:
+def test_usage_month(benchmark, db: Database, name: str, zone: Any, window: str) -> None:
+    """``partial``: [Nov 1 00:00:12.345, Dec 1 - 6.789 s); ``calendar``: the whole of November."""
     group_by = GROUP_BYS[name]
     tz = ZoneInfo(zone) if zone else None
-    body = benchmark.pedantic(_route_work, args=(db, group_by, tz), rounds=3 if SMOKE else 20, warmup_rounds=1)
-    assert orjson.loads(body)["request_count"] == db.in_window  # type: ignore[attr-defined]
+    lo, hi = (FROM_MS, TO_MS) if window == "partial" else (MONTH, MONTH_END)
+    body = benchmark.pedantic(_route_work, args=(db, group_by, tz, lo, hi), rounds=3 if SMOKE else 10, warmup_rounds=1)
+    assert orjson.loads(body)["request_count"] == (db.in_window if window == "partial" else N)  # type: ignore[attr-defined]
     if SMOKE:  # the big run compares once, in test_event_scan
-        assert body == _reference(db, group_by, tz)
+        assert body == _reference(db, group_by, tz, lo, hi)
 
 
 @pytest.mark.parametrize("name", ["none", "end_user,day"])

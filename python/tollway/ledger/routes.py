@@ -12,7 +12,7 @@ from tollway.http.core import HTTPError, Request, Response, StreamResponse, json
 from tollway.http.params import time_ms
 from tollway.keys.auth import Authenticator
 from tollway.ledger.report import GROUPS, month_start_ms
-from tollway.ledger.usage_report import usage_groups, usage_summary
+from tollway.ledger.usage_report import usage_groups, usage_report
 from tollway.ledger.writer import UsageWriter
 from tollway.store import Database, now_ms
 
@@ -78,12 +78,8 @@ def capability(*, auth: Authenticator, writer: UsageWriter, db: Database) -> Cap
     @routes.route("GET", "/v1/usage")
     async def usage(request: Request) -> Response:
         account_id, from_ms, to_ms, group_by = await window(request)
-        summary = await asyncio.to_thread(usage_summary, db, account_id, from_ms, to_ms)
-        if group_by:
-            tz = auth.budgets.zone_of(account_id)
-            summary["group_by"] = group_by
-            summary["groups"] = await asyncio.to_thread(usage_groups, db, account_id, from_ms, to_ms, group_by, tz)
-        return json_response(200, summary)
+        tz = auth.budgets.zone_of(account_id)
+        return json_response(200, await asyncio.to_thread(usage_report, db, account_id, from_ms, to_ms, group_by, tz))
 
     @routes.route("GET", "/v1/usage.csv")
     async def usage_csv(request: Request) -> StreamResponse:
