@@ -100,18 +100,24 @@ def _part_query(account_id: str, part: Part, with_day: bool) -> Any:
     ).where(_rollup_where(account_id, source, lo, hi))
 
 
-def _utc_rows(conn: Any, account_id: str, from_ms: int, to_ms: int, with_day: bool) -> list[tuple[Any, ...]]:
-    """(key_id, model, UTC day start or None, cost, count, input, output, latency sum) in key_id,
-    model (, day) order, in one query over the plan's parts."""
+def _utc_rows(
+    conn: Any, account_id: str, from_ms: int, to_ms: int, with_day: bool, by_model: bool = True
+) -> list[tuple[Any, ...]]:
+    """(key_id, model or None, UTC day start or None, cost, count, input, output, latency sum) in
+    key_id, model, day order, in one query over the plan's parts."""
     parts = [_part_query(account_id, p, with_day) for p in plan(from_ms, to_ms)]
     if not parts:
         return []
     u = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery()
-    keys = [u.c.key_id, u.c.model, *([u.c.day] if with_day else [])]
+    keys = [u.c.key_id, *([u.c.model] if by_model else []), *([u.c.day] if with_day else [])]
     sums = [func.sum(u.c.cost), func.sum(u.c.n), func.sum(u.c.tin), func.sum(u.c.tout), func.sum(u.c.lat)]
     query = select(*keys, *sums).group_by(*keys).having(func.sum(u.c.n) != 0).order_by(*keys)
-    rows = conn.execute(query).all()
-    return [tuple(row) if with_day else (row[0], row[1], None, *row[2:]) for row in rows]
+    out = []
+    for row in conn.execute(query):
+        model = row[1] if by_model else None
+        day = row[len(keys) - 1] if with_day else None
+        out.append((row[0], model, day, *row[len(keys) :]))
+    return out
 
 
 def _summary(conn: Any, rows: Sequence[tuple[Any, ...]], from_ms: int, to_ms: int) -> dict[str, Any]:
@@ -132,14 +138,19 @@ def usage_report(
     and report.events_groups)."""
     with_day = "day" in group_by
     local = with_day and tz not in (None, dt.timezone.utc)
+    # One query when the groups are per key and model anyway (the summary's rows, or its rows
+    # per day); else the summary's, and the groups' without the model (fewer rows out).
+    one_query = not with_day or (not local and "model" in group_by)
     with db.engine.connect() as conn:
-        rows = _utc_rows(conn, account_id, from_ms, to_ms, with_day and not local)
+        rows = _utc_rows(conn, account_id, from_ms, to_ms, with_day and one_query)
         body = _summary(conn, rows, from_ms, to_ms)
         if group_by:
             body["group_by"] = group_by
             if local:
                 body["groups"] = _local_groups(conn, account_id, from_ms, to_ms, group_by, tz)
             else:
+                if not one_query:
+                    rows = _utc_rows(conn, account_id, from_ms, to_ms, True, by_model=False)
                 days: dict[int, str] = {}
                 lines = [
                     (k, m, days.setdefault(d, day_label(d, None)) if with_day else None, cost, n, tin, tout)
@@ -223,7 +234,9 @@ def local_hours(lo: int, hi: int, tz: dt.tzinfo) -> tuple[list[tuple[int, int, s
     return runs, straddling
 
 
-def _local_hour_rows(conn: Any, account_id: str, lo: int, hi: int, tz: dt.tzinfo) -> list[tuple[Any, ...]]:
+def _local_hour_rows(
+    conn: Any, account_id: str, lo: int, hi: int, tz: dt.tzinfo, by_model: bool
+) -> list[tuple[Any, ...]]:
     r = usage_rollups
     where = _rollup_where(account_id, HOUR, lo, hi)
     first, last = conn.execute(select(func.min(r.c.bucket_ms), func.max(r.c.bucket_ms)).where(where)).one()
@@ -236,9 +249,9 @@ def _local_hour_rows(conn: Any, account_id: str, lo: int, hi: int, tz: dt.tzinfo
         which = case(*((r.c.bucket_ms < end, n) for n, (_, end, _) in enumerate(chunk)), else_=-1)
         skipped = [start for start, _ in straddling if chunk[0][0] <= start < chunk[-1][1]]
         query = (
-            select(r.c.key_id, r.c.model, which, *_sums())
+            select(r.c.key_id, r.c.model if by_model else literal(None), which, *_sums())
             .where(_rollup_where(account_id, HOUR, chunk[0][0], chunk[-1][1]), r.c.bucket_ms.not_in(skipped))
-            .group_by(r.c.key_id, r.c.model, which)
+            .group_by(r.c.key_id, *([r.c.model] if by_model else []), which)
         )
         out += [(k, m, chunk[int(n)][2], *sums) for k, m, n, *sums in conn.execute(query)]
     for i in range(0, len(straddling), _RUNS_PER_QUERY):
@@ -254,5 +267,5 @@ def _local_groups(
     rows = event_rows(conn, account_id, [(lo, hi) for s, lo, hi, _ in parts if s == EVENTS], True, tz)
     for source, lo, hi, _ in parts:
         if source == HOUR:
-            rows += _local_hour_rows(conn, account_id, lo, hi, tz)
+            rows += _local_hour_rows(conn, account_id, lo, hi, tz, "model" in group_by)
     return group_document(conn, rows, group_by)
