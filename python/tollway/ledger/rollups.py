@@ -4,8 +4,9 @@ They change only in the transaction that inserts the events they sum (``insert_e
 used by the writer and the crash-journal replay), and only by the rows that transaction
 really inserted: an event already in the database (a retried commit, a replayed journal)
 is skipped by the insert and adds nothing. So at every commit, for each hour and day,
-``usage_rollups`` equals the sums of ``usage_events``; ``rebuild`` recomputes them from the
-events (``tollway usage rebuild``), and ``verify`` compares the two.
+``usage_rollups`` equals the sums of ``usage_events`` (and a day row the sum of its hours: the
+reports may read a day as its row less some hours); ``rebuild`` recomputes them from the
+events (``tollway usage rebuild``), and ``differences`` compares the two (``tollway usage verify``).
 
 A key's end user and tags are not in the rollups: the reports take them from the key when
 they are read, as they always did for the events (a tag added to a key later regroups its
@@ -50,15 +51,19 @@ def _upsert_statement(db: Database) -> tuple[str, Optional[tuple[str, ...]]]:
     return compiled.string, tuple(compiled.positiontup) if compiled.positional else None
 
 
-_STATEMENTS: dict[int, tuple[tuple[str, Optional[tuple[str, ...]]], tuple[str, Optional[tuple[str, ...]]]]] = {}
+Compiled = tuple[str, Optional[tuple[str, ...]]]
+_STATEMENTS: dict[tuple[str, str, str], tuple[Compiled, Compiled]] = {}
 
 
-def _statements(db: Database):
-    found = _STATEMENTS.get(id(db.engine))
+def _statements(db: Database) -> tuple[Compiled, Compiled]:
+    """The events' INSERT and the rollups' upsert, compiled once per dialect and driver."""
+    dialect = db.engine.dialect
+    ident = (dialect.name, dialect.driver, dialect.paramstyle)
+    found = _STATEMENTS.get(ident)
     if found is None:
         from tollway.ledger.writer import insert_statement  # (the writer imports this module)
 
-        found = _STATEMENTS[id(db.engine)] = (insert_statement(db), _upsert_statement(db))
+        found = _STATEMENTS[ident] = (insert_statement(db), _upsert_statement(db))
     return found
 
 
@@ -122,17 +127,18 @@ def insert_events(
     return list(rows)
 
 
-def _fill_sql(where: str = "") -> list[str]:
-    sums = (
-        "COUNT(*), SUM(cost_micros), SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens), "
-        "SUM(cache_write_tokens), SUM(latency_ms)"
-    )
-    return [
-        f"INSERT INTO usage_rollups ({', '.join((*KEY_COLUMNS, *SUM_COLUMNS))}) "
-        f"SELECT account_id, {span}, created_at - created_at % {span}, key_id, model, {sums} "
+def _sums_sql(span: int, where: str) -> str:
+    """The SELECT of the rollup rows of ``span`` from the events (KEY_COLUMNS, then SUM_COLUMNS)."""
+    return (
+        f"SELECT account_id, {span}, created_at - created_at % {span}, key_id, model, COUNT(*), SUM(cost_micros), "
+        "SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens), SUM(cache_write_tokens), SUM(latency_ms) "
         f"FROM usage_events {where} GROUP BY account_id, created_at - created_at % {span}, key_id, model"
-        for span in SPANS
-    ]
+    )
+
+
+def _fill_sql(where: str = "") -> list[str]:
+    columns = ", ".join((*KEY_COLUMNS, *SUM_COLUMNS))
+    return [f"INSERT INTO usage_rollups ({columns}) {_sums_sql(span, where)}" for span in SPANS]
 
 
 def rebuild(db: Database, account_id: Optional[str] = None) -> int:
@@ -167,9 +173,8 @@ def differences(db: Database, account_id: Optional[str] = None) -> list[tuple[An
             for r in conn.execute(text(f"SELECT {cols} FROM usage_rollups {where}"), params)
         }
         expected: dict[tuple[Any, ...], tuple[int, ...]] = {}
-        for sql in _fill_sql(where):
-            select_part = sql.split(") ", 1)[1]  # the SELECT of the INSERT .. SELECT
-            for r in conn.execute(text(select_part), params):
+        for span in SPANS:
+            for r in conn.execute(text(_sums_sql(span, where)), params):
                 expected[tuple(r[:5])] = tuple(int(v) for v in r[5:])
     return [
         (*ident, stored.get(ident), expected.get(ident))
