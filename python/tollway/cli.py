@@ -1,4 +1,4 @@
-"""``tollway serve``, ``init``, ``compact``, ``search``, ``wallet`` and ``billing``."""
+"""``tollway serve``, ``init``, ``compact``, ``search``, ``usage``, ``wallet`` and ``billing``."""
 
 from __future__ import annotations
 
@@ -87,6 +87,30 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         print(
             f"backlog: {counts['backlog']} messages; indexed: {counts['messages']} messages in {counts['chunks']} chunks"
         )
+    return 0
+
+
+def cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
+    """``tollway usage rebuild`` / ``verify``: the usage rollups recomputed from, or checked against, the events."""
+    from tollway.ledger import rollups
+
+    with _key_store(settings) as store:
+        if args.action == "rebuild":
+            written = rollups.rebuild(store.db, args.account)
+            print(f"Rebuilt the usage rollups from the events: {written} rollup rows.")
+            return 0
+        wrong = rollups.differences(store.db, args.account)
+        for account, span, bucket, key_id, model, stored, expected in wrong[:20]:
+            print(
+                f"{account} {'hour' if span == rollups.HOUR else 'day'} {bucket} {key_id} {model}: rollup {stored}, events {expected}"
+            )
+        if wrong:
+            print(
+                f"{len(wrong)} rollup rows differ from the events; `tollway usage rebuild` recomputes them.",
+                file=sys.stderr,
+            )
+            return 1
+        print("The usage rollups match the events.")
     return 0
 
 
@@ -297,6 +321,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="reindex: embed every stored message again (after changing TOLLWAY_SEARCH_EMBEDDER), in the background",
     )
     search.set_defaults(func=cmd_search)
+
+    usage = sub.add_parser(
+        "usage", help="the usage rollups behind /v1/usage: rebuild them from the events, or verify them"
+    )
+    usage.add_argument(
+        "action",
+        choices=["rebuild", "verify"],
+        help="rebuild: recompute them in one transaction (safe while the gateway runs: its writer waits); verify: compare",
+    )
+    usage.add_argument("--account", help="only this account's rollups")
+    usage.set_defaults(func=cmd_usage)
 
     wallet = sub.add_parser("wallet", help="the prepaid wallets: verify that each balance is the sum of its ledger")
     wallet.add_argument("action", choices=["verify"])

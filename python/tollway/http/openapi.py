@@ -31,7 +31,7 @@ _POLICY = (402, 403, 429)  # spend limits, a model the key may not use (or a dis
 @dataclass(frozen=True)
 class Op:
     summary: str
-    ok: dict[int, str]  # status -> response schema name ("sse:NAME": JSON or an SSE stream)
+    ok: dict[int, str]  # status -> response schema name ("sse:NAME": JSON or an SSE stream; "csv:NAME": text/csv)
     errors: tuple[int, ...] = ()
     body: Optional[str] = None  # request schema name
     body_required: bool = True
@@ -101,6 +101,15 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("GET", "/v1/usage"): Op(
         "Spend by key and model, from_ms <= time < to_ms (default: this calendar month, UTC); group_by adds groups",
         {200: "Usage"}, (*_ADMIN, 400), query={
+            "from_ms": _TIME, "to_ms": _TIME,
+            "group_by": {"type": "string", "pattern": "^(key|end_user|model|tag|day)(,(key|end_user|model|tag|day))*$",
+                         "description": "comma-separated, each once: key, end_user, model, tag, day"},
+        },
+    ),
+    ("GET", "/v1/usage.csv"): Op(
+        "The usage groups as CSV, streamed: a header row, then one row per group (group_by, default key,model): "
+        "the group's columns, request_count, input_tokens, output_tokens, cost_micros, cost_usd (6 decimals)",
+        {200: "csv:UsageCsv"}, (*_ADMIN, 400), query={
             "from_ms": _TIME, "to_ms": _TIME,
             "group_by": {"type": "string", "pattern": "^(key|end_user|model|tag|day)(,(key|end_user|model|tag|day))*$",
                          "description": "comma-separated, each once: key, end_user, model, tag, day"},
@@ -252,6 +261,9 @@ def _error_response(status: Any, shape: str) -> dict[str, Any]:
 
 
 def _ok_response(status: int, name: str) -> dict[str, Any]:
+    if name.startswith("csv:"):
+        schema = {"type": "string", "description": "text/csv (RFC 4180, CRLF line ends), UTF-8"}
+        return {"description": "OK", "headers": _REQUEST_ID, "content": {"text/csv": {"schema": schema}}}
     stream = name.startswith("sse:")
     name = name.removeprefix("sse:")
     content: dict[str, Any] = {"application/json": {"schema": ref(name)}}

@@ -21,18 +21,16 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import orjson
-from sqlalchemy import select
 
 from tollway.hooks import Hooks
 from tollway.ledger.journal import segment_paths
-from tollway.ledger.writer import insert_statement
-from tollway.store import Database, usage_events
+from tollway.ledger.rollups import insert_events, present_ids
+from tollway.store import Database
 
 log = logging.getLogger("tollway.journal")
 
 SPILL_GLOB = "unwritten-usage-*.jsonl"
 INTERRUPTED = "interrupted"
-_CHUNK = 500
 
 
 @dataclass
@@ -116,18 +114,15 @@ def replay(db: Database, journal_dir: Path, spill_dir: Path, hooks: Optional[Hoo
     result = Replayed(files=len(files), rows_found=len(settled), interrupted=len(open_holds))
     if not files:
         return result
-    sql, order = insert_statement(db)
     with db.engine.begin() as conn:
-        present: set[str] = set()
-        ids = [r["event_id"] for r in settled + open_holds]
-        for i in range(0, len(ids), _CHUNK):
-            query = select(usage_events.c.event_id).where(usage_events.c.event_id.in_(ids[i : i + _CHUNK]))
-            present.update(conn.execute(query).scalars())
+        present = present_ids(conn, [r["event_id"] for r in settled + open_holds])
         new_settled = [r for r in settled if r["event_id"] not in present]
         new_interrupted = [r for r in open_holds if r["event_id"] not in present]
         missing = new_settled + new_interrupted
         if missing:
-            conn.exec_driver_sql(sql, [tuple(r[k] for k in order) for r in missing] if order else missing)
+            # Raises DuplicateEvents (nothing committed; the next start replays again) if
+            # another writer inserted one of them since the check: the rollups stay exact.
+            insert_events(conn, db, missing)
             if hooks is not None:
                 hooks.settled(conn, missing)
     result.rows_inserted = len(new_settled)

@@ -1,11 +1,13 @@
-"""Usage roll-ups for invoicing (synchronous; call from a worker thread)."""
+"""Usage reports from the events themselves (synchronous; call from a worker thread): a key's
+last events, and the reference that the rollup-based reports (tollway.ledger.usage_report)
+must equal, with the documents both build."""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
-from sqlalchemy import func, literal_column, select
+from sqlalchemy import Connection, and_, func, literal_column, or_, select
 
 from tollway.store import Database, api_keys, usage_events
 
@@ -16,8 +18,9 @@ def month_start_ms(now_ms: int) -> int:
     return int(start.timestamp() * 1000)
 
 
-def usage_summary(db: Database, account_id: str, from_ms: int, to_ms: int) -> dict[str, Any]:
-    """Spend by key and model for events with from_ms <= created_at < to_ms."""
+def events_summary(db: Database, account_id: str, from_ms: int, to_ms: int) -> dict[str, Any]:
+    """Spend by key and model for events with from_ms <= created_at < to_ms, from the events alone
+    (the reference tollway.ledger.usage_report.usage_summary is tested against)."""
     e = usage_events
     query = (
         select(
@@ -35,12 +38,23 @@ def usage_summary(db: Database, account_id: str, from_ms: int, to_ms: int) -> di
     )
     with db.engine.connect() as conn:
         rows = conn.execute(query).all()
-        key_ids = sorted({r[0] for r in rows})
-        names = (
-            dict(conn.execute(select(api_keys.c.id, api_keys.c.name).where(api_keys.c.id.in_(key_ids))).all())
-            if key_ids
-            else {}
+        names = key_names(conn, {r[0] for r in rows})
+    return summary_document(rows, names, from_ms, to_ms)
+
+
+def key_names(conn: Connection, key_ids: set[str]) -> dict[str, str]:
+    ids = sorted(key_ids)
+    names: dict[str, str] = {}
+    for i in range(0, len(ids), 500):
+        names.update(
+            conn.execute(select(api_keys.c.id, api_keys.c.name).where(api_keys.c.id.in_(ids[i : i + 500]))).all()
         )
+    return names
+
+
+def summary_document(rows: Sequence[Sequence[Any]], names: dict[str, str], from_ms: int, to_ms: int) -> dict[str, Any]:
+    """The /v1/usage body from (key_id, model, cost, count, input tokens, output tokens, average
+    latency) rows in key_id, model order."""
     by_key: dict[str, dict[str, Any]] = {}
     for key_id, model, cost, count, tokens_in, tokens_out, avg_latency in rows:
         entry = by_key.setdefault(
@@ -128,20 +142,30 @@ _QUARTER_HOUR = 900_000
 _DAY = 86_400_000
 
 
-def usage_groups(
-    db: Database, account_id: str, from_ms: int, to_ms: int, group_by: list[str], tz: Optional[dt.tzinfo] = None
-) -> list[dict[str, Any]]:
-    """Spend, requests and tokens of events with from_ms <= created_at < to_ms, grouped by
-    any of ``GROUPS``: ``end_user`` and ``tag`` come from the event's key (a key with several
-    tags counts under each, so tag groups may add up to more than the total; a key with none
-    under ``tag: null``); ``day`` is the calendar day in ``tz`` (the account's zone), exact
-    across DST changes (events are summed per quarter hour in the database, then per day here)."""
+def day_label(ms: int, tz: Optional[dt.tzinfo]) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, tz or dt.timezone.utc).date().isoformat()
+
+
+def event_rows(
+    conn: Connection,
+    account_id: str,
+    ranges: Sequence[tuple[int, int]],
+    with_day: bool,
+    tz: Optional[dt.tzinfo] = None,
+) -> list[tuple[Any, ...]]:
+    """(key_id, model, day or None, cost, count, input tokens, output tokens) of the events with
+    lo <= created_at < hi for one of ``ranges``. The day is the calendar day in ``tz``, exact
+    across DST changes: events are summed per quarter hour (per day in UTC) in the database."""
+    ranges = [(lo, hi) for lo, hi in ranges if lo < hi]
+    if not ranges:
+        return []
     e = usage_events
     local = tz not in (None, dt.timezone.utc)
     width = _QUARTER_HOUR if local else _DAY
     columns: list[Any] = [e.c.key_id, e.c.model]
-    if "day" in group_by:
+    if with_day:
         columns.append(e.c.created_at // literal_column(str(width)))  # one expression in SELECT and GROUP BY
+    when = or_(*(and_(e.c.created_at >= lo, e.c.created_at < hi) for lo, hi in ranges))
     query = (
         select(
             *columns,
@@ -150,31 +174,37 @@ def usage_groups(
             func.sum(e.c.input_tokens + e.c.cache_read_tokens + e.c.cache_write_tokens),
             func.sum(e.c.output_tokens),
         )
-        .where(e.c.account_id == account_id, e.c.created_at >= from_ms, e.c.created_at < to_ms)
+        .where(e.c.account_id == account_id, when)
         .group_by(*columns)
     )
-    with db.engine.connect() as conn:
-        rows = conn.execute(query).all()
-        key_ids = sorted({r[0] for r in rows})
-        keys: dict[str, Any] = {}
-        for i in range(0, len(key_ids), 500):
-            found = select(api_keys.c.id, api_keys.c.end_user_id, api_keys.c.tags).where(
-                api_keys.c.id.in_(key_ids[i : i + 500])
-            )
-            keys.update({r.id: r for r in conn.execute(found)})
-    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
     days: dict[int, str] = {}
-    for row in rows:
-        key_id, model = row[0], row[1]
-        cost, count, tokens_in, tokens_out = row[-4:]
-        key = keys.get(key_id)
+    out = []
+    for row in conn.execute(query):
         day = None
-        if "day" in group_by:
+        if with_day:
             bucket = int(row[2])
             day = days.get(bucket)
             if day is None:
-                moment = dt.datetime.fromtimestamp(bucket * width / 1000, tz or dt.timezone.utc)
-                day = days[bucket] = moment.date().isoformat()
+                day = days[bucket] = day_label(bucket * width, tz)
+        out.append((row[0], row[1], day, *row[-4:]))
+    return out
+
+
+def group_document(conn: Connection, rows: Sequence[Sequence[Any]], group_by: list[str]) -> list[dict[str, Any]]:
+    """The groups of /v1/usage from (key_id, model, day, cost, count, input, output) rows (several
+    rows may share a group). ``end_user`` and ``tag`` come from the key as it is now (a key with
+    several tags counts under each, so tag groups may add up to more than the total; a key with
+    none under ``tag: null``)."""
+    key_ids = sorted({r[0] for r in rows})
+    keys: dict[str, Any] = {}
+    for i in range(0, len(key_ids), 500):
+        found = select(api_keys.c.id, api_keys.c.end_user_id, api_keys.c.tags).where(
+            api_keys.c.id.in_(key_ids[i : i + 500])
+        )
+        keys.update({r.id: r for r in conn.execute(found)})
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for key_id, model, day, cost, count, tokens_in, tokens_out in rows:
+        key = keys.get(key_id)
         tags = (list(key.tags or []) if key is not None else []) or [None]
         for tag in tags if "tag" in group_by else [None]:
             values = {
@@ -199,6 +229,15 @@ def usage_groups(
             entry["input_tokens"] += int(tokens_in or 0)
             entry["output_tokens"] += int(tokens_out or 0)
     return sorted(groups.values(), key=lambda g: tuple(str(g[_FIELD[f]] or "") for f in group_by))
+
+
+def events_groups(
+    db: Database, account_id: str, from_ms: int, to_ms: int, group_by: list[str], tz: Optional[dt.tzinfo] = None
+) -> list[dict[str, Any]]:
+    """Spend, requests and tokens of events with from_ms <= created_at < to_ms, grouped by any
+    of ``GROUPS``, from the events alone (the reference of usage_report.usage_groups)."""
+    with db.engine.connect() as conn:
+        return group_document(conn, event_rows(conn, account_id, [(from_ms, to_ms)], "day" in group_by, tz), group_by)
 
 
 _FIELD = {"key": "key_id", "end_user": "end_user_id", "model": "model", "tag": "tag", "day": "day"}

@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from tollway.hooks import Hooks
 from tollway.ledger.journal import Journal, Rotation, new_event_id
+from tollway.ledger.rollups import DuplicateEvents, insert_events
 from tollway.store import Database, usage_events
 
 log = logging.getLogger("tollway.usage")
@@ -70,7 +71,6 @@ class UsageWriter:
         self._passes = 0  # completed write passes
         self._stop = False
         self._give_up = False
-        self._compiled: Optional[tuple[str, Optional[tuple[str, ...]]]] = None
         self._thread = threading.Thread(target=self._run, name="tollway-usage-writer", daemon=True)
 
     def start(self) -> None:
@@ -165,23 +165,21 @@ class UsageWriter:
             self._pending, self._buffer = self._buffer, []
             return journal.rotate_locked(segment) if segment is not None else None
 
-    def _statement(self) -> tuple[str, Optional[tuple[str, ...]]]:
-        if self._compiled is None:
-            self._compiled = insert_statement(self.db)
-        return self._compiled
-
     def _write_pending(self) -> bool:
-        """One transaction, one driver-level executemany (no per-row SQLAlchemy processing)."""
-        sql, order = self._statement()
+        """One transaction, one driver-level executemany (no per-row SQLAlchemy processing),
+        with the rollups of the rows inserted (tollway.ledger.rollups)."""
         delay = 0.2
+        check_first = False
         while not self._give_up:
             try:
                 rows = self._pending
-                params = [tuple(row[k] for k in order) for row in rows] if order else rows
                 with self.db.engine.begin() as conn:
-                    conn.exec_driver_sql(sql, params)
-                    if self.hooks is not None:
-                        self.hooks.settled(conn, rows)
+                    inserted = insert_events(conn, self.db, rows, check_first=check_first)
+                    if self.hooks is not None and inserted:
+                        self.hooks.settled(conn, inserted)  # only the rows this commit writes
+            except DuplicateEvents:
+                check_first = True  # a commit whose acknowledgement was lost: skip what it wrote
+                continue
             except Exception:
                 log.exception("writing %d usage events failed; retrying in %.1fs", len(self._pending), delay)
                 time.sleep(delay)

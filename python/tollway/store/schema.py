@@ -90,6 +90,26 @@ usage_events = Table(
 )
 
 
+# Usage rollups (tollway.ledger.rollups): the sums of usage_events per account, UTC hour
+# (span_ms 3600000) and UTC day (86400000), key and model, written in the transaction that
+# inserts the events. End user and tag are the key's, looked up at report time (as for events).
+usage_rollups = Table(
+    "usage_rollups",
+    metadata,
+    Column("account_id", String(40), primary_key=True),
+    Column("span_ms", Integer, primary_key=True, autoincrement=False),
+    Column("bucket_ms", BigInteger, primary_key=True, autoincrement=False),  # the hour's or day's start
+    Column("key_id", String(40), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("request_count", BigInteger, nullable=False),
+    Column("cost_micros", BigInteger, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cache_read_tokens", BigInteger, nullable=False),
+    Column("cache_write_tokens", BigInteger, nullable=False),
+    Column("latency_ms", BigInteger, nullable=False),  # the sum (the reports show the average)
+)
+
 # Credit granted to a key: raises its total limit (period "total") or one window's.
 key_credits = Table(
     "key_credits",

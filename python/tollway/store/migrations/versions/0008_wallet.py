@@ -2,7 +2,7 @@
 the state of the usage exports to Stripe.
 
 Revision ID: 0008_wallet
-Revises: 0006_key_policy
+Revises: 0007_usage_rollups
 
 - ``wallets``: one row per account that has a wallet: the balance (the sum of its
   entries, kept in the same transactions), auto-recharge settings, the Stripe customer
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_wallet"
-down_revision = "0006_key_policy"
+down_revision = "0007_usage_rollups"
 branch_labels = None
 depends_on = None
 
