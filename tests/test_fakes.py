@@ -458,9 +458,11 @@ def test_cut_after_openai(oai):
 
 def test_cut_after_anthropic(ant):
     got = []
-    with pytest.raises(httpx2.RemoteProtocolError):  # this SDK does not wrap mid-stream transport errors
+    # anthropic < 2.17 let the transport's error through; 2.17 wraps it as APIConnectionError.
+    with pytest.raises((httpx2.RemoteProtocolError, anthropic.APIConnectionError)) as raised:
         with ant.messages.stream(model="m", max_tokens=50, messages=user("#cut_after=2 #chunk_delay_ms=5")) as s:
             got.extend(s.text_stream)
+    assert "incomplete chunked read" in str(raised.value)
     assert got == ["w0", " w1"]
 
 
