@@ -15,9 +15,11 @@ capabilities (see ``tollway.capabilities``):
   models, limits). Runs on the event loop's thread, synchronously: keep it cheap.
 - ``call_settled(conn, rows)``: usage events (one per model call, settled or failed)
   are being written, in the writer's transaction on ``conn``. A hook's writes (an
-  outbox, a rollup) commit with them. A batch may come again after a commit whose
-  acknowledgement was lost, and the crash journal's replay passes the rows it
-  restores: key what you write on each row's ``event_id``.
+  outbox, a debit) commit with them. ``rows`` are exactly the events this transaction
+  inserts (tollway.ledger.rollups.insert_events: a batch written again after a lost
+  commit acknowledgement, or rows the crash journal's replay finds already there, are
+  left out), so each event reaches the hooks in one committed transaction only; key
+  what you write on each row's ``event_id`` all the same (a unique column).
 """
 
 from __future__ import annotations

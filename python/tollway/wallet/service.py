@@ -15,7 +15,7 @@ journal's replay has written (and debited) what a crash left.
 from __future__ import annotations
 
 import threading
-from typing import Any, Optional
+from typing import Any
 
 from tollway.ledger import Ledger
 from tollway.wallet.store import WalletStore
@@ -78,10 +78,3 @@ class Wallet:
             "reserved_micros": reserved,
             "available_micros": max(0, balance - reserved),
         }
-
-    @staticmethod
-    def is_wallet(budget: str) -> bool:
-        return budget.startswith(PREFIX)
-
-    def account_of(self, budget: str) -> Optional[str]:
-        return budget[len(PREFIX) :] if self.is_wallet(budget) else None

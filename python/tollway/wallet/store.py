@@ -26,7 +26,6 @@ from sqlalchemy.exc import IntegrityError
 from tollway.store import Database, now_ms, usage_events, wallet_entries, wallets
 
 KINDS = ("topup", "debit", "refund", "adjustment")
-_CHUNK = 500
 
 
 def entry_view(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -129,26 +128,15 @@ class WalletStore:
         return None
 
     def debit(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-        """The ``call_settled`` hook's work: one debit per priced usage event of ``rows`` not
-        debited yet, on ``conn`` (the usage writer's transaction). Returns micros debited
-        per account."""
-        priced = [r for r in rows if r["cost_micros"] > 0 and r.get("event_id")]
-        if not priced:
-            return {}
-        ids = [r["event_id"] for r in priced]
-        done: set[str] = set()
-        for i in range(0, len(ids), _CHUNK):
-            query = select(wallet_entries.c.usage_event_id).where(
-                wallet_entries.c.usage_event_id.in_(ids[i : i + _CHUNK])
-            )
-            done.update(conn.execute(query).scalars())
+        """The ``call_settled`` hook's work: one debit per priced usage event of ``rows`` (the
+        events ``conn``, the usage writer's transaction, inserts: tollway.hooks), unique on
+        the event. Returns micros debited per account."""
         now = now_ms()
         new = []
         per_account: dict[str, int] = {}
-        for r in priced:
-            if r["event_id"] in done:
+        for r in rows:
+            if r["cost_micros"] <= 0 or not r.get("event_id"):
                 continue
-            done.add(r["event_id"])
             new.append(
                 {
                     "account_id": r["account_id"],
@@ -297,17 +285,3 @@ class WalletStore:
                         f"of {cost} micros ({event_account})"
                     )
         return problems
-
-    def undebited(self, since_ms: int = 0) -> int:
-        """Priced usage events (created at or after ``since_ms``) of accounts with a wallet that
-        have no debit: expected only for events written while the wallet was off."""
-        e, u = wallet_entries.c, usage_events.c
-        with self.db.engine.connect() as conn:
-            return int(
-                conn.execute(
-                    select(func.count())
-                    .select_from(usage_events.outerjoin(wallet_entries, e.usage_event_id == u.event_id))
-                    .where(u.cost_micros > 0, e.id.is_(None), u.created_at >= since_ms)
-                    .where(u.account_id.in_(select(wallets.c.account_id)))
-                ).scalar_one()
-            )
