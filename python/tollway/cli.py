@@ -147,25 +147,22 @@ def _when(value: str) -> int:
 
 
 def _margin(value: str):
-    from decimal import Decimal, InvalidOperation
+    from tollway.billing.export import parse_margin
 
     try:
-        found = Decimal(value)
-    except InvalidOperation:
-        found = Decimal(-1)
-    if not found.is_finite() or not 0 <= found <= 1000:
-        raise argparse.ArgumentTypeError(f"a margin is a number of percent from 0 to 1000, not {value!r}")
-    return found
+        return parse_margin(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_billing(args: argparse.Namespace, settings: Settings) -> int:
     """``tollway billing invoice-items --from --to [--margin-percent]`` / ``meter-events``."""
     from tollway.billing.export import Exporter
-    from tollway.wallet.stripe_api import StripeApi
+    from tollway.wallet.stripe_api import NOT_CONFIGURED, StripeApi
 
     api = StripeApi(settings.wallet)
     if not api.configured:
-        print("tollway: Stripe is not configured: set [stripe] secret_key (TOLLWAY_STRIPE_SECRET_KEY)", file=sys.stderr)
+        print(f"tollway: {NOT_CONFIGURED}", file=sys.stderr)
         return 2
     with _key_store(settings) as store:
         exporter = Exporter(store.db, api)

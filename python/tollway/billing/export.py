@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Optional
 
 import stripe
@@ -29,6 +29,19 @@ log = logging.getLogger("tollway.billing")
 METER_CURSOR = "meter_events"
 BATCH = 200
 MAX_MARGIN = Decimal(1000)
+
+
+def parse_margin(value: Any) -> Decimal:
+    """A margin in percent, 0 to MAX_MARGIN, from a JSON number or a string; ValueError otherwise."""
+    found = Decimal(-1)
+    if not isinstance(value, bool) and isinstance(value, (int, float, str)):
+        try:
+            found = Decimal(str(value))
+        except InvalidOperation:
+            pass
+    if not found.is_finite() or not 0 <= found <= MAX_MARGIN:
+        raise ValueError(f"a margin is a number of percent from 0 to {MAX_MARGIN}, not {value!r}")
+    return found
 
 
 def customer_of(metadata: Any) -> Optional[str]:

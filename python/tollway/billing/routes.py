@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Optional
 
 import stripe
 
-from tollway.billing.export import MAX_MARGIN, Exporter
+from tollway.billing.export import MAX_MARGIN, Exporter, parse_margin
 from tollway.capabilities import Capability, Routes
 from tollway.http.core import HTTPError, Request, Response, json_response
 from tollway.http.limits import MAX_TIME_MS
@@ -31,18 +31,14 @@ log = logging.getLogger("tollway.billing")
 
 
 def margin(value: Any) -> Decimal:
-    message = f"'margin_percent' must be a number from 0 to {MAX_MARGIN}"
     if value is None:
         return Decimal(0)
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise HTTPError(400, message, param="margin_percent")
     try:
-        found = Decimal(str(value))
-    except InvalidOperation:
-        raise HTTPError(400, message, param="margin_percent") from None
-    if not found.is_finite() or not 0 <= found <= MAX_MARGIN:
-        raise HTTPError(400, message, param="margin_percent")
-    return found
+        return parse_margin(value)
+    except ValueError:
+        raise HTTPError(
+            400, f"'margin_percent' must be a number from 0 to {MAX_MARGIN}", param="margin_percent"
+        ) from None
 
 
 def _time(body: dict[str, Any], name: str) -> int:

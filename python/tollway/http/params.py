@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 import orjson
 
@@ -23,6 +23,15 @@ def check_fields(body: dict[str, Any], allowed: set[str]) -> None:
         raise HTTPError(
             400, f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}", param=unknown[0]
         )
+
+
+def idempotency_key(request: Request, max_length: int = 255) -> Optional[str]:
+    """The request's ``Idempotency-Key`` header (None without one): 1 to ``max_length``
+    characters, no NUL, else a 400."""
+    idem = request.headers.get("idempotency-key")
+    if idem is not None and (not idem.strip() or len(idem) > max_length or "\x00" in idem):
+        raise HTTPError(400, f"the Idempotency-Key header must be 1 to {max_length} characters")
+    return idem
 
 
 def metadata_object(body: dict[str, Any]) -> dict[str, Any]:

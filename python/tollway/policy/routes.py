@@ -16,7 +16,7 @@ from typing import Any
 
 from tollway.capabilities import Capability, Routes
 from tollway.http.core import HTTPError, Request, Response, json_response
-from tollway.http.params import check_fields, json_object
+from tollway.http.params import check_fields, idempotency_key, json_object
 from tollway.keys.auth import Authenticator
 from tollway.keys.routes import find_key
 from tollway.keys.secrets import hash_secret
@@ -80,9 +80,7 @@ def capability(
         period = body.get("period", "total")
         if period not in PERIODS:
             raise HTTPError(400, f"'period' must be one of {', '.join(PERIODS)}", param="period")
-        idem = request.headers.get("idempotency-key")
-        if idem is not None and (not idem.strip() or len(idem) > 255 or "\x00" in idem):
-            raise HTTPError(400, "the Idempotency-Key header must be 1 to 255 characters")
+        idem = idempotency_key(request)
         key = await find(caller, key_id)
         limited = key.max_spend_micros if period == "total" else key.limits.get(period)
         if limited is None:

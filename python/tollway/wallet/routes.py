@@ -17,7 +17,7 @@ from typing import Any, Optional
 from tollway.capabilities import Capability, Routes
 from tollway.hooks import Hooks
 from tollway.http.core import HTTPError, Request, Response, json_response
-from tollway.http.params import check_fields, json_object, page_limit, time_ms
+from tollway.http.params import check_fields, idempotency_key, json_object, page_limit, time_ms
 from tollway.keys.auth import Authenticator
 from tollway.keys.store import ApiKey
 from tollway.ledger.writer import UsageWriter
@@ -44,11 +44,30 @@ def signed_usd_to_micros(value: Any, field: str, maximum: Decimal) -> int:
     return micros
 
 
-def idempotency_key(request: Request) -> Optional[str]:
-    idem = request.headers.get("idempotency-key")
-    if idem is not None and (not idem.strip() or len(idem) > 255 or "\x00" in idem):
-        raise HTTPError(400, "the Idempotency-Key header must be 1 to 255 characters")
-    return idem
+def recharge_view(row: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """A wallet row's auto-recharge settings and state, or None when it is off."""
+    recharge = (row or {}).get("auto_recharge")
+    if not row or not recharge:
+        return None
+    return {
+        "threshold_usd": recharge["threshold_micros"] / 1_000_000,
+        "recharge_to_usd": recharge["recharge_to_micros"] / 1_000_000,
+        "monthly_max_usd": recharge["monthly_max_micros"] / 1_000_000,
+        "consecutive_failures": row.get("recharge_failures", 0),
+        "payment_method_saved": bool(row.get("payment_method_id")),
+    }
+
+
+async def wallet_admin(auth: Authenticator, wallet: Wallet, request: Request) -> ApiKey:
+    """The calling admin key of a wallet route; a 400 ``wallet_disabled`` with the wallet off."""
+    caller = await auth.admin(request.headers)
+    if not wallet.enabled:
+        raise HTTPError(
+            400,
+            "the wallet is off on this gateway: set [wallet] enabled = true (or TOLLWAY_WALLET=on)",
+            code="wallet_disabled",
+        )
+    return caller
 
 
 def capability(*, auth: Authenticator, wallet: Wallet, writer: UsageWriter, recharge: AutoRecharge) -> Capability:
@@ -66,14 +85,7 @@ def capability(*, auth: Authenticator, wallet: Wallet, writer: UsageWriter, rech
         hooks.call_settled.append(debit)
 
     async def admin(request: Request) -> ApiKey:
-        caller = await auth.admin(request.headers)
-        if not wallet.enabled:
-            raise HTTPError(
-                400,
-                "the wallet is off on this gateway: set [wallet] enabled = true (or TOLLWAY_WALLET=on)",
-                code="wallet_disabled",
-            )
-        return caller
+        return await wallet_admin(auth, wallet, request)
 
     @routes.route("GET", "/v1/wallet")
     async def get_wallet(request: Request) -> Response:
@@ -83,20 +95,11 @@ def capability(*, auth: Authenticator, wallet: Wallet, writer: UsageWriter, rech
     async def view(account_id: str) -> dict[str, Any]:
         row = await asyncio.to_thread(wallet.store.wallet, account_id)
         topups = await asyncio.to_thread(wallet.store.last_topups, account_id)
-        recharge = (row or {}).get("auto_recharge")
         return {
             "object": "wallet",
             "account_id": account_id,
             **wallet.balance(account_id),
-            "auto_recharge": None
-            if not recharge
-            else {
-                "threshold_usd": recharge["threshold_micros"] / 1_000_000,
-                "recharge_to_usd": recharge["recharge_to_micros"] / 1_000_000,
-                "monthly_max_usd": recharge["monthly_max_micros"] / 1_000_000,
-                "consecutive_failures": (row or {}).get("recharge_failures", 0),
-                "payment_method_saved": bool((row or {}).get("payment_method_id")),
-            },
+            "auto_recharge": recharge_view(row),
             "last_topups": topups,
         }
 

@@ -21,6 +21,7 @@ log = logging.getLogger("tollway.wallet")
 MICROS_PER_CENT = 10_000
 MIN_CHARGE_CENTS = 50  # Stripe's minimum charge in USD
 MAX_CHARGE_CENTS = 99_999_999  # Stripe's maximum ($999,999.99)
+NOT_CONFIGURED = "Stripe is not configured: set [stripe] secret_key (TOLLWAY_STRIPE_SECRET_KEY)"
 
 
 class StripeNotConfigured(RuntimeError):
@@ -45,16 +46,13 @@ class StripeApi:
     def require(self) -> None:
         """A 400 ``stripe_not_configured`` unless a secret key is set."""
         if not self.configured:
-            raise HTTPError(
-                400, "Stripe is not configured: set [stripe] secret_key (TOLLWAY_STRIPE_SECRET_KEY)",
-                code="stripe_not_configured",
-            )  # fmt: skip
+            raise HTTPError(400, NOT_CONFIGURED, code="stripe_not_configured")
 
     @property
     def client(self) -> stripe.StripeClient:
         if self._client is None:
             if not self.settings.stripe_secret_key:
-                raise StripeNotConfigured("set [stripe] secret_key (or TOLLWAY_STRIPE_SECRET_KEY)")
+                raise StripeNotConfigured(NOT_CONFIGURED)
             address = self.settings.stripe_api_base
             base = {"api": address, "meter_events": address} if address else None
             self._client = stripe.StripeClient(

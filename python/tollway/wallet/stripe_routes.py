@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,12 +21,13 @@ import stripe
 
 from tollway.capabilities import Capability, Routes
 from tollway.http.core import HTTPError, Request, Response, json_response
-from tollway.http.params import check_fields, json_object
+from tollway.http.params import check_fields, idempotency_key, json_object
 from tollway.keys.auth import Authenticator
 from tollway.keys.secrets import new_id
 from tollway.keys.store import ApiKey, KeyStore
 from tollway.policy.fields import usd_to_micros
 from tollway.wallet.recharge import AutoRecharge
+from tollway.wallet.routes import recharge_view, wallet_admin
 from tollway.wallet.service import Wallet
 from tollway.wallet.stripe_api import MAX_CHARGE_CENTS, MICROS_PER_CENT, MIN_CHARGE_CENTS, StripeApi, refused
 from tollway.wallet.stripe_events import StripeEvents
@@ -70,12 +70,7 @@ def capability(
     events = StripeEvents(wallet, wallet.store, store, stripe_api, recharge)
 
     async def admin(request: Request) -> ApiKey:
-        caller = await auth.admin(request.headers)
-        if not wallet.enabled:
-            raise HTTPError(
-                400, "the wallet is off on this gateway: set [wallet] enabled = true", code="wallet_disabled"
-            )
-        return caller
+        return await wallet_admin(auth, wallet, request)
 
     @routes.route("POST", "/v1/wallet/topups")
     async def topup(request: Request) -> Response:
@@ -85,9 +80,8 @@ def capability(
         cents = _cents(body.get("amount_usd"), "amount_usd")
         success_url, cancel_url = _url(body, "success_url"), _url(body, "cancel_url")
         stripe_api.require()
-        request_key = request.headers.get("idempotency-key") or new_id("top_")
-        if len(request_key) > 200 or "\x00" in request_key:
-            raise HTTPError(400, "the Idempotency-Key header must be 1 to 200 characters")
+        # (at most 200: ours, with the account id, must fit Stripe's 255)
+        request_key = idempotency_key(request, 200) or new_id("top_")
         session = await asyncio.to_thread(
             _checkout, caller.account_id, cents, success_url, cancel_url, f"{caller.account_id}-{request_key}"
         )
@@ -134,7 +128,7 @@ def capability(
         )
         row = await asyncio.to_thread(wallet.store.wallet, caller.account_id)
         recharge.saved(caller.account_id, row)
-        return json_response(200, _recharge_view(row or {}))
+        return json_response(200, {"object": "wallet.auto_recharge", "enabled": True, **(recharge_view(row) or {})})
 
     @routes.route("DELETE", "/v1/wallet/auto_recharge")
     async def stop_recharge(request: Request) -> Response:
@@ -164,17 +158,3 @@ def capability(
         return json_response(200, {"received": True, "result": done})
 
     return Capability(routes)
-
-
-def _recharge_view(row: dict[str, Any]) -> dict[str, Any]:
-    settings = row.get("auto_recharge") or {}
-    usd = lambda name: Decimal(settings.get(name, 0)) / 1_000_000  # noqa: E731
-    return {
-        "object": "wallet.auto_recharge",
-        "enabled": bool(settings),
-        "threshold_usd": float(usd("threshold_micros")),
-        "recharge_to_usd": float(usd("recharge_to_micros")),
-        "monthly_max_usd": float(usd("monthly_max_micros")),
-        "consecutive_failures": row.get("recharge_failures", 0),
-        "payment_method_saved": bool(row.get("payment_method_id")),
-    }
