@@ -27,8 +27,9 @@ from sqlalchemy import insert
 from tests.conftest import DATABASES, throwaway_database
 from tollway.ledger import rollups
 from tollway.ledger.report import events_groups, events_summary
+from tollway.ledger.rollups import USAGE_COLUMNS, insert_statement
 from tollway.ledger.usage_report import usage_report
-from tollway.ledger.writer import USAGE_COLUMNS, insert_statement, usage_row
+from tollway.ledger.writer import usage_row
 from tollway.store import Database, accounts, api_keys
 
 N = int(os.environ.get("TOLLWAY_BENCH_USAGE_EVENTS", "5000"))

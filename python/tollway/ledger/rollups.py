@@ -39,19 +39,39 @@ class DuplicateEvents(Exception):
     """The insert skipped rows already in the database: redo the batch with ``check_first``."""
 
 
-def _upsert_statement(db: Database) -> tuple[str, Optional[tuple[str, ...]]]:
-    dialect = db.engine.dialect
-    make = sqlite.insert if dialect.name == "sqlite" else postgresql.insert
+USAGE_COLUMNS = (
+    "event_id", "request_id", "account_id", "key_id", "model", "provider", "http_status", "outcome", "stream",
+    "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "estimated",
+    "cost_micros", "latency_ms", "created_at", "started_at",
+)  # fmt: skip
+Compiled = tuple[str, Optional[tuple[str, ...]]]
+
+
+def _compiled(stmt: Any, dialect: Any, columns: Sequence[str]) -> Compiled:
+    """``stmt`` compiled for ``dialect``, and the parameter order if positional."""
+    compiled = stmt.compile(dialect=dialect, column_keys=list(columns))
+    return compiled.string, tuple(compiled.positiontup) if compiled.positional else None
+
+
+def insert_statement(db: Database) -> Compiled:
+    """The INSERT of usage rows compiled for ``db``. An event already written is skipped, never
+    an error (``insert_events`` sees it in the row count): a commit whose acknowledgement was
+    lost is retried, and the journal's replay may meet rows the writer committed before a crash."""
+    make = sqlite.insert if db.is_sqlite else postgresql.insert
+    return _compiled(make(usage_events).on_conflict_do_nothing(index_elements=["event_id"]), db.engine.dialect,
+                     USAGE_COLUMNS)  # fmt: skip
+
+
+def _upsert_statement(db: Database) -> Compiled:
+    make = sqlite.insert if db.is_sqlite else postgresql.insert
     stmt = make(usage_rollups)
     stmt = stmt.on_conflict_do_update(
         index_elements=list(KEY_COLUMNS),
         set_={c: usage_rollups.c[c] + stmt.excluded[c] for c in SUM_COLUMNS},
     )
-    compiled = stmt.compile(dialect=dialect, column_keys=[*KEY_COLUMNS, *SUM_COLUMNS])
-    return compiled.string, tuple(compiled.positiontup) if compiled.positional else None
+    return _compiled(stmt, db.engine.dialect, (*KEY_COLUMNS, *SUM_COLUMNS))
 
 
-Compiled = tuple[str, Optional[tuple[str, ...]]]
 _STATEMENTS: dict[tuple[str, str, str], tuple[Compiled, Compiled]] = {}
 
 
@@ -61,8 +81,6 @@ def _statements(db: Database) -> tuple[Compiled, Compiled]:
     ident = (dialect.name, dialect.driver, dialect.paramstyle)
     found = _STATEMENTS.get(ident)
     if found is None:
-        from tollway.ledger.writer import insert_statement  # (the writer imports this module)
-
         found = _STATEMENTS[ident] = (insert_statement(db), _upsert_statement(db))
     return found
 

@@ -20,34 +20,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 import orjson
-from sqlalchemy.dialects import postgresql, sqlite
 
 from tollway.hooks import Hooks
 from tollway.ledger.journal import Journal, Rotation, new_event_id
 from tollway.ledger.rollups import DuplicateEvents, insert_events
-from tollway.store import Database, usage_events
+from tollway.store import Database
 
 log = logging.getLogger("tollway.usage")
-
-USAGE_COLUMNS = (
-    "event_id", "request_id", "account_id", "key_id", "model", "provider", "http_status", "outcome", "stream",
-    "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "estimated",
-    "cost_micros", "latency_ms", "created_at", "started_at",
-)  # fmt: skip
-
-
-def insert_statement(db: Database) -> tuple[str, Optional[tuple[str, ...]]]:
-    """The INSERT of usage rows compiled for ``db``, and the parameter order if positional.
-
-    An event already written is skipped, never an error: a commit whose
-    acknowledgement was lost is retried, and the journal's replay may meet rows the
-    writer committed just before the crash.
-    """
-    dialect = db.engine.dialect
-    make = sqlite.insert if dialect.name == "sqlite" else postgresql.insert
-    stmt = make(usage_events).on_conflict_do_nothing(index_elements=["event_id"])
-    compiled = stmt.compile(dialect=dialect, column_keys=list(USAGE_COLUMNS))
-    return compiled.string, tuple(compiled.positiontup) if compiled.positional else None
 
 
 class UsageWriter:
