@@ -29,6 +29,7 @@ from tests.fakes.runner import FakeServer, start_fake
 
 if TYPE_CHECKING:
     from tests.fakes.stripe import FakeStripe
+    from tollway.store import Database
 
 REPO = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("TOLLWAY_TEST_DATABASE_URL")
@@ -365,6 +366,34 @@ def throwaway_database(kind: str) -> Iterator[str]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def migrated_database(kind: str) -> Iterator["Database"]:
+    """A throwaway database of ``kind`` at the newest schema, as a ``Database``."""
+    from tollway.store import Database
+
+    with throwaway_database(kind) as url:
+        database = Database(url)
+        database.migrate()
+        try:
+            yield database
+        finally:
+            database.dispose()
+
+
+@contextlib.contextmanager
+def gateway_on(kind: str, fake: FakeServer, prefix: str) -> Iterator[Gateway]:
+    """A granian gateway on a throwaway database of ``kind`` and a data directory of its own
+    (for a module's tests that leave data the others must not see)."""
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    with throwaway_database(kind) as url:
+        gw = start_gateway(gateway_env(fake, data_dir, url), server="granian")
+        try:
+            yield gw
+        finally:
+            stop_gateway(gw)
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
 @pytest.fixture(scope="session", params=DATABASES)
 def database_url(request) -> Iterator[str]:
     """A fresh database of each kind, for the session's gateway."""
@@ -396,14 +425,8 @@ def gateway(fake: FakeServer, database_url: str, server: str) -> Iterator[Gatewa
 def fuzz_gateway(request, fake: FakeServer) -> Iterator[Gateway]:
     """A granian gateway on a fresh database of each kind for one fuzz test module (tests/fuzzing.py):
     the odd data a fuzz leaves behind must not reach other tests."""
-    data_dir = Path(tempfile.mkdtemp(prefix="tollway-fuzz-"))
-    with throwaway_database(request.param) as url:
-        gw = start_gateway(gateway_env(fake, data_dir, url), server="granian")
-        try:
-            yield gw
-        finally:
-            stop_gateway(gw)
-            shutil.rmtree(data_dir, ignore_errors=True)
+    with gateway_on(request.param, fake, "tollway-fuzz-") as gw:
+        yield gw
 
 
 @pytest.fixture

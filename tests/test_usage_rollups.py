@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import func, insert, select
 
-from tests.conftest import DATABASES, throwaway_database
+from tests.conftest import DATABASES, migrated_database, throwaway_database
 from tollway.ledger import rollups
 from tollway.ledger.replay import replay
 from tollway.ledger.report import events_groups, events_summary
@@ -31,13 +31,8 @@ DAY0 = 1_772_928_000_000  # 2026-03-08 00:00 UTC (US DST starts that day)
 
 @pytest.fixture(params=DATABASES)
 def db(request) -> Iterator[Database]:
-    with throwaway_database(request.param) as url:
-        database = Database(url)
-        database.migrate()
-        try:
-            yield database
-        finally:
-            database.dispose()
+    with migrated_database(request.param) as database:
+        yield database
 
 
 def new_account(db: Database, n_keys: int = 4, rng: Optional[random.Random] = None) -> tuple[str, list[str]]:

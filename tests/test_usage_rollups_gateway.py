@@ -6,21 +6,23 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Iterator
 
 import httpx
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import DATABASES, REPO, Gateway, gateway_env, start_gateway, stop_gateway, throwaway_database
+from tests.conftest import (
+    DATABASES,
+    REPO,
+    Gateway,
+    gateway_on,
+)
 from tests.fakes.runner import FakeServer
 from tollway.ledger import rollups
 from tollway.ledger.report import events_groups, events_summary
@@ -31,14 +33,8 @@ from tollway.store.schema import usage_rollups
 
 @pytest.fixture(scope="module", params=DATABASES)
 def gw(request, fake: FakeServer) -> Iterator[Gateway]:
-    data_dir = Path(tempfile.mkdtemp(prefix="tollway-rollups-"))
-    with throwaway_database(request.param) as url:
-        gateway = start_gateway(gateway_env(fake, data_dir, url), server="granian")
-        try:
-            yield gateway
-        finally:
-            stop_gateway(gateway)
-            shutil.rmtree(data_dir, ignore_errors=True)
+    with gateway_on(request.param, fake, "tollway-rollups-") as gateway:
+        yield gateway
 
 
 def _call(gw: Gateway, secret: str, kind: int) -> None:

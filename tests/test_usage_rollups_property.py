@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import DATABASES, throwaway_database
+from tests.conftest import DATABASES, migrated_database
 from tests.test_usage_rollups import new_account, random_events, write
 from tollway.ledger import rollups
 from tollway.ledger.report import GROUPS, events_groups, events_summary
@@ -31,13 +31,8 @@ ZONES = (
 
 @pytest.fixture(scope="module", params=DATABASES)
 def db(request) -> Iterator[Database]:
-    with throwaway_database(request.param) as url:
-        database = Database(url)
-        database.migrate()
-        try:
-            yield database
-        finally:
-            database.dispose()
+    with migrated_database(request.param) as database:
+        yield database
 
 
 def _moment(base: int, span: int) -> st.SearchStrategy[int]:
