@@ -216,7 +216,10 @@ async def test_the_ledger_pages_and_filters(fake: FakeServer, tmp_data_dir: Path
         debits = await ledger(gw, kind="debit")
         assert [e["amount_micros"] for e in debits["data"]] == [-CALL_MICROS]
         assert (await ledger(gw, from_ms=seen[-1]["created_at"] + 10**7))["data"] == []
-        for query in ({"after": "x"}, {"kind": "nope"}, {"limit": 0}, {"from_ms": -1}, {"bogus": 1}):
+        for query in (
+            {"after": "x"}, {"after": "wle_99999999999999999999"}, {"kind": "nope"}, {"limit": 0}, {"from_ms": -1},
+            {"bogus": 1},
+        ):  # fmt: skip
             r = await gw.request("GET", "/v1/wallet/ledger", params=query)
             assert r.status_code == 400, (query, r.text)
 

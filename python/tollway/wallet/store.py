@@ -47,7 +47,8 @@ def entry_view(row: Mapping[str, Any]) -> dict[str, Any]:
 def parse_entry_id(value: str) -> Optional[int]:
     if not value.startswith("wle_") or not value[4:].isdigit() or len(value) > 24:
         return None
-    return int(value[4:])
+    found = int(value[4:])
+    return found if found < 1 << 63 else None  # (an id the database's BIGINT can hold)
 
 
 class WalletStore:
