@@ -117,6 +117,52 @@ def test_rollups_equal_events_after_a_mixed_load(gw: Gateway) -> None:
     db.dispose()
 
 
+def test_zone_changes_under_load_keep_the_day_rows_exact(gw: Gateway) -> None:
+    """PATCH /v1/account's time zone again and again while calls are written: the day and month
+    rows follow each change (none is counted in a day of the old zone), and /v1/usage by day
+    and its CSV equal the event scans in the zone the account ends with."""
+    from zoneinfo import ZoneInfo
+
+    start = int(time.time() * 1000)
+    keys = [gw.mint(max_spend_usd=50, end_user_id=f"user_{i}") for i in range(2)]
+    zones = ["Asia/Kolkata", "America/New_York", "Pacific/Chatham", None, "Asia/Kathmandu"]
+    stop = threading.Event()
+    changes = []
+
+    def change_zones() -> None:
+        while not stop.is_set():
+            zone = zones[len(changes) % len(zones)]
+            r = gw.request("PATCH", "/v1/account", gw.admin, json={"timezone": zone})
+            assert r.status_code == 200 and r.json()["timezone"] == (zone or "UTC"), r.text
+            changes.append(zone)
+            time.sleep(0.02)
+
+    changer = threading.Thread(target=change_zones)
+    changer.start()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda i: _call(gw, keys[i % 2][1], i % 4), range(40)))
+    finally:
+        stop.set()
+        changer.join()
+    for key_id, _ in keys:
+        assert gw.wait_settled(key_id)["reserved_micros"] == 0
+    final = zones[(len(changes) - 1) % len(zones)]
+    end = int(time.time() * 1000) + 1
+    params = {"from_ms": start - 1234, "to_ms": end, "group_by": "end_user,day"}
+    body = gw.request("GET", "/v1/usage", gw.admin, params=params).json()  # flushes the writer
+    db = Database(gw.database_url)
+    with db.engine.connect() as conn:
+        account = conn.execute(select(api_keys.c.account_id).where(api_keys.c.id == keys[0][0])).scalar_one()
+    assert len(changes) >= 3 and rollups.differences(db) == []
+    expected = events_groups(db, account, start - 1234, end, ["end_user", "day"], ZoneInfo(final) if final else None)
+    assert body["groups"] == expected and sum(g["request_count"] for g in expected) >= 40
+    assert [int(r["request_count"]) for r in _csv(gw, params)] == [g["request_count"] for g in expected]
+    assert gw.request("PATCH", "/v1/account", gw.admin, json={"timezone": None}).status_code == 200
+    assert rollups.differences(db) == []
+    db.dispose()
+
+
 def _cli(gw: Gateway, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "tollway", "usage", *args],

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import Connection, func, insert, or_, select, update
 
 from tollway.keys.secrets import generate_secret, hash_secret, new_id
 from tollway.store import Database, accounts, api_keys, now_ms, usage_events
@@ -130,10 +130,16 @@ class KeyStore:
             "created_at": row.created_at,
         }
 
-    def update_account(self, account_id: str, values: dict[str, Any]) -> Optional[dict[str, Any]]:
-        if values:
+    def update_account(
+        self, account_id: str, values: dict[str, Any], then: Optional[Callable[[Connection], None]] = None
+    ) -> Optional[dict[str, Any]]:
+        """Update the account's columns, and run ``then`` in the same transaction."""
+        if values or then is not None:
             with self.db.engine.begin() as conn:
-                conn.execute(update(accounts).where(accounts.c.id == account_id).values(**values))
+                if values:
+                    conn.execute(update(accounts).where(accounts.c.id == account_id).values(**values))
+                if then is not None:
+                    then(conn)
         return self.account(account_id)
 
     def zones(self) -> dict[str, Optional[str]]:

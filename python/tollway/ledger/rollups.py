@@ -1,4 +1,12 @@
-"""Usage rollups: the sums of ``usage_events`` per account, UTC hour and UTC day, key and model.
+"""Usage rollups: the sums of ``usage_events`` per account, UTC hour, day and month, key and model.
+
+A day row is the account's calendar day in its time zone (``accounts.timezone``; keyed as
+``tollway.ledger.local_days.day_bucket`` says), so reports grouped by day read day rows in any
+zone; a month row is the sum of its days' rows (the reports of a month read a row per key and
+model). ``set_zone`` changes an account's zone and recomputes its day rows in one transaction;
+the writer reads the zone in its own transaction, after its insert (SQLite: holding the write
+lock) under FOR SHARE (PostgreSQL: a zone change waits for it, or it for the change), so no
+event is counted in a day of the zone it no longer has.
 
 They change only in the transaction that inserts the events they sum (``insert_events``,
 used by the writer and the crash-journal replay), and only by the rows that transaction
@@ -15,17 +23,22 @@ past usage under the new tag).
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Optional, Sequence
 
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from tollway.store import Database, usage_events
+from tollway.ledger.local_days import day_bucket, month_bucket, runs, zone_of
+from tollway.store import Database, accounts, usage_events
 from tollway.store.schema import usage_rollups
 
 HOUR = 3_600_000
 DAY = 86_400_000
-SPANS = (HOUR, DAY)
+MONTH = 2_592_000_000  # a calendar month's rows (the span is nominal: 30 days)
+DAY_BY_KEY = 86_400_001  # a day's rows summed over the key's models (model ''): reports without models
+SPANS = (HOUR, DAY, MONTH, DAY_BY_KEY)
+LOCAL_SPANS = (DAY, MONTH, DAY_BY_KEY)  # in the account's zone
 KEY_COLUMNS = ("account_id", "span_ms", "bucket_ms", "key_id", "model")
 SUM_COLUMNS = (
     "request_count", "cost_micros", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
@@ -85,15 +98,39 @@ def _statements(db: Database) -> tuple[Compiled, Compiled]:
     return found
 
 
-def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rollup increments of ``rows``: one per (account, span, bucket, key, model), in key order
-    (every transaction takes the rows' locks in the same order: no deadlock between writers)."""
+def zones(conn: Connection, db: Database, account_ids: Sequence[str]) -> dict[str, Optional[dt.tzinfo]]:
+    """The zones of the accounts, read in the caller's transaction (PostgreSQL: FOR SHARE, so a
+    zone change waits for it to commit, or it for the change, and reads the new zone)."""
+    wanted = sorted(set(account_ids))
+    found: dict[str, Optional[dt.tzinfo]] = dict.fromkeys(wanted)
+    for i in range(0, len(wanted), _CHUNK):
+        query = select(accounts.c.id, accounts.c.timezone).where(accounts.c.id.in_(wanted[i : i + _CHUNK]))
+        if not db.is_sqlite:
+            query = query.order_by(accounts.c.id).with_for_update(read=True)
+        found.update({a: zone_of(name) for a, name in conn.execute(query)})
+    return found
+
+
+def aggregate(
+    rows: Sequence[dict[str, Any]], zones: Optional[dict[str, Optional[dt.tzinfo]]] = None
+) -> list[dict[str, Any]]:
+    """The rollup increments of ``rows`` (day rows in each account's zone, UTC when not in
+    ``zones``): one per (account, span, bucket, key, model), in key order (every transaction
+    takes the rows' locks in the same order: no deadlock between writers)."""
+    zones = zones or {}
     sums: dict[tuple[Any, ...], list[int]] = {}
     for row in rows:
         created = int(row["created_at"])
         values = (1, *(int(row[c]) for c in _EVENT_SUMS))
-        for span in SPANS:
-            ident = (row["account_id"], span, created - created % span, row["key_id"], row["model"])
+        tz = zones.get(row["account_id"])
+        day = day_bucket(created, tz)
+        for span, bucket in (
+            (HOUR, created - created % HOUR),
+            (DAY, day),
+            (MONTH, month_bucket(day)),
+            (DAY_BY_KEY, day),
+        ):
+            ident = (row["account_id"], span, bucket, row["key_id"], "" if span == DAY_BY_KEY else row["model"])
             acc = sums.get(ident)
             if acc is None:
                 sums[ident] = list(values)
@@ -110,7 +147,7 @@ def add_to_rollups(conn: Connection, db: Database, rows: Sequence[dict[str, Any]
     if not rows:
         return
     _, (sql, order) = _statements(db)
-    increments = aggregate(rows)
+    increments = aggregate(rows, zones(conn, db, [r["account_id"] for r in rows]))
     conn.exec_driver_sql(sql, [tuple(r[k] for k in order) for r in increments] if order else increments)
 
 
@@ -145,18 +182,79 @@ def insert_events(
     return list(rows)
 
 
-def _sums_sql(span: int, where: str) -> str:
-    """The SELECT of the rollup rows of ``span`` from the events (KEY_COLUMNS, then SUM_COLUMNS)."""
+def _day_sql(tz: Optional[dt.tzinfo], lo: int, hi: int) -> str:
+    """The SQL of ``local_days.day_bucket(created_at, tz)`` for events in [lo, hi): the quarter
+    hour plus its UTC offset (a CASE over the offset's changes), cut to its day."""
+    if tz is None:
+        return f"created_at - created_at % {DAY}"
+    changes = runs(lo - lo % 900_000, hi, tz) or [(lo, hi, 0)]
+    offset = str(changes[-1][2])
+    if len(changes) > 1:
+        whens = " ".join(f"WHEN created_at < {end} THEN {off}" for _, end, off in changes[:-1])
+        offset = f"CASE {whens} ELSE {offset} END"
+    local = f"(created_at - created_at % 900000 + {offset})"
+    return f"{local} - {local} % {DAY}"
+
+
+def _sums_sql(bucket: str, span: int, where: str) -> str:
+    """The SELECT of rollup rows (KEY_COLUMNS, then SUM_COLUMNS) from the events."""
+    model, by_model = ("''", "") if span == DAY_BY_KEY else ("model", ", model")
     return (
-        f"SELECT account_id, {span}, created_at - created_at % {span}, key_id, model, COUNT(*), SUM(cost_micros), "
+        f"SELECT account_id, {span}, {bucket}, key_id, {model}, COUNT(*), SUM(cost_micros), "
         "SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens), SUM(cache_write_tokens), SUM(latency_ms) "
-        f"FROM usage_events {where} GROUP BY account_id, created_at - created_at % {span}, key_id, model"
+        f"FROM usage_events {where} GROUP BY account_id, {bucket}, key_id{by_model}"
     )
 
 
-def _fill_sql(where: str = "") -> list[str]:
+def _selects(conn: Connection, account_id: Optional[str], local_only: bool = False) -> list[tuple[str, dict[str, Any]]]:
+    """The SELECTs of the rollup rows from the events (of one account, or all), read in ``conn``:
+    the hour rows (unless ``local_only``), the day and month rows of the UTC accounts, those of
+    each zoned account."""
+    where = "WHERE account_id = :account" if account_id is not None else ""
+    params: dict[str, Any] = {"account": account_id} if account_id is not None else {}
+    query = select(accounts.c.id, accounts.c.timezone).where(accounts.c.timezone.is_not(None))
+    if account_id is not None:
+        query = query.where(accounts.c.id == account_id)
+    zoned = {a: tz for a, name in conn.execute(query) if (tz := zone_of(name)) is not None}
+    out = [] if local_only else [(_sums_sql(f"created_at - created_at % {HOUR}", HOUR, where), params)]
+    utc_where, utc_params = where, dict(params)
+    if zoned:
+        marks = ", ".join(f":z{i}" for i in range(len(zoned)))
+        utc_where = f"{where} {'AND' if where else 'WHERE'} account_id NOT IN ({marks})"
+        utc_params.update({f"z{i}": a for i, a in enumerate(zoned)})
+    month = _month_sql_sqlite if conn.dialect.name == "sqlite" else _month_sql_postgresql
+    day = _day_sql(None, 0, 0)
+    out += [
+        (_sums_sql(b, span, utc_where), utc_params) for b, span in ((day, DAY), (month(day), MONTH), (day, DAY_BY_KEY))
+    ]
+    for account, tz in sorted(zoned.items()):
+        lo, hi = conn.execute(
+            text("SELECT MIN(created_at), MAX(created_at) FROM usage_events WHERE account_id = :a"), {"a": account}
+        ).one()
+        if lo is not None:
+            day = _day_sql(tz, int(lo), int(hi) + 1)
+            for bucket, span in ((day, DAY), (month(day), MONTH), (day, DAY_BY_KEY)):
+                out.append((_sums_sql(bucket, span, "WHERE account_id = :a"), {"a": account}))
+    return out
+
+
+def _month_sql_sqlite(day: str) -> str:
+    """``local_days.month_bucket`` of the day bucket ``day`` (SQL)."""
+    return f"CAST(strftime('%s', ({day}) / 1000, 'unixepoch', 'start of month') AS INTEGER) * 1000"
+
+
+def _month_sql_postgresql(day: str) -> str:
+    return f"CAST(EXTRACT(EPOCH FROM date_trunc('month', to_timestamp(({day}) / 1000) AT TIME ZONE 'UTC')) AS BIGINT) * 1000"
+
+
+def refill(conn: Connection, account_id: Optional[str] = None, local_only: bool = False) -> int:
+    """Insert the rollup rows (of one account, or all; ``local_only``: its day and month rows)
+    computed from the events; the rows must not be there (the caller deleted them)."""
     columns = ", ".join((*KEY_COLUMNS, *SUM_COLUMNS))
-    return [f"INSERT INTO usage_rollups ({columns}) {_sums_sql(span, where)}" for span in SPANS]
+    written = 0
+    for sql, params in _selects(conn, account_id, local_only):
+        written += conn.execute(text(f"INSERT INTO usage_rollups ({columns}) {sql}"), params).rowcount
+    return written
 
 
 def rebuild(db: Database, account_id: Optional[str] = None) -> int:
@@ -173,10 +271,18 @@ def rebuild(db: Database, account_id: Optional[str] = None) -> int:
         if not db.is_sqlite:
             conn.execute(text("LOCK TABLE usage_rollups IN EXCLUSIVE MODE"))
         conn.execute(text(f"DELETE FROM usage_rollups {where}"), params)
-        written = 0
-        for sql in _fill_sql(where):
-            written += conn.execute(text(sql), params).rowcount
-    return written
+        return refill(conn, account_id)
+
+
+def set_zone(conn: Connection, account_id: str, name: Optional[str]) -> None:
+    """Give the account the zone ``name`` (None: UTC) and recompute its day and month rows, in
+    ``conn``'s transaction (its UPDATE waits for the writers that read the old zone: FOR SHARE)."""
+    conn.execute(update(accounts).where(accounts.c.id == account_id).values(timezone=name))
+    conn.execute(
+        text("DELETE FROM usage_rollups WHERE account_id = :account AND span_ms IN (:day, :month, :by_key)"),
+        {"account": account_id, "day": DAY, "month": MONTH, "by_key": DAY_BY_KEY},
+    )
+    refill(conn, account_id, local_only=True)
 
 
 def differences(db: Database, account_id: Optional[str] = None) -> list[tuple[Any, ...]]:
@@ -191,8 +297,8 @@ def differences(db: Database, account_id: Optional[str] = None) -> list[tuple[An
             for r in conn.execute(text(f"SELECT {cols} FROM usage_rollups {where}"), params)
         }
         expected: dict[tuple[Any, ...], tuple[int, ...]] = {}
-        for span in SPANS:
-            for r in conn.execute(text(_sums_sql(span, where)), params):
+        for sql, sql_params in _selects(conn, account_id):
+            for r in conn.execute(text(sql), sql_params):
                 expected[tuple(r[:5])] = tuple(int(v) for v in r[5:])
     return [
         (*ident, stored.get(ident), expected.get(ident))

@@ -78,8 +78,7 @@ def capability(*, auth: Authenticator, writer: UsageWriter, db: Database) -> Cap
     @routes.route("GET", "/v1/usage")
     async def usage(request: Request) -> Response:
         account_id, from_ms, to_ms, group_by = await window(request)
-        tz = auth.budgets.zone_of(account_id)
-        return json_response(200, await asyncio.to_thread(usage_report, db, account_id, from_ms, to_ms, group_by, tz))
+        return json_response(200, await asyncio.to_thread(usage_report, db, account_id, from_ms, to_ms, group_by))
 
     @routes.route("GET", "/v1/usage.csv")
     async def usage_csv(request: Request) -> StreamResponse:
@@ -87,8 +86,7 @@ def capability(*, auth: Authenticator, writer: UsageWriter, db: Database) -> Cap
         columns in group_by order, then request_count, input_tokens, output_tokens, cost_micros, cost_usd."""
         account_id, from_ms, to_ms, group_by = await window(request)
         group_by = group_by or ["key", "model"]
-        tz = auth.budgets.zone_of(account_id)
-        groups = await asyncio.to_thread(usage_groups, db, account_id, from_ms, to_ms, group_by, tz)
+        groups = await asyncio.to_thread(usage_groups, db, account_id, from_ms, to_ms, group_by)
         headers = [
             ("content-type", "text/csv; charset=utf-8"),
             ("content-disposition", f'attachment; filename="usage-{from_ms}-{to_ms}.csv"'),

@@ -1,14 +1,15 @@
 """/v1/usage from the rollups (tollway.ledger.rollups): exact for any from_ms / to_ms.
 
-A window [from_ms, to_ms) is cut into: the partial hours at its two ends, read from the
-events; whole UTC days, from the day rows; the whole hours of the days at the ends, from
-the hour rows (or, when fewer rows, as the day's row less the hours outside the window).
-All of it is summed in one query. Grouped by day in a zone other than UTC, the day rows do
-not fit (a UTC day straddles two local days), so the whole hours come from the hour rows,
-each counted under its local day; an hour in which the local day changes (a local midnight
-not on a UTC hour, as in Asia/Kolkata, +5:30) is read from its events. The answers are
-equal to the event scans of tollway.ledger.report (tests/test_usage_rollups_property.py
-holds them to it).
+The account's months and days (in its time zone, as its rows are) that lie wholly in the
+window [from_ms, to_ms) are read from their rows (months only for the sums per key and model:
+a month row has no days); a month the window cuts, as its days inside or its row less its days
+outside. A day the window cuts is read as its part
+inside the window, or as its day row less its part outside, whichever reads fewer rows;
+a part is its whole hours' hour rows and the events of its partial hours (a day need not
+start on a UTC hour: Asia/Kolkata's starts at :30). Every part lies in one day, so each
+carries its day; all of it is summed, and grouped by key, model, end user and day, in one
+query. The answers are equal to the event scans of tollway.ledger.report
+(tests/test_usage_rollups_property.py holds them to it).
 """
 
 from __future__ import annotations
@@ -16,147 +17,247 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Optional, Sequence
 
-from sqlalchemy import Integer, and_, case, func, literal, select, union_all
+from sqlalchemy import BigInteger, Integer, func, literal, select, union_all
 
-from tollway.ledger.report import day_label, event_rows, group_document, key_names, summary_document
-from tollway.ledger.rollups import DAY, HOUR
-from tollway.store import Database, usage_events
+from tollway.ledger import local_days
+from tollway.ledger.report import group_document, key_names, summary_document
+from tollway.ledger.rollups import DAY, DAY_BY_KEY, HOUR, MONTH
+from tollway.store import Database, accounts, api_keys, usage_events
 from tollway.store.schema import usage_rollups
 
 EVENTS = 0
-_RUNS_PER_QUERY = 200  # local days per CASE expression
-Part = tuple[int, int, int, int]  # (EVENTS, HOUR or DAY; lo; hi; sign)
+Part = tuple[int, int, int, int, Optional[int]]  # (EVENTS, HOUR or DAY; lo; hi; sign; day bucket or None)
+_ATTEMPTS = 3
 
 
 def _ceil(ms: int, span: int) -> int:
     return -(-ms // span) * span
 
 
-def _edge(lo: int, hi: int, day: int) -> list[Part]:
-    """The whole hours [lo, hi) of the UTC day starting at ``day``: their hour rows, or the
-    day's row less the hours outside, whichever reads fewer rows."""
-    inside = (hi - lo) // HOUR
-    if 1 + (24 - inside) < inside:
-        return [(DAY, day, day + DAY, 1), (HOUR, day, lo, -1), (HOUR, hi, day + DAY, -1)]
-    return [(HOUR, lo, hi, 1)]
-
-
-def plan(from_ms: int, to_ms: int, days: bool = True) -> list[Part]:
-    """The parts covering [from_ms, to_ms): the events of the partial hours at the ends, and
-    rollup rows (``days``: day rows where they fit; else hour rows only)."""
-    h0, h1 = _ceil(from_ms, HOUR), to_ms // HOUR * HOUR
+def _pieces(lo: int, hi: int, sign: int, day: int) -> list[Part]:
+    """[lo, hi), within one day: the events of its partial hours, the hour rows of its whole ones."""
+    if lo >= hi:
+        return []
+    h0, h1 = _ceil(lo, HOUR), hi // HOUR * HOUR
     if h0 >= h1:
-        parts = [(EVENTS, from_ms, to_ms, 1)]
-    else:
-        parts = [(EVENTS, from_ms, h0, 1), (EVENTS, h1, to_ms, 1)]
-        d0, d1 = _ceil(h0, DAY), h1 // DAY * DAY
-        if not days:
-            parts.append((HOUR, h0, h1, 1))
-        elif d0 > d1:  # within one UTC day
-            parts += _edge(h0, h1, d1)
-        else:
-            if h0 < d0:
-                parts += _edge(h0, d0, d0 - DAY)
-            parts.append((DAY, d0, d1, 1))
-            if d1 < h1:
-                parts += _edge(d1, h1, d1)
+        return [(EVENTS, lo, hi, sign, day)]
+    parts = [(EVENTS, lo, h0, sign, day), (HOUR, h0, h1, sign, day), (EVENTS, h1, hi, sign, day)]
     return [p for p in parts if p[1] < p[2]]
 
 
-def _rollup_where(account_id: str, span: int, lo: int, hi: int) -> Any:
-    r = usage_rollups
-    return and_(r.c.account_id == account_id, r.c.span_ms == span, r.c.bucket_ms >= lo, r.c.bucket_ms < hi)
+def _cost(parts: Sequence[Part]) -> float:
+    """Rows read, per key and model: a month row one, a day row range its days, an hour row range
+    its hours, an events piece about three an hour (a busy key's), and one more for each part."""
+    spans = {MONTH: MONTH, DAY: DAY, HOUR: HOUR}
+    return sum(1 + ((hi - lo) * 3 / HOUR if src == EVENTS else (hi - lo) // spans[src]) for src, lo, hi, _, _ in parts)
+
+
+Day = tuple[int, list[tuple[int, int]]]  # (bucket, its ranges): local_days.days
+
+
+def _day_plan(days: Sequence[Day], lo: int, hi: int, sign: int) -> list[Part]:
+    """[lo, hi) from day rows (days wholly inside), and each day it cuts as its part inside or
+    as its row less its part outside (``days``: the days meeting [lo, hi), whole)."""
+    parts: list[Part] = []
+    for bucket, ranges in days:
+        inside = [(max(s, lo), min(e, hi)) for s, e in ranges if max(s, lo) < min(e, hi)]
+        if not inside:
+            continue
+        if len(ranges) == 1 and inside[0] == ranges[0]:
+            parts.append((DAY, bucket, bucket + DAY, sign, None))
+            continue
+        direct = [p for a, b in inside for p in _pieces(a, b, sign, bucket)]
+        if len(ranges) == 1:
+            (start, end), (a, b) = ranges[0], inside[0]
+            less = [(DAY, bucket, bucket + DAY, sign, None), *_pieces(start, a, -sign, bucket),
+                    *_pieces(b, end, -sign, bucket)]  # fmt: skip
+            if _cost(less) < _cost(direct):
+                direct = less
+        parts += direct
+    return parts
+
+
+def _months(days: Sequence[Day]) -> list[tuple[int, Optional[tuple[int, int]], list[Day]]]:
+    """The months of ``days``: (bucket, its one range, or None when ``days`` lack some of its days
+    or a day of it is not one range; its days)."""
+    members: dict[int, list[Day]] = {}
+    for day in days:
+        members.setdefault(local_days.month_bucket(day[0]), []).append(day)
+    result = []
+    for month, its in members.items():
+        span: Optional[tuple[int, int]] = None
+        complete = its[0][0] == month and its[-1][0] + DAY == local_days.next_month(month)
+        if complete and all(len(ranges) == 1 for _, ranges in its):
+            if all(a[1][0][1] == b[1][0][0] for a, b in zip(its, its[1:], strict=False)):
+                span = (its[0][1][0][0], its[-1][1][0][1])
+        result.append((month, span, its))
+    return result
+
+
+def plan(from_ms: int, to_ms: int, tz: Optional[dt.tzinfo], months: bool = False) -> list[Part]:
+    """The parts covering [from_ms, to_ms) for day rows in ``tz`` (None: UTC); with ``months``,
+    month rows too (a month cut by the window is read as its part inside, or its row less its
+    part outside, whichever reads fewer rows). Parts of day and month rows carry no day: only
+    a report without days may use month rows."""
+    if from_ms >= to_ms:
+        return []
+    q0, q1 = from_ms - from_ms % local_days.QUARTER, _ceil(to_ms, local_days.QUARTER)
+    margin = 33 * DAY if months else 2 * DAY
+    days = local_days.days(q0 - margin, q1 + margin, tz)
+    if not months:
+        return _merged(_day_plan(days, from_ms, to_ms, 1))
+    parts: list[Part] = []
+    for month, span, members in _months(days):
+        if span is None:
+            parts += _day_plan(members, from_ms, to_ms, 1)
+            continue
+        start, end = span
+        if end <= from_ms or start >= to_ms:
+            continue
+        row = (MONTH, month, local_days.next_month(month), 1, None)
+        if from_ms <= start and end <= to_ms:
+            parts.append(row)
+            continue
+        direct = _day_plan(members, from_ms, to_ms, 1)
+        less = [row, *_day_plan(members, start, from_ms, -1),
+                *_day_plan(members, to_ms, end, -1)]  # fmt: skip
+        parts += less if _cost(less) < _cost(direct) else direct
+    return _merged(parts)
+
+
+def _merged(parts: list[Part]) -> list[Part]:
+    """Adjacent ranges of day (or month) rows of one sign as one range."""
+    rows = sorted(p for p in parts if p[0] in (DAY, MONTH) and p[4] is None)
+    merged: list[Part] = []
+    for p in rows:
+        last = merged[-1] if merged else None
+        if last is not None and last[0] == p[0] and last[2] == p[1] and last[3] == p[3]:
+            merged[-1] = (p[0], last[1], p[2], p[3], None)
+        else:
+            merged.append(p)
+    return merged + [p for p in parts if not (p[0] in (DAY, MONTH) and p[4] is None)]
 
 
 def _signed(column: Any, sign: int) -> Any:
     return column if sign == 1 else column * literal(sign, Integer)
 
 
-def _part_query(account_id: str, part: Part, with_day: bool) -> Any:
+def _part_query(account_id: str, part: Part, by_model: bool) -> Any:
     e, r = usage_events, usage_rollups
-    source, lo, hi, sign = part
+    source, lo, hi, sign, day = part
+    span = DAY_BY_KEY if source == DAY and not by_model else source  # five times fewer rows
     if source == EVENTS:
-        day = [(e.c.created_at - e.c.created_at % literal(DAY, Integer)).label("day")] if with_day else []
         return select(
             e.c.key_id.label("key_id"),
             e.c.model.label("model"),
-            *day,
-            e.c.cost_micros.label("cost"),
-            literal(1, Integer).label("n"),
-            (e.c.input_tokens + e.c.cache_read_tokens + e.c.cache_write_tokens).label("tin"),
-            e.c.output_tokens.label("tout"),
-            e.c.latency_ms.label("lat"),
+            literal(day, BigInteger).label("day"),
+            _signed(e.c.cost_micros, sign).label("cost"),
+            literal(sign, Integer).label("n"),
+            _signed(e.c.input_tokens + e.c.cache_read_tokens + e.c.cache_write_tokens, sign).label("tin"),
+            _signed(e.c.output_tokens, sign).label("tout"),
+            _signed(e.c.latency_ms, sign).label("lat"),
         ).where(e.c.account_id == account_id, e.c.created_at >= lo, e.c.created_at < hi)
-    day = [(r.c.bucket_ms - r.c.bucket_ms % literal(DAY, Integer)).label("day")] if with_day else []
     return select(
         r.c.key_id.label("key_id"),
         r.c.model.label("model"),
-        *day,
+        (r.c.bucket_ms if day is None else literal(day, BigInteger)).label("day"),
         _signed(r.c.cost_micros, sign).label("cost"),
         _signed(r.c.request_count, sign).label("n"),
         _signed(r.c.input_tokens + r.c.cache_read_tokens + r.c.cache_write_tokens, sign).label("tin"),
         _signed(r.c.output_tokens, sign).label("tout"),
         _signed(r.c.latency_ms, sign).label("lat"),
-    ).where(_rollup_where(account_id, source, lo, hi))
+    ).where(r.c.account_id == account_id, r.c.span_ms == span, r.c.bucket_ms >= lo, r.c.bucket_ms < hi)
 
 
-def _utc_rows(
-    conn: Any, account_id: str, from_ms: int, to_ms: int, with_day: bool, by_model: bool = True
-) -> list[tuple[Any, ...]]:
-    """(key_id, model or None, UTC day start or None, cost, count, input, output, latency sum) in
-    key_id, model, day order, in one query over the plan's parts."""
-    parts = [_part_query(account_id, p, with_day) for p in plan(from_ms, to_ms)]
+def _grouped(conn: Any, account_id: str, parts: Sequence[Part], fields: Sequence[str]) -> list[tuple[Any, ...]]:
+    """(the ``fields`` of each group..., cost, count, input, output, latency sum) over the parts,
+    fields among key_id, model, day (a bucket) and end_user (the key's, as it is now)."""
     if not parts:
         return []
-    u = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery()
-    keys = [u.c.key_id, *([u.c.model] if by_model else []), *([u.c.day] if with_day else [])]
-    sums = [func.sum(u.c.cost), func.sum(u.c.n), func.sum(u.c.tin), func.sum(u.c.tout), func.sum(u.c.lat)]
-    query = select(*keys, *sums).group_by(*keys).having(func.sum(u.c.n) != 0).order_by(*keys)
-    out = []
-    for row in conn.execute(query):
-        model = row[1] if by_model else None
-        day = row[len(keys) - 1] if with_day else None
-        out.append((row[0], model, day, *row[len(keys) :]))
-    return out
+    queries = [_part_query(account_id, p, "model" in fields) for p in parts]
+    u = (union_all(*queries) if len(queries) > 1 else queries[0]).subquery()
+    source: Any = u
+    if "end_user" in fields:
+        source = u.outerjoin(api_keys, api_keys.c.id == u.c.key_id)
+    columns = {"key_id": u.c.key_id, "model": u.c.model, "day": u.c.day, "end_user": api_keys.c.end_user_id}
+    keys = [columns[f] for f in fields]
+    # BIGINT sums: PostgreSQL's SUM of a BIGINT is a NUMERIC, each a Decimal to the driver (slow).
+    sums = [func.sum(c).cast(BigInteger) for c in (u.c.cost, u.c.n, u.c.tin, u.c.tout, u.c.lat)]
+    query = select(*keys, *sums).select_from(source).group_by(*keys).having(func.sum(u.c.n) != 0).order_by(*keys)
+    return [tuple(row) for row in conn.execute(query)]
 
 
-def _summary(conn: Any, rows: Sequence[tuple[Any, ...]], from_ms: int, to_ms: int) -> dict[str, Any]:
-    """The summary from _utc_rows (several days of a key and model are adjacent)."""
-    merged: dict[tuple[str, str], list[int]] = {}
-    for key_id, model, _day, cost, n, tin, tout, lat in rows:
-        acc = merged.setdefault((key_id, model), [0, 0, 0, 0, 0])
-        for i, v in enumerate((cost, n, tin, tout, lat)):
-            acc[i] += int(v or 0)
-    lines = [(k, m, cost, n, tin, tout, lat / n) for (k, m), (cost, n, tin, tout, lat) in merged.items()]
-    return summary_document(lines, key_names(conn, {k for k, _ in merged}), from_ms, to_ms)
+def _used(conn: Any, account_id: str, from_ms: int, to_ms: int) -> tuple[int, int]:
+    """[from_ms, to_ms) narrowed to the account's first and last event (the same sums, fewer parts)."""
+    e = usage_events
+    first, last = conn.execute(
+        select(func.min(e.c.created_at), func.max(e.c.created_at)).where(e.c.account_id == account_id)
+    ).one()
+    if first is None:
+        return from_ms, from_ms
+    return max(from_ms, int(first)), min(to_ms, int(last) + 1)
 
 
-def usage_report(
-    db: Database, account_id: str, from_ms: int, to_ms: int, group_by: list[str], tz: Optional[dt.tzinfo] = None
-) -> dict[str, Any]:
-    """The /v1/usage body: the summary, and with ``group_by`` its groups (= report.events_summary
-    and report.events_groups)."""
-    with_day = "day" in group_by
-    local = with_day and tz not in (None, dt.timezone.utc)
-    # One query when the groups are per key and model anyway (the summary's rows, or its rows
-    # per day); else the summary's, and the groups' without the model (fewer rows out).
-    one_query = not with_day or (not local and "model" in group_by)
+def _zone_name(conn: Any, account_id: str) -> Optional[str]:
+    return conn.execute(select(accounts.c.timezone).where(accounts.c.id == account_id)).scalar_one_or_none()
+
+
+_FIELD = {"key": "key_id", "end_user": "end_user_id", "model": "model", "day": "day"}
+
+
+def _groups(
+    conn: Any, account_id: str, parts: Sequence[Part], group_by: list[str], summary_rows: Sequence[tuple[Any, ...]]
+) -> list[dict[str, Any]]:
+    """The groups, sorted as report.group_document sorts them. Without ``day`` they are sums of
+    ``summary_rows`` (per key and model); with it, of one more query's rows: per key (and
+    model) when the key's tags are wanted, else grouped in the database as asked."""
+    if "day" not in group_by:
+        return group_document(conn, [(k, m, None, *sums[:4]) for k, m, *sums in summary_rows], group_by)
+    labels: dict[int, str] = {}
+
+    def day(bucket: Any) -> str:
+        found = labels.get(bucket)
+        if found is None:
+            found = labels[bucket] = local_days.label(int(bucket))
+        return found
+
+    if "tag" in group_by:
+        with_model = "model" in group_by
+        fields = ["key_id", *(["model"] if with_model else []), "day"]
+        rows = [
+            (row[0], row[1] if with_model else None, day(row[len(fields) - 1]), *row[-5:-1])
+            for row in _grouped(conn, account_id, parts, fields)
+        ]
+        return group_document(conn, rows, group_by)
+    groups = []
+    for row in _grouped(conn, account_id, parts, ["key_id" if g == "key" else g for g in group_by]):
+        entry = {_FIELD[g]: (day(v) if g == "day" else v) for g, v in zip(group_by, row, strict=False)}
+        cost, count, tokens_in, tokens_out, _ = row[len(group_by) :]
+        entry.update(
+            cost_micros=int(cost or 0), request_count=int(count), input_tokens=int(tokens_in or 0),
+            output_tokens=int(tokens_out or 0),
+        )  # fmt: skip
+        groups.append(entry)
+    return sorted(groups, key=lambda g: tuple(str(g[_FIELD[f]] or "") for f in group_by))
+
+
+def usage_report(db: Database, account_id: str, from_ms: int, to_ms: int, group_by: list[str]) -> dict[str, Any]:
+    """The /v1/usage body: the summary, and with ``group_by`` its groups, days in the account's
+    zone (= report.events_summary and report.events_groups in that zone)."""
     with db.engine.connect() as conn:
-        rows = _utc_rows(conn, account_id, from_ms, to_ms, with_day and one_query)
-        body = _summary(conn, rows, from_ms, to_ms)
-        if group_by:
-            body["group_by"] = group_by
-            if local:
-                body["groups"] = _local_groups(conn, account_id, from_ms, to_ms, group_by, tz)
-            else:
-                if not one_query:
-                    rows = _utc_rows(conn, account_id, from_ms, to_ms, True, by_model=False)
-                days: dict[int, str] = {}
-                lines = [
-                    (k, m, days.setdefault(d, day_label(d, None)) if with_day else None, cost, n, tin, tout)
-                    for k, m, d, cost, n, tin, tout, _lat in rows
-                ]
-                body["groups"] = group_document(conn, lines, group_by)
+        for _ in range(_ATTEMPTS):  # the zone the day rows were read in, unchanged meanwhile
+            name = _zone_name(conn, account_id)
+            tz = local_days.zone_of(name)
+            lo, hi = _used(conn, account_id, from_ms, to_ms)
+            rows = _grouped(conn, account_id, plan(lo, hi, tz, months=True), ["key_id", "model"])
+            lines = [(k, m, cost, n, tin, tout, lat / n) for k, m, cost, n, tin, tout, lat in rows]
+            body = summary_document(lines, key_names(conn, {r[0] for r in rows}), from_ms, to_ms)
+            if group_by:
+                body["group_by"] = group_by
+                parts = plan(lo, hi, tz) if "day" in group_by else []
+                body["groups"] = _groups(conn, account_id, parts, group_by, rows)
+            if _zone_name(conn, account_id) == name:
+                break
     return body
 
 
@@ -165,107 +266,6 @@ def usage_summary(db: Database, account_id: str, from_ms: int, to_ms: int) -> di
     return usage_report(db, account_id, from_ms, to_ms, [])
 
 
-def usage_groups(
-    db: Database, account_id: str, from_ms: int, to_ms: int, group_by: list[str], tz: Optional[dt.tzinfo] = None
-) -> list[dict[str, Any]]:
+def usage_groups(db: Database, account_id: str, from_ms: int, to_ms: int, group_by: list[str]) -> list[dict[str, Any]]:
     """The events with from_ms <= created_at < to_ms grouped by ``group_by`` (= report.events_groups)."""
-    return usage_report(db, account_id, from_ms, to_ms, group_by, tz).get("groups", [])
-
-
-def _sums() -> list[Any]:
-    r = usage_rollups
-    return [
-        func.sum(r.c.cost_micros),
-        func.sum(r.c.request_count),
-        func.sum(r.c.input_tokens + r.c.cache_read_tokens + r.c.cache_write_tokens),
-        func.sum(r.c.output_tokens),
-    ]
-
-
-def _offset(ms: int, tz: dt.tzinfo) -> int:
-    moment = dt.datetime.fromtimestamp(ms / 1000, tz)
-    return int(moment.utcoffset().total_seconds() * 1000)  # type: ignore[union-attr]
-
-
-def local_hours(lo: int, hi: int, tz: dt.tzinfo) -> tuple[list[tuple[int, int, str]], list[tuple[int, int]]]:
-    """For whole hours lo..hi: runs (start, end, local day) of hours wholly in one local day,
-    and the hours in which the local day changes (read from their events).
-
-    Per UTC day: when the zone's offset is the same at its start, middle and end, the local
-    day changes once, at the local midnight; else (a DST change) hour by hour, an hour being
-    one day's when its four quarter hours are (the events' day is their quarter hour's:
-    report.event_rows)."""
-    runs: list[tuple[int, int, str]] = []
-    straddling: list[tuple[int, int]] = []
-
-    def run(start: int, end: int) -> None:
-        if start >= end:
-            return
-        label = day_label(start, tz)
-        if runs and runs[-1][2] == label and runs[-1][1] == start:
-            runs[-1] = (runs[-1][0], end, label)
-        else:
-            runs.append((start, end, label))
-
-    d = lo
-    while d < hi:
-        e = min((d // DAY + 1) * DAY, hi)
-        off = _offset(d, tz)
-        if off == _offset((d + e) // 2 // HOUR * HOUR, tz) == _offset(e, tz):
-            midnight = ((d + off) // DAY + 1) * DAY - off  # the first local midnight after d
-            hour = midnight // HOUR * HOUR
-            if midnight >= e:
-                run(d, e)
-            elif midnight % HOUR == 0:
-                run(d, midnight)
-                run(midnight, e)
-            else:
-                run(d, hour)
-                straddling.append((hour, hour + HOUR))
-                run(hour + HOUR, e)
-        else:
-            for h in range(d, e, HOUR):
-                label = day_label(h, tz)
-                if any(day_label(h + q, tz) != label for q in (900_000, 1_800_000, 2_700_000)):
-                    straddling.append((h, h + HOUR))
-                else:
-                    run(h, h + HOUR)
-        d = e
-    return runs, straddling
-
-
-def _local_hour_rows(
-    conn: Any, account_id: str, lo: int, hi: int, tz: dt.tzinfo, by_model: bool
-) -> list[tuple[Any, ...]]:
-    r = usage_rollups
-    where = _rollup_where(account_id, HOUR, lo, hi)
-    first, last = conn.execute(select(func.min(r.c.bucket_ms), func.max(r.c.bucket_ms)).where(where)).one()
-    if first is None:
-        return []
-    runs, straddling = local_hours(int(first), int(last) + HOUR, tz)  # only the hours with usage
-    out: list[tuple[Any, ...]] = []
-    for i in range(0, len(runs), _RUNS_PER_QUERY):
-        chunk = runs[i : i + _RUNS_PER_QUERY]
-        which = case(*((r.c.bucket_ms < end, n) for n, (_, end, _) in enumerate(chunk)), else_=-1)
-        skipped = [start for start, _ in straddling if chunk[0][0] <= start < chunk[-1][1]]
-        query = (
-            select(r.c.key_id, r.c.model if by_model else literal(None), which, *_sums())
-            .where(_rollup_where(account_id, HOUR, chunk[0][0], chunk[-1][1]), r.c.bucket_ms.not_in(skipped))
-            .group_by(r.c.key_id, *([r.c.model] if by_model else []), which)
-        )
-        out += [(k, m, chunk[int(n)][2], *sums) for k, m, n, *sums in conn.execute(query)]
-    for i in range(0, len(straddling), _RUNS_PER_QUERY):
-        out += event_rows(conn, account_id, straddling[i : i + _RUNS_PER_QUERY], True, tz)
-    return out
-
-
-def _local_groups(
-    conn: Any, account_id: str, from_ms: int, to_ms: int, group_by: list[str], tz: dt.tzinfo
-) -> list[dict[str, Any]]:
-    """Grouped by day in ``tz``: the hour rows under their local day, the rest from the events."""
-    parts = plan(from_ms, to_ms, days=False)
-    rows = event_rows(conn, account_id, [(lo, hi) for s, lo, hi, _ in parts if s == EVENTS], True, tz)
-    for source, lo, hi, _ in parts:
-        if source == HOUR:
-            rows += _local_hour_rows(conn, account_id, lo, hi, tz, "model" in group_by)
-    return group_document(conn, rows, group_by)
+    return usage_report(db, account_id, from_ms, to_ms, group_by).get("groups", [])

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
 from tollway.capabilities import Capability, Routes
@@ -21,7 +22,7 @@ from tollway.keys.auth import Authenticator
 from tollway.keys.routes import find_key
 from tollway.keys.secrets import hash_secret
 from tollway.keys.store import ApiKey, KeyStore
-from tollway.ledger import Ledger
+from tollway.ledger import Ledger, rollups
 from tollway.ledger.writer import UsageWriter
 from tollway.policy.credits import CreditStore
 from tollway.policy.fields import usd_to_micros
@@ -162,10 +163,13 @@ def capability(
             except ValueError as exc:
                 raise HTTPError(400, str(exc), param="timezone") from None
             values["timezone"] = None if name in (None, "UTC", "Etc/UTC") else name
-        account = await asyncio.to_thread(store.update_account, caller.account_id, values)
-        if "timezone" in values:
+        then = None
+        if "timezone" in values:  # the day rollups follow the zone, in the same transaction
+            then = partial(rollups.set_zone, account_id=caller.account_id, name=values.pop("timezone"))
+        account = await asyncio.to_thread(store.update_account, caller.account_id, values, then)
+        if then is not None:
             await asyncio.to_thread(writer.flush)
-            await asyncio.to_thread(auth.zone_changed, caller.account_id, values["timezone"])
+            await asyncio.to_thread(auth.zone_changed, caller.account_id, then.keywords["name"])
         return json_response(200, account)
 
     return Capability(routes)

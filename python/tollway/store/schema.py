@@ -91,14 +91,15 @@ usage_events = Table(
 
 
 # Usage rollups (tollway.ledger.rollups): the sums of usage_events per account, UTC hour
-# (span_ms 3600000) and UTC day (86400000), key and model, written in the transaction that
-# inserts the events. End user and tag are the key's, looked up at report time (as for events).
+# (span_ms 3600000), day and month in the account's zone (86400000, 2592000000), key and model,
+# written in the transaction that inserts the events. End user and tag are the key's, looked up
+# at report time (as for events).
 usage_rollups = Table(
     "usage_rollups",
     metadata,
     Column("account_id", String(40), primary_key=True),
-    Column("span_ms", Integer, primary_key=True, autoincrement=False),
-    Column("bucket_ms", BigInteger, primary_key=True, autoincrement=False),  # the hour's or day's start
+    Column("span_ms", BigInteger, primary_key=True, autoincrement=False),  # rollups.HOUR, DAY or MONTH
+    Column("bucket_ms", BigInteger, primary_key=True, autoincrement=False),  # local_days: the hour's, day's, month's
     Column("key_id", String(40), primary_key=True),
     Column("model", String(200), primary_key=True),
     Column("request_count", BigInteger, nullable=False),
