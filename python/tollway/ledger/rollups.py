@@ -229,7 +229,11 @@ def _selects(conn: Connection, account_id: Optional[str], local_only: bool = Fal
     ]
     for account, tz in sorted(zoned.items()):
         lo, hi = conn.execute(
-            text("SELECT MIN(created_at), MAX(created_at) FROM usage_events WHERE account_id = :a"), {"a": account}
+            text(
+                "SELECT (SELECT MIN(created_at) FROM usage_events WHERE account_id = :a), "
+                "(SELECT MAX(created_at) FROM usage_events WHERE account_id = :a)"
+            ),
+            {"a": account},
         ).one()
         if lo is not None:
             day = _day_sql(tz, int(lo), int(hi) + 1)

@@ -190,8 +190,12 @@ def _grouped(conn: Any, account_id: str, parts: Sequence[Part], fields: Sequence
 def _used(conn: Any, account_id: str, from_ms: int, to_ms: int) -> tuple[int, int]:
     """[from_ms, to_ms) narrowed to the account's first and last event (the same sums, fewer parts)."""
     e = usage_events
+    # Two subqueries: SQLite reads a MIN or a MAX alone off the index, both at once by a scan.
     first, last = conn.execute(
-        select(func.min(e.c.created_at), func.max(e.c.created_at)).where(e.c.account_id == account_id)
+        select(
+            select(func.min(e.c.created_at)).where(e.c.account_id == account_id).scalar_subquery(),
+            select(func.max(e.c.created_at)).where(e.c.account_id == account_id).scalar_subquery(),
+        )
     ).one()
     if first is None:
         return from_ms, from_ms
