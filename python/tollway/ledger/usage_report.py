@@ -17,7 +17,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Optional, Sequence
 
-from sqlalchemy import BigInteger, Integer, func, literal, select, union_all
+import orjson
+from sqlalchemy import BigInteger, Integer, Text, cast, func, literal, select, union_all
 
 from tollway.ledger import local_days
 from tollway.ledger.report import group_document, key_names, summary_document
@@ -171,15 +172,18 @@ def _part_query(account_id: str, part: Part, by_model: bool) -> Any:
 
 def _grouped(conn: Any, account_id: str, parts: Sequence[Part], fields: Sequence[str]) -> list[tuple[Any, ...]]:
     """(the ``fields`` of each group..., cost, count, input, output, latency sum) over the parts,
-    fields among key_id, model, day (a bucket) and end_user (the key's, as it is now)."""
+    fields among key_id, model, day (a bucket), end_user and tags (the key's, as it is now)."""
     if not parts:
         return []
     queries = [_part_query(account_id, p, "model" in fields) for p in parts]
     u = (union_all(*queries) if len(queries) > 1 else queries[0]).subquery()
     source: Any = u
-    if "end_user" in fields:
+    if "end_user" in fields or "tags" in fields:
         source = u.outerjoin(api_keys, api_keys.c.id == u.c.key_id)
-    columns = {"key_id": u.c.key_id, "model": u.c.model, "day": u.c.day, "end_user": api_keys.c.end_user_id}
+    columns = {
+        "key_id": u.c.key_id, "model": u.c.model, "day": u.c.day, "end_user": api_keys.c.end_user_id,
+        "tags": cast(api_keys.c.tags, Text),  # the key's list as JSON text: keys with the same tags group together
+    }  # fmt: skip
     keys = [columns[f] for f in fields]
     # BIGINT sums: PostgreSQL's SUM of a BIGINT is a NUMERIC, each a Decimal to the driver (slow).
     sums = [func.sum(c).cast(BigInteger) for c in (u.c.cost, u.c.n, u.c.tin, u.c.tout, u.c.lat)]
@@ -206,15 +210,15 @@ def _zone_name(conn: Any, account_id: str) -> Optional[str]:
     return conn.execute(select(accounts.c.timezone).where(accounts.c.id == account_id)).scalar_one_or_none()
 
 
-_FIELD = {"key": "key_id", "end_user": "end_user_id", "model": "model", "day": "day"}
+_FIELD = {"key": "key_id", "end_user": "end_user_id", "model": "model", "tag": "tag", "day": "day"}
 
 
 def _groups(
     conn: Any, account_id: str, parts: Sequence[Part], group_by: list[str], summary_rows: Sequence[tuple[Any, ...]]
 ) -> list[dict[str, Any]]:
     """The groups, sorted as report.group_document sorts them. Without ``day`` they are sums of
-    ``summary_rows`` (per key and model); with it, of one more query's rows: per key (and
-    model) when the key's tags are wanted, else grouped in the database as asked."""
+    ``summary_rows`` (per key and model); with it, of one more query grouped in the database
+    as asked (by the key's list of tags for ``tag``, each list then counted under its tags)."""
     if "day" not in group_by:
         return group_document(conn, [(k, m, None, *sums[:4]) for k, m, *sums in summary_rows], group_by)
     labels: dict[int, str] = {}
@@ -225,24 +229,26 @@ def _groups(
             found = labels[bucket] = local_days.label(int(bucket))
         return found
 
-    if "tag" in group_by:
-        with_model = "model" in group_by
-        fields = ["key_id", *(["model"] if with_model else []), "day"]
-        rows = [
-            (row[0], row[1] if with_model else None, day(row[len(fields) - 1]), *row[-5:-1])
-            for row in _grouped(conn, account_id, parts, fields)
-        ]
-        return group_document(conn, rows, group_by)
-    groups = []
-    for row in _grouped(conn, account_id, parts, ["key_id" if g == "key" else g for g in group_by]):
-        entry = {_FIELD[g]: (day(v) if g == "day" else v) for g, v in zip(group_by, row, strict=False)}
+    fields = [{"key": "key_id", "tag": "tags"}.get(g, g) for g in group_by]
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in _grouped(conn, account_id, parts, fields):
+        values = dict(zip(group_by, row, strict=False))
+        values["day"] = day(values["day"])
         cost, count, tokens_in, tokens_out, _ = row[len(group_by) :]
-        entry.update(
-            cost_micros=int(cost or 0), request_count=int(count), input_tokens=int(tokens_in or 0),
-            output_tokens=int(tokens_out or 0),
-        )  # fmt: skip
-        groups.append(entry)
-    return sorted(groups, key=lambda g: tuple(str(g[_FIELD[f]] or "") for f in group_by))
+        # A key with several tags counts under each, one with none under null (as report.group_document).
+        for tag in (orjson.loads(values["tag"]) or [None]) if "tag" in group_by and values["tag"] else [None]:
+            if "tag" in group_by:
+                values["tag"] = tag
+            ident = tuple(values[g] for g in group_by)
+            entry = groups.get(ident)
+            if entry is None:
+                entry = groups[ident] = {_FIELD[g]: values[g] for g in group_by}
+                entry.update(cost_micros=0, request_count=0, input_tokens=0, output_tokens=0)
+            entry["cost_micros"] += int(cost or 0)
+            entry["request_count"] += int(count)
+            entry["input_tokens"] += int(tokens_in or 0)
+            entry["output_tokens"] += int(tokens_out or 0)
+    return sorted(groups.values(), key=lambda g: tuple(str(g[_FIELD[f]] or "") for f in group_by))
 
 
 def usage_report(db: Database, account_id: str, from_ms: int, to_ms: int, group_by: list[str]) -> dict[str, Any]:
