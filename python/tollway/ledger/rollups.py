@@ -36,8 +36,11 @@ from tollway.store.schema import usage_rollups
 HOUR = 3_600_000
 DAY = 86_400_000
 MONTH = 2_592_000_000  # a calendar month's rows (the span is nominal: 30 days)
-DAY_BY_KEY = 86_400_001  # a day's rows summed over the key's models (model ''): reports without models
-SPANS = (HOUR, DAY, MONTH, DAY_BY_KEY)
+# An hour's and a day's rows summed over the key's models (model ''): for reports without models.
+HOUR_BY_KEY = 3_600_001
+DAY_BY_KEY = 86_400_001
+BY_KEY = (HOUR_BY_KEY, DAY_BY_KEY)
+SPANS = (HOUR, DAY, MONTH, HOUR_BY_KEY, DAY_BY_KEY)
 LOCAL_SPANS = (DAY, MONTH, DAY_BY_KEY)  # in the account's zone
 KEY_COLUMNS = ("account_id", "span_ms", "bucket_ms", "key_id", "model")
 SUM_COLUMNS = (
@@ -123,14 +126,15 @@ def aggregate(
         created = int(row["created_at"])
         values = (1, *(int(row[c]) for c in _EVENT_SUMS))
         tz = zones.get(row["account_id"])
-        day = day_bucket(created, tz)
+        day, hour = day_bucket(created, tz), created - created % HOUR
         for span, bucket in (
-            (HOUR, created - created % HOUR),
+            (HOUR, hour),
             (DAY, day),
             (MONTH, month_bucket(day)),
+            (HOUR_BY_KEY, hour),
             (DAY_BY_KEY, day),
         ):
-            ident = (row["account_id"], span, bucket, row["key_id"], "" if span == DAY_BY_KEY else row["model"])
+            ident = (row["account_id"], span, bucket, row["key_id"], "" if span in BY_KEY else row["model"])
             acc = sums.get(ident)
             if acc is None:
                 sums[ident] = list(values)
@@ -198,7 +202,7 @@ def _day_sql(tz: Optional[dt.tzinfo], lo: int, hi: int) -> str:
 
 def _sums_sql(bucket: str, span: int, where: str) -> str:
     """The SELECT of rollup rows (KEY_COLUMNS, then SUM_COLUMNS) from the events."""
-    model, by_model = ("''", "") if span == DAY_BY_KEY else ("model", ", model")
+    model, by_model = ("''", "") if span in BY_KEY else ("model", ", model")
     return (
         f"SELECT account_id, {span}, {bucket}, key_id, {model}, COUNT(*), SUM(cost_micros), "
         "SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens), SUM(cache_write_tokens), SUM(latency_ms) "
@@ -216,7 +220,8 @@ def _selects(conn: Connection, account_id: Optional[str], local_only: bool = Fal
     if account_id is not None:
         query = query.where(accounts.c.id == account_id)
     zoned = {a: tz for a, name in conn.execute(query) if (tz := zone_of(name)) is not None}
-    out = [] if local_only else [(_sums_sql(f"created_at - created_at % {HOUR}", HOUR, where), params)]
+    hour = f"created_at - created_at % {HOUR}"
+    out = [] if local_only else [(_sums_sql(hour, span, where), params) for span in (HOUR, HOUR_BY_KEY)]
     utc_where, utc_params = where, dict(params)
     if zoned:
         marks = ", ".join(f":z{i}" for i in range(len(zoned)))
@@ -283,8 +288,7 @@ def set_zone(conn: Connection, account_id: str, name: Optional[str]) -> None:
     ``conn``'s transaction (its UPDATE waits for the writers that read the old zone: FOR SHARE)."""
     conn.execute(update(accounts).where(accounts.c.id == account_id).values(timezone=name))
     conn.execute(
-        text("DELETE FROM usage_rollups WHERE account_id = :account AND span_ms IN (:day, :month, :by_key)"),
-        {"account": account_id, "day": DAY, "month": MONTH, "by_key": DAY_BY_KEY},
+        usage_rollups.delete().where(usage_rollups.c.account_id == account_id, usage_rollups.c.span_ms.in_(LOCAL_SPANS))
     )
     refill(conn, account_id, local_only=True)
 

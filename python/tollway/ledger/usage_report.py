@@ -22,7 +22,7 @@ from sqlalchemy import BigInteger, Integer, Text, cast, func, literal, select, u
 
 from tollway.ledger import local_days
 from tollway.ledger.report import group_document, key_names, summary_document
-from tollway.ledger.rollups import DAY, DAY_BY_KEY, HOUR, MONTH
+from tollway.ledger.rollups import DAY, DAY_BY_KEY, HOUR, HOUR_BY_KEY, MONTH
 from tollway.store import Database, accounts, api_keys, usage_events
 from tollway.store.schema import usage_rollups
 
@@ -146,7 +146,7 @@ def _signed(column: Any, sign: int) -> Any:
 def _part_query(account_id: str, part: Part, by_model: bool) -> Any:
     e, r = usage_events, usage_rollups
     source, lo, hi, sign, day = part
-    span = DAY_BY_KEY if source == DAY and not by_model else source  # five times fewer rows
+    span = source if by_model else {DAY: DAY_BY_KEY, HOUR: HOUR_BY_KEY}.get(source, source)  # 5x fewer rows
     if source == EVENTS:
         return select(
             e.c.key_id.label("key_id"),
@@ -230,25 +230,29 @@ def _groups(
         return found
 
     fields = [{"key": "key_id", "tag": "tags"}.get(g, g) for g in group_by]
+    rows = _grouped(conn, account_id, parts, fields)
+    at_day, at_tag = group_by.index("day"), group_by.index("tag") if "tag" in group_by else -1
+    names = [_FIELD[g] for g in group_by]
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for row in _grouped(conn, account_id, parts, fields):
-        values = dict(zip(group_by, row, strict=False))
-        values["day"] = day(values["day"])
+    for row in rows:
+        values = list(row[: len(group_by)])
+        values[at_day] = day(values[at_day])
         cost, count, tokens_in, tokens_out, _ = row[len(group_by) :]
         # A key with several tags counts under each, one with none under null (as report.group_document).
-        for tag in (orjson.loads(values["tag"]) or [None]) if "tag" in group_by and values["tag"] else [None]:
-            if "tag" in group_by:
-                values["tag"] = tag
-            ident = tuple(values[g] for g in group_by)
+        tags = (orjson.loads(values[at_tag]) if values[at_tag] else None) or [None] if at_tag >= 0 else [None]
+        for tag in tags:
+            if at_tag >= 0:
+                values[at_tag] = tag
+            ident = tuple(values)
             entry = groups.get(ident)
             if entry is None:
-                entry = groups[ident] = {_FIELD[g]: values[g] for g in group_by}
+                entry = groups[ident] = dict(zip(names, values, strict=True))
                 entry.update(cost_micros=0, request_count=0, input_tokens=0, output_tokens=0)
-            entry["cost_micros"] += int(cost or 0)
-            entry["request_count"] += int(count)
-            entry["input_tokens"] += int(tokens_in or 0)
-            entry["output_tokens"] += int(tokens_out or 0)
-    return sorted(groups.values(), key=lambda g: tuple(str(g[_FIELD[f]] or "") for f in group_by))
+            entry["cost_micros"] += cost or 0
+            entry["request_count"] += count
+            entry["input_tokens"] += tokens_in or 0
+            entry["output_tokens"] += tokens_out or 0
+    return sorted(groups.values(), key=lambda g: tuple(str(g[n] or "") for n in names))
 
 
 def usage_report(db: Database, account_id: str, from_ms: int, to_ms: int, group_by: list[str]) -> dict[str, Any]:

@@ -4,8 +4,8 @@ Revision ID: 0009_rollup_zones
 Revises: 0008_wallet
 
 The day rows become the account's calendar days in its ``accounts.timezone`` (they were UTC
-days); month rows (span_ms 2592000000, hence BIGINT) and day rows summed over models (span_ms
-86400001) are added; all of it is recomputed
+days); month rows (span_ms 2592000000, hence BIGINT) and hour and day rows summed over models
+(span_ms 3600001, 86400001) are added; all of it is recomputed
 from the events here, in the migration's transaction (tollway.ledger.rollups: from then on
 the usage writer keeps it in step, ``PATCH /v1/account`` recomputes an account's rows when
 its zone changes, ``tollway usage rebuild`` recomputes everything).
