@@ -176,14 +176,36 @@ def test_migration_fills_the_rollups_from_existing_events(kind: str) -> None:
         with db.engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "0006_key_policy")
-        account = "acct_old"
         rng = random.Random(5)
-        rows = random_events(account, ["key_a", "key_b"], 100, DAY0, DAY0 + 3 * rollups.DAY, rng)
+        rows = []
+        for account, zone in (("acct_old", None), ("acct_kolkata", "Asia/Kolkata")):
+            with db.engine.begin() as conn:
+                conn.execute(insert(accounts).values(id=account, name=account, created_at=0, timezone=zone))
+            rows += random_events(account, ["key_a", "key_b"], 100, DAY0, DAY0 + 3 * rollups.DAY, rng)
         with db.engine.begin() as conn:
             conn.execute(insert(usage_events), rows)
-        db.migrate()
+        db.migrate()  # 0007 fills UTC days, 0009 recomputes them in each account's zone, with months
         assert rollups.differences(db) == []
-        assert rollup_requests(db, rollups.HOUR) == rollup_requests(db, rollups.DAY) == 100
+        for span in rollups.SPANS:
+            assert rollup_requests(db, span) == 200
+        from collections import Counter
+        from zoneinfo import ZoneInfo
+
+        from tollway.ledger.local_days import label
+        from tollway.ledger.report import day_label
+
+        kolkata = ZoneInfo("Asia/Kolkata")
+        expected = Counter(day_label(r["created_at"], kolkata) for r in rows if r["account_id"] == "acct_kolkata")
+        with db.engine.connect() as conn:
+            found = Counter()
+            for bucket, n in conn.execute(
+                select(usage_rollups.c.bucket_ms, usage_rollups.c.request_count).where(
+                    usage_rollups.c.account_id == "acct_kolkata", usage_rollups.c.span_ms == rollups.DAY
+                )
+            ):
+                found[label(bucket)] += n
+        utc = Counter(day_label(r["created_at"], None) for r in rows if r["account_id"] == "acct_kolkata")
+        assert found == expected != utc  # Kolkata's calendar days, not UTC's
         db.dispose()
 
 
