@@ -326,9 +326,7 @@ def unwrap(
         if not matched:
             raise WebhookVerificationError("signature mismatch")
         event = json.loads(_body_bytes(body))
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, WebhookVerificationError):
-            raise
+    except (TypeError, ValueError) as exc:  # a body that is not bytes, a secret that is not a string, bad JSON
         raise WebhookVerificationError(str(exc) or "the body is not valid JSON") from None
     if not isinstance(event, dict):
         raise WebhookVerificationError("the body is not a JSON object")

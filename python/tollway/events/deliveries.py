@@ -87,16 +87,39 @@ class DeliveryStore:
             )
 
     def due(self, endpoint_id: str, now: int, limit: int = 20) -> list[Due]:
-        """The endpoint's due deliveries, in the order their events were created."""
+        """The endpoint's due deliveries, in the order their events were created.
+
+        While an older delivery waits for its retry after the endpoint could not be reached
+        (no HTTP answer), the due ones behind it are not sent: they are put just after it
+        (no attempt counted), so that they arrive in order once the endpoint is back."""
         d = event_deliveries
-        with self.db.engine.connect() as conn:
+        with self.db.engine.begin() as conn:
+            blocker = conn.execute(
+                select(d.c.seq, d.c.next_attempt_at)
+                .where(
+                    d.c.endpoint_id == endpoint_id,
+                    d.c.state == "pending",
+                    d.c.next_attempt_at > now,
+                    d.c.attempts > 0,
+                    d.c.last_status.is_(None),
+                )
+                .order_by(d.c.seq)
+                .limit(1)
+            ).first()
             rows = conn.execute(
-                select(d.c.id, d.c.event_id, d.c.attempts, events.c.body)
+                select(d.c.id, d.c.seq, d.c.event_id, d.c.attempts, events.c.body)
                 .join(events, events.c.id == d.c.event_id)
                 .where(d.c.endpoint_id == endpoint_id, d.c.state == "pending", d.c.next_attempt_at <= now)
                 .order_by(d.c.seq)
                 .limit(limit)
             ).all()
+            if blocker is not None:
+                behind = [r for r in rows if r.seq > blocker.seq]
+                for i, r in enumerate(behind):
+                    conn.execute(
+                        update(d).where(d.c.id == r.id).values(next_attempt_at=blocker.next_attempt_at + 1 + i)
+                    )
+                rows = [r for r in rows if r.seq < blocker.seq]
         return [Due(r.id, r.event_id, r.attempts, r.body) for r in rows]
 
     def defer(self, delivery_ids: list[str], at: int) -> None:

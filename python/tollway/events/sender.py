@@ -15,8 +15,9 @@ deliveries oldest first, one at a time:
   flows again, in order). 410: the endpoint is disabled. Anything else is retried on
   ``SCHEDULE_S`` (x ``retry_scale``, +-20 % jitter; a longer ``Retry-After`` wins), then
   given up; an endpoint whose every attempt failed for ``disable_after_days`` is disabled.
-  When the endpoint cannot be reached at all (connection refused, timeout), its other due
-  deliveries wait behind the failed one, so they arrive in order once it is back.
+  When the endpoint cannot be reached at all (connection refused, timeout), its newer
+  deliveries are not tried but wait behind the failed one's retry (DeliveryStore.due,
+  .defer), so they arrive in order once it is back.
 
 Every attempt is recorded before the next starts; an attempt interrupted by a stop leaves
 its delivery due, so it is sent again after a restart (at least once: receivers dedupe on

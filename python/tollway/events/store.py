@@ -170,7 +170,7 @@ class EndpointStore:
                 if cursor is None:
                     raise ValueError(f"unknown cursor: no delivery {after!r} of this endpoint")
                 query = query.where(event_deliveries.c.seq < cursor)
-            rows = conn.execute(query.order_by(event_deliveries.c.seq.desc()).limit(limit + 1)).all()[: limit + 1]
+            rows = conn.execute(query.order_by(event_deliveries.c.seq.desc()).limit(limit + 1)).all()
             ids = [r.id for r in rows[:limit]]
             tries: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
             if ids:
