@@ -354,6 +354,27 @@ def test_retry_after_is_honoured(gw: Gateway, receiver: Receiver) -> None:
     assert second.at - receiver.at("/busy")[0].at >= 1.9
 
 
+def test_a_large_answer_is_read_only_up_to_the_cap(gw: Gateway, receiver: Receiver) -> None:
+    receiver.answer("/big", 200, body=b"x" * (1024 * 1024))  # 1 MiB; the gateway reads 64 KiB of it
+    made = endpoint(gw, receiver.url + "/big")
+    send_test(gw, made["id"])
+    receiver.wait_for("/big", 1)
+    log = wait(lambda: (d := deliveries(gw, made["id"])[0])["state"] == "succeeded" and d)
+    assert log["attempts"][0]["response_excerpt"] == "x" * 1000 and log["attempts"][0]["status"] == 200
+
+
+def test_a_slow_receiver_times_out_and_is_retried(gw: Gateway, receiver: Receiver) -> None:
+    receiver.answer("/slow", 200, delay_s=4)  # the gateway's outbound timeout is 3 s
+    made = endpoint(gw, receiver.url + "/slow")
+    send_test(gw, made["id"])
+    log = wait(lambda: (d := deliveries(gw, made["id"])[0])["attempts"] and d, timeout=10)
+    attempt = log["attempts"][0]
+    assert attempt["status"] is None and attempt["error"] == "timed out after 3 s"
+    assert 2900 <= attempt["latency_ms"] < 4000 and log["state"] == "pending"
+    receiver.answer("/slow", 200)
+    assert wait(lambda: deliveries(gw, made["id"])[0]["state"] == "succeeded", timeout=10)
+
+
 def test_every_known_type_is_subscribable(gw: Gateway, receiver: Receiver) -> None:
     made = endpoint(gw, receiver.url + "/types", list(EVENT_TYPES))
     assert made["events"] == list(EVENT_TYPES)

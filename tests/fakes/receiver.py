@@ -26,6 +26,7 @@ class Answer:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b'{"ok":true}'
+    delay_s: float = 0.0
 
 
 class Receiver:
@@ -52,6 +53,7 @@ class Receiver:
                         Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time())
                     )
                     answer = receiver.answers.get(self.path, Answer())
+                time.sleep(answer.delay_s)
                 self.send_response(answer.status)
                 for name, value in answer.headers.items():
                     self.send_header(name, value)
@@ -75,10 +77,16 @@ class Receiver:
             self._server = None
 
     def answer(
-        self, path: str, status: int = 200, headers: Optional[dict[str, str]] = None, body: bytes = b"{}"
+        self,
+        path: str,
+        status: int = 200,
+        headers: Optional[dict[str, str]] = None,
+        body: bytes = b"{}",
+        delay_s: float = 0.0,
     ) -> None:
+        """What ``path`` answers from now on (after ``delay_s``)."""
         with self._lock:
-            self.answers[path] = Answer(status, headers or {}, body)
+            self.answers[path] = Answer(status, headers or {}, body, delay_s)
 
     def at(self, path: str) -> list[Received]:
         with self._lock:
