@@ -96,6 +96,7 @@ __all__ = [
     "STANDARD_SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "construct_event",
+    "secret_key",
     "sign",
     "standard_headers",
     "standard_signature",
@@ -260,13 +261,14 @@ def secret_key(secret: str) -> bytes:
         raise ValueError("secret must be a non-empty string")
     text = secret[len(SECRET_PREFIX) :] if secret.startswith(SECRET_PREFIX) else secret
     padded = text + "=" * (-len(text) % 4)
-    for decode in (base64.b64decode, base64.urlsafe_b64decode):
-        try:
-            key = decode(padded.encode("ascii"), validate=True) if decode is base64.b64decode else decode(padded)
-        except (binascii.Error, ValueError, UnicodeEncodeError):
-            continue
-        if key:
-            return key
+    if padded.isascii():
+        for alphabet in (b"+/", b"-_"):  # standard base64, then URL-safe
+            try:
+                key = base64.b64decode(padded.encode("ascii"), altchars=alphabet, validate=True)
+            except (binascii.Error, ValueError):
+                continue
+            if key:
+                return key
     return text.encode("utf-8")
 
 

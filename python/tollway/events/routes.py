@@ -115,7 +115,7 @@ def capability(
             raise HTTPError(400, "'events' is required", param="events")
         url = validate_url(body["url"])
         types = validate_events(body["events"])
-        description = validate_description(body.get("description") or "")
+        description = "" if body.get("description") is None else validate_description(body["description"])
         await allowed(url)
         endpoint, secret = await asyncio.to_thread(store.create, key.account_id, url, types, description)
         return json_response(201, {**endpoint, "secret": secret})
