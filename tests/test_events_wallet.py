@@ -10,9 +10,9 @@ from typing import Any, Iterator
 import pytest
 
 from tests.conftest import DATABASES, Gateway, gateway_env, start_gateway, stop_gateway
+from tests.events_support import EVENTS_ENV, endpoint, verified
 from tests.fakes.receiver import Receiver
 from tests.fakes.stripe import FakeStripe
-from tests.test_events import EVENTS_ENV, endpoint, verified
 from tests.test_wallet_stripe import PLAIN, WEBHOOK_SECRET, top_up, wait_until, wallet
 
 pytestmark = pytest.mark.parametrize("fresh_database", DATABASES, indirect=True)
