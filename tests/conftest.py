@@ -287,6 +287,8 @@ def gateway_env(fake: FakeServer, data_dir: Path, database_url: str, markup: str
         TOLLWAY_READ_TIMEOUT="3",
         TOLLWAY_DRAIN_TIMEOUT="15",
         TOLLWAY_THREAD_BUSY_WAIT="1",
+        # The test receivers (webhook tools, event endpoints) listen on 127.0.0.1.
+        TOLLWAY_OUTBOUND_ALLOW_PRIVATE="on",
         FAKE_OPENAI_KEY=FAKE_OPENAI_KEY,
         FAKE_ANTHROPIC_KEY=FAKE_ANTHROPIC_KEY,
         OPENAI_API_KEY=FAKE_OPENAI_KEY,

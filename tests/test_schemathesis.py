@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import Gateway
+from tests.conftest import Gateway, free_port
 from tests.fuzzing import FAST_MODELS, FUZZ_SETTINGS, Findings, register_lookup_tool, response_problems
 from tollway.http.openapi import OPERATIONS
 
@@ -61,12 +61,20 @@ def api(fuzz_gateway: Gateway):
     tool_id = register_lookup_tool(gw)
     response = gw.request("POST", "/v1/responses", secret, json={"model": "test-claude", "input": "hello"})
     assert response.status_code == 200, response.text
+    # An event endpoint on a port nothing listens on (its deliveries fail at once), and a delivery of it.
+    made = gw.request(
+        "POST", "/v1/webhook-endpoints", gw.admin, json={"url": f"http://127.0.0.1:{free_port()}/x", "events": ["*"]}
+    )
+    assert made.status_code == 201, made.text
+    sent = gw.request("POST", f"/v1/webhook-endpoints/{made.json()['id']}/test", gw.admin)
+    assert sent.status_code == 202, sent.text
     schema = schemathesis.openapi.from_url(gw.url + "/openapi.json", timeout=10)
     with requests.Session() as session:
         yield Api(
             gw, schema, {"admin": gw.admin, "standard": secret},
             {"key_id": key_id, "thread_id": thread.json()["id"], "tool_id": tool_id, "model_id": "org/test:gpt",
-             "response_id": response.json()["id"]},
+             "response_id": response.json()["id"], "endpoint_id": made.json()["id"],
+             "delivery_id": sent.json()["delivery_id"]},
             session,
         )  # fmt: skip
 

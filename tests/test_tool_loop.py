@@ -10,10 +10,11 @@ from typing import Any, Iterator
 import anthropic
 import openai
 import pytest
+from standardwebhooks.webhooks import Webhook
 
 from tests.conftest import Gateway, fake_requests
 from tests.fakes.webhooks import WebhookServer, start_webhook_server
-from tollway.webhooks import verify
+from tollway.webhooks import unwrap, verify
 
 CLIENT_TOOL_OPENAI = {
     "type": "function",
@@ -101,6 +102,10 @@ def test_single_tool_on_both_routes(gateway: Gateway, user, tool, hooks: Webhook
     assert verify(tool["signing_secret"], got["headers"], got["body"])
     assert not verify(tool["signing_secret"], got["headers"], got["body"] + b" ")  # tampered
     assert not verify("whsec_forged", got["headers"], got["body"])  # forged
+    # ...and as a Standard Webhook: the standardwebhooks package and tollway.webhooks.unwrap verify it.
+    assert got["headers"]["webhook-id"] == got["headers"]["x-tollway-delivery"]
+    assert Webhook(tool["signing_secret"]).verify(got["body"], got["headers"]) == got["json"]
+    assert unwrap(tool["signing_secret"], got["headers"], got["body"]) == got["json"]
     # The second model turn carried the result, in the provider's own format.
     kind = "openai" if model == "test-gpt" else "anthropic"
     turns = upstream_calls(fake, marker)

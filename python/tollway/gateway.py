@@ -20,6 +20,7 @@ from tollway.calls import Calls
 from tollway.capabilities import assemble
 from tollway.config import ModelRoute, Settings, load_settings
 from tollway.config.settings import DEFAULT_BASE_URLS, max_connections_for
+from tollway.events import routes as event_routes
 from tollway.hooks import Hooks
 from tollway.http import openapi
 from tollway.http.core import App, HTTPError
@@ -121,6 +122,7 @@ CAPABILITIES = [
     wallet_routes.capability,
     stripe_routes.capability,
     billing_routes.capability,
+    event_routes.capability,  # after the wallet: its low-balance hook reads the debits
     openapi.capability,
 ]
 

@@ -20,6 +20,10 @@ capabilities (see ``tollway.capabilities``):
   commit acknowledgement, or rows the crash journal's replay finds already there, are
   left out), so each event reaches the hooks in one committed transaction only; key
   what you write on each row's ``event_id`` all the same (a unique column).
+
+Account events (tollway.events) are not a hook: a capability calls
+``tollway.events.emit(conn, account_id, type, data)`` in the transaction of the change
+that causes the event (in a ``call_settled`` hook, that is the writer's ``conn``).
 """
 
 from __future__ import annotations

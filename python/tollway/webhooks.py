@@ -49,10 +49,26 @@ and it expects a 2xx JSON object back: ``{"output": <any JSON>}`` on success, or
 ``{"error": "<message>"}`` to report a failure to the model. 5xx answers, timeouts and
 connection failures are retried (3 attempts in all, same ``x-tollway-delivery``); other
 answers are final.
+
+**Standard Webhooks.** Every request (tool calls and account events alike) also carries the
+`Standard Webhooks <https://www.standardwebhooks.com/>`_ headers::
+
+    webhook-id:        msg_...  (tool calls: the x-tollway-delivery id; the same on every retry)
+    webhook-timestamp: 1718000000
+    webhook-signature: v1,<base64 HMAC-SHA256 of "<id>.<timestamp>." + raw body>
+
+keyed with the bytes the ``whsec_`` secret encodes (base64 after the prefix). During a
+secret rotation ``webhook-signature`` holds two signatures, space-separated: one with the
+new secret, one with the previous. Any Standard Webhooks library verifies them (e.g.
+``standardwebhooks.Webhook(secret).verify(body, headers)``), and so does ``unwrap``::
+
+    event = unwrap(SECRET, request.headers, request.get_data())   # raises WebhookVerificationError
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -63,6 +79,11 @@ SIGNATURE_HEADER = "x-tollway-signature"
 DELIVERY_HEADER = "x-tollway-delivery"
 SCHEME = "v1"
 DEFAULT_TOLERANCE_S = 300
+# Standard Webhooks
+ID_HEADER = "webhook-id"
+TIMESTAMP_HEADER = "webhook-timestamp"
+STANDARD_SIGNATURE_HEADER = "webhook-signature"
+SECRET_PREFIX = "whsec_"
 
 BodyLike = Union[bytes, bytearray, memoryview, str]
 
@@ -71,8 +92,15 @@ __all__ = [
     "DELIVERY_HEADER",
     "SIGNATURE_HEADER",
     "WebhookVerificationError",
+    "ID_HEADER",
+    "STANDARD_SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
     "construct_event",
+    "secret_key",
     "sign",
+    "standard_headers",
+    "standard_signature",
+    "unwrap",
     "verify",
 ]
 
@@ -218,6 +246,90 @@ def construct_event(
         event = json.loads(_body_bytes(body))
     except ValueError:
         raise WebhookVerificationError("the body is not valid JSON") from None
+    if not isinstance(event, dict):
+        raise WebhookVerificationError("the body is not a JSON object")
+    return event
+
+
+# ---------------------------------------------------------------- Standard Webhooks
+def secret_key(secret: str) -> bytes:
+    """The HMAC key a ``whsec_`` secret stands for: the base64 after the prefix, decoded.
+
+    Secrets made before Standard Webhooks signing (tool secrets of URL-safe base64) decode
+    as URL-safe base64; a secret that is neither is used as its UTF-8 bytes."""
+    if not isinstance(secret, str) or not secret:
+        raise ValueError("secret must be a non-empty string")
+    text = secret[len(SECRET_PREFIX) :] if secret.startswith(SECRET_PREFIX) else secret
+    padded = text + "=" * (-len(text) % 4)
+    if padded.isascii():
+        for alphabet in (b"+/", b"-_"):  # standard base64, then URL-safe
+            try:
+                key = base64.b64decode(padded.encode("ascii"), altchars=alphabet, validate=True)
+            except (binascii.Error, ValueError):
+                continue
+            if key:
+                return key
+    return text.encode("utf-8")
+
+
+def standard_signature(secret: str, msg_id: str, timestamp: int, body: BodyLike) -> str:
+    """``v1,<base64 HMAC-SHA256 of "<msg_id>.<timestamp>." + body>`` keyed with ``secret``."""
+    to_sign = f"{msg_id}.{int(timestamp)}.".encode() + _body_bytes(body)
+    digest = hmac.new(secret_key(secret), to_sign, hashlib.sha256).digest()
+    return f"{SCHEME},{base64.b64encode(digest).decode('ascii')}"
+
+
+def standard_headers(secrets: Any, msg_id: str, body: BodyLike, timestamp: Optional[int] = None) -> dict[str, str]:
+    """The three Standard Webhooks headers for ``body``: ``secrets`` is one secret or several
+    (during a rotation: each signs, the signatures space-separated)."""
+    t = int(time.time()) if timestamp is None else int(timestamp)
+    keys = [secrets] if isinstance(secrets, str) else [s for s in secrets if s]
+    if not keys:
+        raise ValueError("at least one secret is needed")
+    return {
+        ID_HEADER: msg_id,
+        TIMESTAMP_HEADER: str(t),
+        STANDARD_SIGNATURE_HEADER: " ".join(standard_signature(k, msg_id, t, body) for k in keys),
+    }
+
+
+def unwrap(
+    secret: str,
+    headers: Any,
+    body: BodyLike,
+    tolerance_s: Optional[float] = DEFAULT_TOLERANCE_S,
+    now: Optional[float] = None,
+) -> dict[str, Any]:
+    """Verify a Standard Webhooks request (``webhook-id``, ``webhook-timestamp``,
+    ``webhook-signature``) made with ``secret`` and return its JSON body: an account event
+    (``{"type", "timestamp", "data"}``) or a tool call.
+
+    Raises ``WebhookVerificationError`` on a missing header, a timestamp more than
+    ``tolerance_s`` away from ``now`` (``None``: no age check), no matching ``v1``
+    signature among the space-separated ones, or a body that is not a JSON object."""
+    try:
+        msg_id = _header(headers, ID_HEADER)
+        stamp = _header(headers, TIMESTAMP_HEADER)
+        signatures = _header(headers, STANDARD_SIGNATURE_HEADER)
+        if not (msg_id and stamp and signatures):
+            raise WebhookVerificationError("missing webhook-id, webhook-timestamp or webhook-signature header")
+        if not (stamp.isascii() and stamp.isdigit()):
+            raise WebhookVerificationError("malformed webhook-timestamp")
+        timestamp = int(stamp)
+        if tolerance_s is not None:
+            current = time.time() if now is None else now
+            if abs(current - timestamp) > tolerance_s:
+                raise WebhookVerificationError("timestamp outside the tolerance (a replay, or a skewed clock)")
+        expected = standard_signature(secret, msg_id, timestamp, body).encode("ascii")
+        matched = False
+        for candidate in signatures.split(" "):
+            if hmac.compare_digest(expected, candidate.encode("utf-8", "replace")):
+                matched = True
+        if not matched:
+            raise WebhookVerificationError("signature mismatch")
+        event = json.loads(_body_bytes(body))
+    except (TypeError, ValueError) as exc:  # a body that is not bytes, a secret that is not a string, bad JSON
+        raise WebhookVerificationError(str(exc) or "the body is not valid JSON") from None
     if not isinstance(event, dict):
         raise WebhookVerificationError("the body is not a JSON object")
     return event

@@ -19,6 +19,8 @@ from tollway.config.routes import (
     ModelRoute,
     Provider,
 )
+from tollway.events.config import EventsSettings, events_settings
+from tollway.outbound import OutboundSettings, outbound_settings
 from tollway.search.config import SearchSettings, search_settings
 from tollway.wallet.config import WalletSettings, wallet_settings
 
@@ -63,6 +65,8 @@ class Settings:
     max_connections: int = 0  # 0: derived from the fd limit (see max_connections_for)
     search: SearchSettings = field(default_factory=SearchSettings)
     wallet: WalletSettings = field(default_factory=WalletSettings)
+    events: EventsSettings = field(default_factory=EventsSettings)
+    outbound: OutboundSettings = field(default_factory=OutboundSettings)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -265,6 +269,8 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
         max_connections=int(_bounded(env, "TOLLWAY_MAX_CONNECTIONS", 0, 0, 1_000_000)),
         search=search_settings(env),
         wallet=wallet_settings(file_conf.get("wallet"), file_conf.get("stripe"), env),
+        events=events_settings(file_conf.get("events"), env),
+        outbound=outbound_settings(file_conf.get("outbound"), env),
     )
 
 

@@ -228,6 +228,15 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("DELETE", "/v1/tools/{tool_id}"): Op("Delete a tool", {200: "ToolDeleted"}, (*_ADMIN, 404), tag="tools"),
 }  # fmt: skip
 
+
+def _event_operations() -> dict[tuple[str, str], Op]:
+    from tollway.events.openapi import operations  # (it uses openapi_schemas, loaded above)
+
+    return operations(Op, _ADMIN, _BODY, {"limit": _limit(20, 100), "after": _CURSOR})
+
+
+OPERATIONS.update(_event_operations())
+
 _REASONS = {
     400: "Bad request: the body or a parameter is invalid (param names it), a NUL in the URL, or malformed HTTP framing",
     401: "Missing, invalid or revoked key",
@@ -235,7 +244,7 @@ _REASONS = {
     403: "The key may not do this (admin key required, another end user's, a model outside allowed_models, disabled)",
     404: "No such resource (or one the key may not see)",
     408: "The request body stalled longer than TOLLWAY_BODY_TIMEOUT",
-    409: "Conflict (a tool name taken; another turn of the thread in progress; an Idempotency-Key reused)",
+    409: "Conflict (a tool name taken; another turn of the thread in progress; an Idempotency-Key reused; a disabled webhook endpoint)",
     413: "The body is larger than the configured limit",
     429: "A rate limit of the key is reached: retry-after (and the SDKs' rate-limit headers) say when to retry",
     502: "A service the gateway depends on failed (the search embedder's provider)",
@@ -269,7 +278,11 @@ def _ok_response(status: int, name: str) -> dict[str, Any]:
     content: dict[str, Any] = {"application/json": {"schema": ref(name)}}
     if stream:
         content["text/event-stream"] = {"schema": _SSE_EVENT}
-    return {"description": "OK" if status == 200 else "Created", "headers": _REQUEST_ID, "content": content}
+    return {
+        "description": {200: "OK", 201: "Created", 202: "Accepted"}[status],
+        "headers": _REQUEST_ID,
+        "content": content,
+    }
 
 
 def _operation(method: str, path: str, op: Op) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any, Callable, Optional
 
 from sqlalchemy import Connection, func, insert, or_, select, update
 
+from tollway.events.outbox import emit
 from tollway.keys.secrets import generate_secret, hash_secret, new_id
 from tollway.store import Database, accounts, api_keys, now_ms, usage_events
 
@@ -273,6 +274,7 @@ class KeyStore:
                     previous_secret_until=now + grace_ms if grace_ms > 0 else None,
                 )
             )
+            self._emit(conn, key_id, "key.rotated", previous_secret_expires_at=now + grace_ms if grace_ms > 0 else now)
         key = self.get(account_id, key_id)
         return (key, secret) if key is not None else None
 
@@ -329,17 +331,30 @@ class KeyStore:
         return self.get(account_id, key_id)
 
     def revoke(self, account_id: str, key_id: str) -> Optional[ApiKey]:
+        now = now_ms()
         with self.db.engine.begin() as conn:
-            conn.execute(
+            revoked = conn.execute(
                 update(api_keys)
                 .where(
                     api_keys.c.id == key_id,
                     api_keys.c.account_id == account_id,
                     api_keys.c.revoked_at.is_(None),
                 )
-                .values(revoked_at=now_ms())
-            )
+                .values(revoked_at=now)
+            ).rowcount
+            if revoked:
+                self._emit(conn, key_id, "key.revoked", revoked_at=now)
         return self.get(account_id, key_id)
+
+    def _emit(self, conn: Any, key_id: str, type_: str, **extra: Any) -> None:
+        """The key's event (tollway.events), in the transaction of its change."""
+        row = conn.execute(
+            select(api_keys.c.account_id, api_keys.c.name, api_keys.c.end_user_id, api_keys.c.scope).where(
+                api_keys.c.id == key_id
+            )
+        ).first()
+        data = {"key_id": key_id, "name": row.name, "end_user_id": row.end_user_id, "scope": row.scope, **extra}
+        emit(conn, row.account_id, type_, data)
 
     def spent_since(self, key_ids: list[str], start_ms: int) -> dict[str, int]:
         """Settled spend per key of the calls that started at or after ``start_ms`` (a window's spend)."""

@@ -154,6 +154,11 @@ class KeyBudgets:
         tracked.grants[slot] = tracked.grants.get(slot, 0) + micros
         self.update(tracked.key)
 
+    def key_of(self, key_id: str) -> Optional[ApiKey]:
+        """The key whose budgets are tracked under ``key_id`` (None when none are)."""
+        tracked = self._tracked.get(key_id)
+        return tracked.key if tracked is not None else None
+
     def forget(self, key_id: str) -> None:
         tracked = self._tracked.pop(key_id, None)
         if tracked is not None:

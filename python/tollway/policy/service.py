@@ -98,6 +98,9 @@ class Policy:
         self.limiter = limiter
         self.clock = clock
         self._rates: dict[str, _KeyRates] = {}
+        # Told of each refusal by one of the key's own budgets (key, budget id): the
+        # key.cap_exceeded event (tollway.events.sources). On the event loop: keep it cheap.
+        self.cap_refused: list[Callable[[ApiKey, str], None]] = []
 
     def rate_buckets(self, key: ApiKey, model: str) -> list[tuple[str, RateLimits]]:
         rates = self._rates.get(key.id)
@@ -136,6 +139,12 @@ class Policy:
             if isinstance(got, Refusal):
                 raise rate_limited(got, now)
             permit = got
+        refused: list[str] = []
+
+        def explain(budget: str) -> str:
+            refused.append(budget)
+            return self.explain(key, budget)
+
         try:
             decision = decide_hold(
                 self.ledger,
@@ -144,10 +153,13 @@ class Policy:
                 input_estimate,
                 requested_max_tokens,
                 min_output_tokens,
-                lambda budget: self.explain(key, budget),
+                explain,
                 self.refusal,
             )
         except BaseException:
+            for budget in refused:
+                for tell in self.cap_refused:
+                    tell(key, budget)
             if permit is not None:
                 permit.release()  # never went upstream: as if it had not asked
             raise

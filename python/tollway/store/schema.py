@@ -310,3 +310,81 @@ search_spaces = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("completed_at", BigInteger, nullable=True),
 )
+
+
+# Account events (tollway.events): endpoints an account registers, the outbox of events
+# (written in the transaction of the change that caused them), one delivery per event
+# and subscribed endpoint, and every attempt at it.
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("account_id", String(40), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("events", JSON, nullable=False),  # event types, or ["*"]
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("disabled_reason", String(300), nullable=True),
+    # The HMAC key of the Standard Webhooks signatures, kept in clear like the tools' (the
+    # gateway signs with it); the previous one also signs until previous_secret_until.
+    Column("secret", String(100), nullable=False),
+    Column("previous_secret", String(100), nullable=True),
+    Column("previous_secret_until", BigInteger, nullable=True),
+    Column("failing_since", BigInteger, nullable=True),  # the first failure since the last success
+    # The sender's lease on the endpoint (one gateway process delivers to it at a time).
+    Column("claimed_until", BigInteger, nullable=True),
+    Column("claimed_by", String(40), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index("ix_webhook_endpoints_account", "account_id", "seq"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),  # msg_...: the webhook-id
+    Column("account_id", String(40), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("body", Text, nullable=False),  # the JSON sent, exactly: {"type", "timestamp", "data"}
+    # At most one event per dedup key ("once per window"): a second emit is a no-op.
+    Column("dedup_key", String(255), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ux_events_dedup", "dedup_key", unique=True),
+    Index("ix_events_account", "account_id", "seq"),
+)
+
+event_deliveries = Table(
+    "event_deliveries",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("endpoint_id", String(40), nullable=False),
+    Column("event_id", String(40), nullable=False),
+    Column("account_id", String(40), nullable=False),
+    Column("state", String(20), nullable=False),  # pending | succeeded | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", BigInteger, nullable=True),  # pending only
+    Column("last_status", Integer, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    UniqueConstraint("endpoint_id", "event_id", name="uq_event_deliveries_endpoint_event"),
+    Index("ix_event_deliveries_due", "state", "next_attempt_at"),
+    Index("ix_event_deliveries_endpoint", "endpoint_id", "seq"),
+)
+
+event_attempts = Table(
+    "event_attempts",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("delivery_id", String(40), nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("status", Integer, nullable=True),  # the HTTP status, None when no answer came
+    Column("error", String(500), nullable=True),
+    Column("latency_ms", Integer, nullable=False),
+    Column("response_excerpt", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("next_attempt_at", BigInteger, nullable=True),  # when the next was scheduled (None: final)
+    Index("ix_event_attempts_delivery", "delivery_id", "seq"),
+)

@@ -13,7 +13,10 @@ Request: ``POST webhook_url`` with the JSON body
 ``{"tool_id", "tool_name", "call_id", "input", "thread_id"?, "end_user_id"?}`` and the
 headers ``content-type: application/json``, ``x-tollway-signature: t=..,v1=..``
 (signed afresh for each attempt), ``x-tollway-delivery: dlv_...`` (the same for every
-attempt of one call: receivers dedupe on it) and ``user-agent: tollway-webhooks/<v>``.
+attempt of one call: receivers dedupe on it), the Standard Webhooks headers
+``webhook-id`` (that delivery id), ``webhook-timestamp`` and ``webhook-signature``
+(``v1,<base64>``, keyed with the bytes of the ``whsec_`` secret: tollway.webhooks) and
+``user-agent: tollway-webhooks/<v>``.
 Redirects are not followed (a 3xx is a final error).
 
 Attempts: up to ``max_attempts`` (3), each bounded by ``tool.timeout_ms`` in total
@@ -45,7 +48,7 @@ import httpx
 
 from tollway import __version__
 from tollway.tools.store import Tool
-from tollway.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, sign
+from tollway.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, sign, standard_headers
 
 log = logging.getLogger("tollway.tools")
 
@@ -271,10 +274,14 @@ class Dispatcher:
     async def _attempt(
         self, tool: Tool, body: bytes, delivery: str, budget_s: float, cut_by_deadline: bool
     ) -> _Outcome:
+        timestamp = int(time.time())
         headers = {
             "content-type": "application/json",
-            SIGNATURE_HEADER: sign(tool.signing_secret, body),
+            SIGNATURE_HEADER: sign(tool.signing_secret, body, timestamp),
             DELIVERY_HEADER: delivery,
+            # The same request as a Standard Webhook (webhook-id = the delivery id), so one
+            # verifier serves tool calls and account events (tollway.webhooks.unwrap).
+            **standard_headers(tool.signing_secret, delivery, body, timestamp),
         }
         client = self._http()
         try:

@@ -13,6 +13,7 @@ is absent from ``Tool.public()`` and ``repr(Tool)``, and is never logged.
 
 from __future__ import annotations
 
+import base64
 import secrets as _secrets
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -32,8 +33,9 @@ MAX_TIMEOUT_MS = 120_000
 
 
 def generate_signing_secret() -> str:
-    """``whsec_`` + 32 random bytes, URL-safe base64 (43 characters)."""
-    return SECRET_PREFIX + _secrets.token_urlsafe(32)
+    """``whsec_`` + 32 random bytes in base64 without padding (43 characters): the form
+    Standard Webhooks libraries decode into their HMAC key (tollway.webhooks.secret_key)."""
+    return SECRET_PREFIX + base64.b64encode(_secrets.token_bytes(32)).decode("ascii").rstrip("=")
 
 
 class DuplicateToolName(ValueError):

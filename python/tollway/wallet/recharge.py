@@ -152,15 +152,18 @@ class AutoRecharge:
         with self._lock:
             row = self._settings.get(account_id)
             failures = (row or {}).get("recharge_failures", 0) + 1
-        self._set_failures(account_id, failures)
+        stopped = failures >= MAX_FAILURES
+        event = ("wallet.topup.failed", {"kind": "auto_recharge", "reason": why[:500], "consecutive_failures": failures,
+                                         "auto_recharge_stopped": stopped})  # fmt: skip
+        self._set_failures(account_id, failures, event)
         log.warning(
             "auto-recharge of account %s failed (%d in a row%s): %s",
-            account_id, failures, "; stopped until its settings are saved again" if failures >= MAX_FAILURES else "",
+            account_id, failures, "; stopped until its settings are saved again" if stopped else "",
             why,
         )  # fmt: skip
 
-    def _set_failures(self, account_id: str, failures: int) -> None:
-        self.store.save_settings(account_id, {"recharge_failures": failures})
+    def _set_failures(self, account_id: str, failures: int, event: Optional[tuple[str, dict[str, Any]]] = None) -> None:
+        self.store.save_settings(account_id, {"recharge_failures": failures}, event)
         with self._lock:
             row = self._settings.get(account_id)
             if row is not None:

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
+from tollway.events.outbox import emit
 from tollway.store import Database, now_ms, usage_events, wallet_entries, wallets
 
 KINDS = ("topup", "debit", "refund", "adjustment")
@@ -41,6 +42,17 @@ def entry_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "stripe_object_id": row["stripe_object_id"],
         "stripe_event_id": row["stripe_event_id"],
         "created_at": row["created_at"],
+    }
+
+
+def topup_data(entry: dict[str, Any]) -> dict[str, Any]:
+    """A ``wallet.topup.succeeded`` event's data."""
+    return {
+        "entry_id": entry["id"],
+        "amount_micros": entry["amount_micros"],
+        "amount_usd": entry["amount_micros"] / 1_000_000,
+        "cause": entry["cause"],
+        "stripe_object_id": entry["stripe_object_id"],
     }
 
 
@@ -104,6 +116,8 @@ class WalletStore:
             with self.db.engine.begin() as conn:
                 new_id = conn.execute(insert(wallet_entries).values(**values)).inserted_primary_key[0]
                 self._add_to_balance(conn, account_id, amount_micros, now)
+                if kind == "topup":  # the account's event, committed with the credit (tollway.events)
+                    emit(conn, account_id, "wallet.topup.succeeded", topup_data(entry_view({**values, "id": new_id})))
         except IntegrityError:  # the same event or idempotency key, written concurrently
             found = self._existing(account_id, stripe_event_id, idempotency_key)
             if found is None:
@@ -159,12 +173,17 @@ class WalletStore:
                 self._add_to_balance(conn, account_id, -micros, now)
         return per_account
 
-    def save_settings(self, account_id: str, values: dict[str, Any]) -> None:
-        """Auto-recharge settings, Stripe customer, payment method (a wallet row is made if none)."""
+    def save_settings(
+        self, account_id: str, values: dict[str, Any], event: Optional[tuple[str, dict[str, Any]]] = None
+    ) -> None:
+        """Auto-recharge settings, Stripe customer, payment method (a wallet row is made if none);
+        ``event``: (type, data) of an account event written in the same transaction."""
         now = now_ms()
         with self.db.engine.begin() as conn:
             self._add_to_balance(conn, account_id, 0, now)
             conn.execute(update(wallets).where(wallets.c.account_id == account_id).values(**values, updated_at=now))
+            if event is not None:
+                emit(conn, account_id, *event)
 
     # ---- reading ------------------------------------------------------------
     def wallet(self, account_id: str) -> Optional[dict[str, Any]]:
