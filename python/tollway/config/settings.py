@@ -19,6 +19,7 @@ from tollway.config.routes import (
     ModelRoute,
     Provider,
 )
+from tollway.jobs.config import JobSettings, jobs_settings
 from tollway.search.config import SearchSettings, search_settings
 from tollway.wallet.config import WalletSettings, wallet_settings
 
@@ -63,6 +64,7 @@ class Settings:
     max_connections: int = 0  # 0: derived from the fd limit (see max_connections_for)
     search: SearchSettings = field(default_factory=SearchSettings)
     wallet: WalletSettings = field(default_factory=WalletSettings)
+    jobs: JobSettings = field(default_factory=JobSettings)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -265,6 +267,7 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
         max_connections=int(_bounded(env, "TOLLWAY_MAX_CONNECTIONS", 0, 0, 1_000_000)),
         search=search_settings(env),
         wallet=wallet_settings(file_conf.get("wallet"), file_conf.get("stripe"), env),
+        jobs=jobs_settings(file_conf.get("jobs"), env),
     )
 
 
