@@ -319,7 +319,7 @@ async def test_bad_submissions_are_400s_and_failures_keep_the_error_body(gateway
         {"endpoint": "/v1/chat/completions", "body": {**CHAT, "max_tokens": -1}},
         {"endpoint": "/v1/chat/completions", "body": CHAT, "extra": 1},
         {"endpoint": "/v1/chat/completions", "body": CHAT, "metadata": "x"},
-        {"endpoint": "/v1/chat/completions", "body": CHAT, "webhook_url": "https://example.com/hook"},
+        {"endpoint": "/v1/chat/completions", "body": CHAT, "webhook_url": "file:///etc/passwd"},
         {"endpoint": 7, "body": CHAT},
     ]
     for body in bad:

@@ -178,7 +178,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("POST", "/v1/jobs"): Op(
         "Queue a model call or thread turn to run in the background; its worst case is held now (402 if unaffordable); "
         "Idempotency-Key honoured",
-        {202: "Job"}, (*_AUTH, *_BODY, 402, 403, 404), "JobCreate", tag="jobs",
+        {202: "JobCreated"}, (*_AUTH, *_BODY, 402, 403, 404), "JobCreate", tag="jobs",
     ),
     ("GET", "/v1/jobs"): Op(
         "The key's jobs (an admin key: the account's), newest first, in cursor pages",

@@ -105,7 +105,7 @@ ERRORS: dict[str, Schema] = {
 
 # ---- request bodies -----------------------------------------------------
 _TOKEN_ID: Schema = {"type": "integer", "minimum": 0, "maximum": MAX_TOKENS_LIMIT}
-_WEBHOOK_URL = {
+WEBHOOK_URL: Schema = {
     "type": "string",
     "maxLength": MAX_URL,
     "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/[!$-;=?-~]*)?$",
@@ -171,7 +171,7 @@ REQUESTS: dict[str, Schema] = {
             "name": _TOOL_NAME,
             "description": _TOOL_DESCRIPTION,
             "input_schema": _INPUT_SCHEMA,
-            "webhook_url": _WEBHOOK_URL,
+            "webhook_url": WEBHOOK_URL,
             "timeout_ms": nullable(_TIMEOUT),
         },
         ("name", "description", "input_schema", "webhook_url"),
@@ -181,7 +181,7 @@ REQUESTS: dict[str, Schema] = {
             "name": _TOOL_NAME,
             "description": _TOOL_DESCRIPTION,
             "input_schema": _INPUT_SCHEMA,
-            "webhook_url": _WEBHOOK_URL,
+            "webhook_url": WEBHOOK_URL,
             "timeout_ms": _TIMEOUT,
             "rotate_secret": BOOLEAN,
         }

@@ -1,6 +1,7 @@
 """Job settings (README, "Jobs"): the ``[jobs]`` table of TOLLWAY_CONFIG, or the environment
 (TOLLWAY_JOBS_WORKERS, TOLLWAY_JOBS_PER_KEY_CONCURRENCY, TOLLWAY_JOBS_EXPIRES_AFTER,
-TOLLWAY_JOBS_RETENTION, TOLLWAY_JOBS_LEASE); the environment wins."""
+TOLLWAY_JOBS_RETENTION, TOLLWAY_JOBS_LEASE, TOLLWAY_JOBS_POLL_INTERVAL,
+TOLLWAY_JOBS_WEBHOOK_BACKOFF); the environment wins."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ class JobSettings:
     retention: float = 7 * DAY  # seconds a finished job (and its result) is kept
     lease: float = 30.0  # seconds a claim lasts without a heartbeat (renewed every third of it)
     poll_interval: float = 0.2  # seconds an idle worker waits before looking for work again
+    webhook_backoff: float = 10.0  # seconds from a job's first webhook attempt to its second (x6 each next)
 
 
 _FIELDS = {
@@ -28,6 +30,7 @@ _FIELDS = {
     "retention": ("TOLLWAY_JOBS_RETENTION", 1, 365 * DAY, False),
     "lease": ("TOLLWAY_JOBS_LEASE", 0.5, 3600, False),
     "poll_interval": ("TOLLWAY_JOBS_POLL_INTERVAL", 0.01, 60, False),
+    "webhook_backoff": ("TOLLWAY_JOBS_WEBHOOK_BACKOFF", 0.01, 3600, False),
 }
 
 

@@ -27,6 +27,7 @@ from tollway.keys import ApiKey
 from tollway.keys.secrets import new_id
 from tollway.ledger import HoldLike, Ledger
 from tollway.store import now_ms
+from tollway.tools.store import generate_signing_secret
 
 if TYPE_CHECKING:
     from tollway.keys.auth import Authenticator
@@ -82,7 +83,8 @@ class JobEngine:
         expires_after: Optional[float] = None,
     ) -> tuple[Job, bool]:
         """Queue a job (its money held, 402 if the key cannot afford it); (job, created). A
-        known ``idempotency_key`` of this key gives that job back (created False), nothing held."""
+        known ``idempotency_key`` of this key gives that job back (created False), nothing held.
+        With a ``webhook_url``, its end is POSTed there, signed with ``job.webhook_secret``."""
         target = target_of(endpoint)
         if not isinstance(body, dict):
             raise HTTPError(400, "'body' must be a JSON object: the synchronous call's body", param="body")
@@ -107,6 +109,8 @@ class JobEngine:
             "body": body,
             "status": "queued",
             "webhook_url": webhook_url,
+            "webhook_secret": generate_signing_secret() if webhook_url is not None else None,
+            "webhook_attempts": 0,
             "metadata": metadata,
             "hold_micros": decision.hold.micros,
             "attempts": 0,

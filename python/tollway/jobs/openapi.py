@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tollway.http.openapi_schemas import ANY_OBJECT, INTEGER, METADATA, STRING, nullable, obj
+from tollway.http.openapi_schemas import ANY_OBJECT, INTEGER, METADATA, STRING, WEBHOOK_URL, nullable, obj
 
 Schema = dict[str, Any]
 _NULLABLE_STR: Schema = {"type": ["string", "null"]}
@@ -25,6 +25,12 @@ _JOB_PROPS: dict[str, Schema] = {
     "key_id": STRING,
     "metadata": nullable(ANY_OBJECT),
     "webhook_url": _NULLABLE_STR,
+    "webhook": nullable(
+        obj(
+            {"attempts": INTEGER, "delivered_at": _NULLABLE_INT, "last_status": _NULLABLE_INT},
+            ("attempts", "delivered_at", "last_status"),
+        )
+    ),
     "attempts": {**INTEGER, "description": "attempts started (a crash or a lapsed lease starts another)"},
     "status_code": {**_NULLABLE_INT, "description": "the HTTP status the synchronous call answered"},
     "result": {"description": "exactly the body the synchronous call answers (succeeded)"},
@@ -38,14 +44,20 @@ _JOB_PROPS: dict[str, Schema] = {
     "expires_at": INTEGER,
 }
 _JOB = obj(_JOB_PROPS, tuple(_JOB_PROPS))
+_JOB_CREATED = obj(
+    {**_JOB_PROPS, "webhook_secret": {**STRING, "description": "signs the webhook deliveries; shown this once"}},
+    tuple(_JOB_PROPS),
+)
 
 JOB_SCHEMAS: dict[str, Schema] = {
     "Job": _JOB,
+    "JobCreated": _JOB_CREATED,
     "JobCreate": obj(
         {
             "endpoint": _ENDPOINT,
             "body": {**ANY_OBJECT, "description": "the synchronous call's body (no stream)"},
             "metadata": nullable(METADATA),
+            "webhook_url": nullable(WEBHOOK_URL),
         },
         ("endpoint", "body"),
     ),

@@ -1,7 +1,8 @@
 """Job routes (any key; a standard key sees its own jobs, an admin key the account's):
 
-- ``POST /v1/jobs`` ``{"endpoint", "body", "metadata"?}`` (``Idempotency-Key`` honoured):
-  202 with the queued job; 402 when the key cannot afford the call's worst case.
+- ``POST /v1/jobs`` ``{"endpoint", "body", "metadata"?, "webhook_url"?}`` (``Idempotency-Key``
+  honoured): 202 with the queued job (and, with a webhook, its signing secret, this once);
+  402 when the key cannot afford the call's worst case.
 - ``GET /v1/jobs/{job_id}``: its status, and ``result`` or ``error`` once it ended.
 - ``GET /v1/jobs?status=&limit=&after=``: newest first, in cursor pages.
 - ``POST /v1/jobs/{job_id}/cancel``: cancel a queued or running job (its hold released).
@@ -23,6 +24,7 @@ from tollway.jobs.worker import CURRENT_TURN, Workers
 from tollway.keys.auth import Authenticator
 from tollway.ledger import Ledger
 from tollway.store import Database
+from tollway.tools.routes import validate_webhook_url
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -78,15 +80,14 @@ def capability(
                 400, "'endpoint' and 'body' are required", param="endpoint" if "endpoint" not in body else "body"
             )
         metadata = metadata_object(body) if body.get("metadata") is not None else None
-        if body.get("webhook_url") is not None:
-            raise HTTPError(
-                400,
-                "'webhook_url' is not supported yet: poll GET /v1/jobs/{id} for the result",
-                code="unsupported_parameter",
-                param="webhook_url",
-            )
-        job, _ = await engine.submit(key, body["endpoint"], body["body"], metadata=metadata, idempotency_key=idem)
-        return json_response(202, job.public())
+        webhook_url = validate_webhook_url(body["webhook_url"]) if body.get("webhook_url") is not None else None
+        job, created = await engine.submit(
+            key, body["endpoint"], body["body"], metadata=metadata, webhook_url=webhook_url, idempotency_key=idem
+        )
+        view = job.public()
+        if created and job.webhook_secret is not None:
+            view["webhook_secret"] = job.webhook_secret  # shown in this response only
+        return json_response(202, view)
 
     @routes.route("GET", "/v1/jobs")
     async def listing(request: Request) -> Response:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
-from sqlalchemy import Connection, and_, delete, insert, or_, select, update
+from sqlalchemy import Connection, and_, case, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tollway.store import Database, jobs, now_ms, thread_messages
@@ -33,6 +33,11 @@ class Job:
     body: dict[str, Any]
     status: str
     webhook_url: Optional[str]
+    webhook_secret: Optional[str]
+    webhook_attempts: int
+    webhook_next_at: Optional[int]
+    webhook_delivered_at: Optional[int]
+    webhook_status: Optional[int]
     metadata: Optional[dict[str, Any]]
     hold_micros: int
     attempts: int
@@ -53,7 +58,7 @@ class Job:
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> "Job":
-        return cls(**{name: row[name] for name in cls.__slots__ if name != "idempotency_key"})
+        return cls(**{name: row[name] for name in cls.__slots__})
 
     def public(self) -> dict[str, Any]:
         return {
@@ -64,6 +69,13 @@ class Job:
             "key_id": self.key_id,
             "metadata": self.metadata,
             "webhook_url": self.webhook_url,
+            "webhook": None
+            if self.webhook_url is None
+            else {
+                "attempts": self.webhook_attempts,
+                "delivered_at": self.webhook_delivered_at,
+                "last_status": self.webhook_status,
+            },
             "attempts": self.attempts,
             "status_code": self.status_code,
             "result": self.result,
@@ -83,6 +95,11 @@ class Claim:
     job: Job
     worker: str
     attempt: int
+
+
+def deliver_from(now: int) -> Any:
+    """``webhook_next_at`` for a job ending at ``now``: due at once when it has a webhook."""
+    return case((jobs.c.webhook_url.is_not(None), now), else_=None)
 
 
 class JobStore:
@@ -269,6 +286,7 @@ class JobStore:
                     request_id=request_id,
                     finished_at=now,
                     lease_until=None,
+                    webhook_next_at=deliver_from(now),
                 )
             ).rowcount
             if not done:
@@ -286,12 +304,13 @@ class JobStore:
 
     def cancel(self, job_id: str) -> Optional[str]:
         """Cancel a job not ended yet; the status it had (queued / running), or None."""
+        now = now_ms()
         with self.db.engine.begin() as conn:
             for before in ACTIVE:
                 done = conn.execute(
                     update(jobs)
                     .where(jobs.c.id == job_id, jobs.c.status == before)
-                    .values(status="cancelled", finished_at=now_ms(), lease_until=None)
+                    .values(status="cancelled", finished_at=now, lease_until=None, webhook_next_at=deliver_from(now))
                 ).rowcount
                 if done:
                     return before
@@ -310,7 +329,7 @@ class JobStore:
             conn.execute(
                 update(jobs)
                 .where(jobs.c.id.in_(ids), stale)
-                .values(status="expired", finished_at=now, lease_until=None)
+                .values(status="expired", finished_at=now, lease_until=None, webhook_next_at=deliver_from(now))
             )
             # (A claim between the two statements makes its row fail ``stale``: not expired.)
             return [r[0] for r in conn.execute(select(jobs.c.id).where(jobs.c.id.in_(ids), jobs.c.status == "expired"))]

@@ -20,6 +20,7 @@ import orjson
 
 from tollway.errors import http_error_body
 from tollway.http.core import HTTPError, Response, StreamResponse
+from tollway.jobs.delivery import Deliveries
 from tollway.jobs.engine import JobEngine
 from tollway.jobs.estimate import target_of
 from tollway.jobs.store import Claim, JobStore
@@ -59,11 +60,13 @@ class Workers:
         self.claiming = asyncio.Lock()
         self.tasks: list[asyncio.Task] = []
         self.stopping = False
+        self.deliveries = Deliveries(self.store.db, self.settings.webhook_backoff)
 
     def start(self) -> None:
         for i in range(self.settings.workers):
             self.tasks.append(asyncio.create_task(self._loop(f"{self.process}/{i}")))
         self.tasks.append(asyncio.create_task(self._sweep()))
+        self.tasks.append(asyncio.create_task(self.deliveries.run(self.settings.poll_interval)))
 
     async def stop(self, timeout: float) -> None:
         """Claim nothing more; let the attempts running finish (bounded), then stop them: a
@@ -75,6 +78,7 @@ class Workers:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.deliveries.aclose()
 
     async def _loop(self, worker: str) -> None:
         lease_ms = int(self.settings.lease * 1000)
@@ -139,8 +143,9 @@ class Workers:
         try:
             status, code, result, error = await self._outcome(claim, request_id)
         except HTTPError as exc:
-            if exc.status == 429 and exc.code == "rate_limit_exceeded":
-                # The key's rate limit: not the job's failure. Back in the queue, still holding its money.
+            if exc.code in ("rate_limit_exceeded", "thread_busy"):
+                # The key's rate limit, or another turn of the thread running: not the job's
+                # failure. Back in the queue after a pause, still holding its money.
                 self.engine.put_hold(job.id, prepaid.take())
                 await asyncio.sleep(min(5.0, self.settings.poll_interval * 5))
                 await asyncio.to_thread(self.store.release_claim, claim)

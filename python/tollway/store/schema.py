@@ -331,6 +331,13 @@ jobs = Table(
     Column("status", String(12), nullable=False),
     Column("idempotency_key", String(255), nullable=True),
     Column("webhook_url", String(2048), nullable=True),
+    # The result delivered to webhook_url: signed with webhook_secret (tollway.webhooks), on a
+    # schedule of attempts kept here (tollway.jobs.delivery).
+    Column("webhook_secret", String(80), nullable=True),
+    Column("webhook_attempts", Integer, nullable=False, server_default="0"),
+    Column("webhook_next_at", BigInteger, nullable=True),
+    Column("webhook_delivered_at", BigInteger, nullable=True),
+    Column("webhook_status", Integer, nullable=True),
     Column("metadata", JSON, nullable=True),
     Column("hold_micros", BigInteger, nullable=False),  # held from submission until the job's call takes it over
     Column("attempts", Integer, nullable=False),
@@ -354,4 +361,5 @@ jobs = Table(
     Index("ix_jobs_status_seq", "status", "seq"),
     Index("ix_jobs_account_seq", "account_id", "seq"),
     Index("ix_jobs_batch", "batch_id"),
+    Index("ix_jobs_webhook_next", "webhook_next_at"),
 )

@@ -5,7 +5,8 @@ Revises: 0009_rollup_zones
 
 - ``jobs``: one row per job: what to run (endpoint, body), its status, the money held for
   it, the worker's lease, the result or error (written once), a thread job's turn marker,
-  and ``batch_id`` / ``custom_id`` for the native batch APIs to come.
+  the delivery of its result to ``webhook_url`` (its signing
+  secret and schedule of attempts), and ``batch_id`` / ``custom_id`` for the native batch APIs to come.
 """
 
 import sqlalchemy as sa
@@ -30,6 +31,11 @@ def upgrade() -> None:
         sa.Column("status", sa.String(12), nullable=False),
         sa.Column("idempotency_key", sa.String(255), nullable=True),
         sa.Column("webhook_url", sa.String(2048), nullable=True),
+        sa.Column("webhook_secret", sa.String(80), nullable=True),
+        sa.Column("webhook_attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("webhook_next_at", sa.BigInteger, nullable=True),
+        sa.Column("webhook_delivered_at", sa.BigInteger, nullable=True),
+        sa.Column("webhook_status", sa.Integer, nullable=True),
         sa.Column("metadata", sa.JSON, nullable=True),
         sa.Column("hold_micros", sa.BigInteger, nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False),
@@ -52,6 +58,7 @@ def upgrade() -> None:
     op.create_index("ix_jobs_status_seq", "jobs", ["status", "seq"])
     op.create_index("ix_jobs_account_seq", "jobs", ["account_id", "seq"])
     op.create_index("ix_jobs_batch", "jobs", ["batch_id"])
+    op.create_index("ix_jobs_webhook_next", "jobs", ["webhook_next_at"])
 
 
 def downgrade() -> None:
