@@ -61,12 +61,15 @@ def api(fuzz_gateway: Gateway):
     tool_id = register_lookup_tool(gw)
     response = gw.request("POST", "/v1/responses", secret, json={"model": "test-claude", "input": "hello"})
     assert response.status_code == 200, response.text
+    job = gw.request("POST", "/v1/jobs", secret, json={"endpoint": "/v1/messages", "body": {
+        "model": "test-claude", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}})  # fmt: skip
+    assert job.status_code == 202, job.text
     schema = schemathesis.openapi.from_url(gw.url + "/openapi.json", timeout=10)
     with requests.Session() as session:
         yield Api(
             gw, schema, {"admin": gw.admin, "standard": secret},
             {"key_id": key_id, "thread_id": thread.json()["id"], "tool_id": tool_id, "model_id": "org/test:gpt",
-             "response_id": response.json()["id"]},
+             "response_id": response.json()["id"], "job_id": job.json()["id"]},
             session,
         )  # fmt: skip
 
