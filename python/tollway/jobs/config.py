@@ -18,7 +18,7 @@ class JobSettings:
     expires_after: float = DAY  # seconds from submission after which a job not yet run is expired
     retention: float = 7 * DAY  # seconds a finished job (and its result) is kept
     lease: float = 30.0  # seconds a claim lasts without a heartbeat (renewed every third of it)
-    poll_interval: float = 0.2  # seconds an idle worker waits before looking for work again
+    poll_interval: float = 1.0  # seconds an idle worker waits (unless a job is submitted) before looking again
     webhook_backoff: float = 10.0  # seconds from a job's first webhook attempt to its second (x6 each next)
 
 

@@ -108,13 +108,18 @@ class Deliveries:
             return 0
         return response.status_code
 
-    async def run(self, poll_interval: float) -> None:
-        """Deliver what is due, one at a time, for the gateway's life."""
+    async def run(self, poll_interval: float, ended: asyncio.Event) -> None:
+        """Deliver what is due, one at a time, for the gateway's life (looking again every
+        ``poll_interval``, or at once when a job ends: ``ended``)."""
         while True:
             try:
                 claimed = await asyncio.to_thread(self.claim)
                 if claimed is None:
-                    await asyncio.sleep(poll_interval)
+                    try:
+                        await asyncio.wait_for(ended.wait(), poll_interval)
+                        ended.clear()
+                    except TimeoutError:
+                        pass
                     continue
                 job, attempt = claimed
                 status = await self.post(job)

@@ -67,6 +67,8 @@ class JobEngine:
         # Run in the transaction that ends a job (succeeded / failed), with the job as ended:
         # account events (tollway.events) emit ``job.succeeded`` / ``job.failed`` here.
         self.on_ended: list[JobEnded] = []
+        self.wakeup = asyncio.Event()  # set by a submission: idle workers look at once
+        self.ended_wakeup = asyncio.Event()  # set when a job ends here: its webhook is due
 
     # ---- the Python API -------------------------------------------------------------
     async def submit(
@@ -126,6 +128,8 @@ class JobEngine:
             raise
         if not created:
             self._release(job_id)
+        else:
+            self.wakeup.set()
         return job, created
 
     async def get(self, key: ApiKey, job_id: str) -> Job:
@@ -157,6 +161,7 @@ class JobEngine:
                 task = self.running.get(job.id)
                 if task is not None:
                     task.cancel()
+                self.ended_wakeup.set()
             job = await self.get(key, job_id)
         return job
 
@@ -194,6 +199,8 @@ class JobEngine:
     def expired(self, ids: list[str]) -> None:
         for job_id in ids:
             self._release(job_id)
+        if ids:
+            self.ended_wakeup.set()
 
     def ended(self, conn: Connection, job: Job) -> None:
         for hook in self.on_ended:

@@ -210,6 +210,9 @@ class JobStore:
             "lease_until": now + lease_ms,
             "attempts": jobs.c.attempts + 1,
         }
+        with self.db.engine.connect() as conn:  # a read first: an idle poll writes nothing
+            if conn.execute(select(jobs.c.seq).where(runnable).limit(1)).first() is None:
+                return None
         with self.db.engine.begin() as conn:
             if self.db.is_sqlite:
                 first = select(jobs.c.seq).where(runnable).order_by(jobs.c.seq).limit(1).scalar_subquery()
@@ -335,9 +338,14 @@ class JobStore:
             return [r[0] for r in conn.execute(select(jobs.c.id).where(jobs.c.id.in_(ids), jobs.c.status == "expired"))]
 
     def purge(self, before: int) -> int:
-        """Delete the jobs that ended before ``before`` (their retention is over)."""
+        """Delete the jobs that ended before ``before`` (their retention is over), but for those
+        whose webhook still has attempts to make."""
         with self.db.engine.begin() as conn:
-            return conn.execute(delete(jobs).where(jobs.c.status.not_in(ACTIVE), jobs.c.finished_at < before)).rowcount
+            return conn.execute(
+                delete(jobs).where(
+                    jobs.c.status.not_in(ACTIVE), jobs.c.finished_at < before, jobs.c.webhook_next_at.is_(None)
+                )
+            ).rowcount
 
     # ---- a thread job's turn -----------------------------------------------------
     @staticmethod

@@ -66,7 +66,9 @@ class Workers:
         for i in range(self.settings.workers):
             self.tasks.append(asyncio.create_task(self._loop(f"{self.process}/{i}")))
         self.tasks.append(asyncio.create_task(self._sweep()))
-        self.tasks.append(asyncio.create_task(self.deliveries.run(self.settings.poll_interval)))
+        self.tasks.append(
+            asyncio.create_task(self.deliveries.run(self.settings.poll_interval, self.engine.ended_wakeup))
+        )
 
     async def stop(self, timeout: float) -> None:
         """Claim nothing more; let the attempts running finish (bounded), then stop them: a
@@ -93,7 +95,7 @@ class Workers:
                 log.exception("jobs: could not claim a job")
                 claim = None
             if claim is None:
-                await asyncio.sleep(self.settings.poll_interval)
+                await self._idle()
                 continue
             try:
                 await self._run(claim)
@@ -103,6 +105,15 @@ class Workers:
                 self.per_key[claim.job.key_id] -= 1
                 if self.per_key[claim.job.key_id] <= 0:
                     del self.per_key[claim.job.key_id]
+
+    async def _idle(self) -> None:
+        """Until a job is submitted, or ``poll_interval`` (a lapsed lease, an expiry to notice)."""
+        wakeup = self.engine.wakeup
+        try:
+            await asyncio.wait_for(wakeup.wait(), self.settings.poll_interval)
+        except TimeoutError:
+            return
+        wakeup.clear()  # every idle worker has woken: each looks once, the first finds the job
 
     async def _run(self, claim: Claim) -> None:
         job = claim.job
@@ -168,7 +179,9 @@ class Workers:
         done = await asyncio.to_thread(
             self.store.complete, claim, status, code, result, error, request_id, self.engine.ended
         )
-        if not done:
+        if done:
+            self.engine.ended_wakeup.set()
+        else:
             log.info("jobs: attempt %s ended after its job was cancelled or taken over; not recorded", request_id)
 
     async def _outcome(self, claim: Claim, request_id: str) -> tuple[str, int, Any, Any]:
