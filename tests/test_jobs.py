@@ -347,3 +347,17 @@ async def test_bad_submissions_are_400s_and_failures_keep_the_error_body(gateway
     status, direct = await call(gateway, "POST", "/v1/chat/completions", secret, failing)
     assert ended["status"] == "failed" and ended["status_code"] == status == 400 and ended["error"] == direct
     assert await _until(lambda: _reserved(gateway, key_id) == 0)
+
+
+@pytest.mark.parametrize("kind", DATABASES)
+def test_the_migration_makes_the_jobs_table_of_the_schema(kind: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from tests.conftest import migrated_database
+    from tollway.store import metadata
+
+    with migrated_database(kind) as db, db.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        diffs = [d for d in compare_metadata(context, metadata) if "jobs" in repr(d)]
+    assert diffs == []
