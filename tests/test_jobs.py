@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, AsyncIterator, Optional
 
@@ -361,3 +362,42 @@ def test_the_migration_makes_the_jobs_table_of_the_schema(kind: str) -> None:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         diffs = [d for d in compare_metadata(context, metadata) if "jobs" in repr(d)]
     assert diffs == []
+
+
+@pytest.mark.parametrize("fresh_database", ["sqlite"], indirect=True)
+async def test_per_key_concurrency_and_retention(fake: FakeServer, tmp_data_dir: Path, fresh_database: str) -> None:
+    gw = await _start(
+        fake, tmp_data_dir, fresh_database,
+        TOLLWAY_JOBS_WORKERS="4", TOLLWAY_JOBS_PER_KEY_CONCURRENCY="2", TOLLWAY_JOBS_RETENTION="1",
+    )  # fmt: skip
+    try:
+        key_id, secret = _mint(gw)
+        other_id, other = _mint(gw)
+        slow = {**CHAT, "messages": [{"role": "user", "content": "x #delay_ms=150"}]}
+        ids = []
+        for s in (secret,) * 6 + (other,) * 2:
+            status, job = await call(gw, "POST", "/v1/jobs", s, {"endpoint": "/v1/chat/completions", "body": slow})
+            ids.append((s, job["id"]))
+        peak: Counter[str] = Counter()
+        while True:
+            with gw.db.engine.connect() as conn:
+                running = Counter(r[0] for r in conn.execute(select(jobs.c.key_id).where(jobs.c.status == "running")))
+            for k, n in running.items():
+                peak[k] = max(peak[k], n)
+            with gw.db.engine.connect() as conn:
+                left = conn.execute(select(jobs.c.id).where(jobs.c.status.in_(("queued", "running")))).all()
+            if not left:
+                break
+            await asyncio.sleep(0.01)
+        assert peak[key_id] == 2 and peak[other_id] >= 1  # the other key ran beside the first one's two
+
+        # Retention: ended jobs are deleted once it is over.
+        def none_left() -> bool:
+            with gw.db.engine.connect() as conn:
+                return not conn.execute(select(jobs.c.id)).all()
+
+        assert await _until(none_left, timeout=5)
+        status, gone = await call(gw, "GET", f"/v1/jobs/{ids[0][1]}", secret)
+        assert status == 404
+    finally:
+        await gw.app.shutdown()

@@ -53,6 +53,7 @@ class Deliveries:
         self.db = db
         self.backoff = backoff
         self._client: Optional[httpx.AsyncClient] = None
+        self.stopping = False
 
     def claim(self) -> Optional[tuple[Job, int]]:
         """Take the attempt due first: (the job, the attempt's number), counted and the next
@@ -111,12 +112,13 @@ class Deliveries:
     async def run(self, poll_interval: float, ended: asyncio.Event) -> None:
         """Deliver what is due, one at a time, for the gateway's life (looking again every
         ``poll_interval``, or at once when a job ends: ``ended``)."""
-        while True:
+        while not self.stopping:
             try:
                 claimed = await asyncio.to_thread(self.claim)
                 if claimed is None:
                     try:
-                        await asyncio.wait_for(ended.wait(), poll_interval)
+                        async with asyncio.timeout(poll_interval):  # (not wait_for: it can swallow a cancel)
+                            await ended.wait()
                         ended.clear()
                     except TimeoutError:
                         pass

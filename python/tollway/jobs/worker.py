@@ -73,7 +73,7 @@ class Workers:
     async def stop(self, timeout: float) -> None:
         """Claim nothing more; let the attempts running finish (bounded), then stop them: a
         stopped attempt's job is run again by the next gateway."""
-        self.stopping = True
+        self.stopping = self.deliveries.stopping = True
         running = list(self.engine.running.values())
         if running:
             await asyncio.wait(running, timeout=timeout)
@@ -110,7 +110,8 @@ class Workers:
         """Until a job is submitted, or ``poll_interval`` (a lapsed lease, an expiry to notice)."""
         wakeup = self.engine.wakeup
         try:
-            await asyncio.wait_for(wakeup.wait(), self.settings.poll_interval)
+            async with asyncio.timeout(self.settings.poll_interval):  # (not wait_for: it can swallow a cancel)
+                await wakeup.wait()
         except TimeoutError:
             return
         wakeup.clear()  # every idle worker has woken: each looks once, the first finds the job
@@ -222,10 +223,10 @@ class Workers:
         """Expire the jobs past their time (their holds released) and purge those past retention."""
         purged_at = 0.0
         loop = asyncio.get_running_loop()
-        while True:
+        while not self.stopping:
             try:
                 self.engine.expired(await asyncio.to_thread(self.store.expire, now_ms()))
-                if loop.time() - purged_at >= PURGE_EVERY_S:
+                if loop.time() - purged_at >= min(PURGE_EVERY_S, self.settings.retention):
                     purged_at = loop.time()
                     await asyncio.to_thread(self.store.purge, now_ms() - int(self.settings.retention * 1000))
             except Exception:
