@@ -68,13 +68,16 @@ def api(fuzz_gateway: Gateway):
     assert made.status_code == 201, made.text
     sent = gw.request("POST", f"/v1/webhook-endpoints/{made.json()['id']}/test", gw.admin)
     assert sent.status_code == 202, sent.text
+    job = gw.request("POST", "/v1/jobs", secret, json={"endpoint": "/v1/messages", "body": {
+        "model": "test-claude", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}})  # fmt: skip
+    assert job.status_code == 202, job.text
     schema = schemathesis.openapi.from_url(gw.url + "/openapi.json", timeout=10)
     with requests.Session() as session:
         yield Api(
             gw, schema, {"admin": gw.admin, "standard": secret},
             {"key_id": key_id, "thread_id": thread.json()["id"], "tool_id": tool_id, "model_id": "org/test:gpt",
              "response_id": response.json()["id"], "endpoint_id": made.json()["id"],
-             "delivery_id": sent.json()["delivery_id"]},
+             "delivery_id": sent.json()["delivery_id"], "job_id": job.json()["id"]},
             session,
         )  # fmt: skip
 

@@ -11,8 +11,9 @@ is the route's ``HTTPError``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional
 
+from tollway.capabilities import Capability
 from tollway.http.core import AnyResponse, new_request_id
 from tollway.proxy.handler import Origin
 
@@ -22,11 +23,17 @@ if TYPE_CHECKING:
     from tollway.threads.turns import ThreadTurns
 
 
+Respond = Callable[..., Awaitable[AnyResponse]]  # tollway.responses.routes: POST /v1/responses for a key
+
+
 class Calls:
-    def __init__(self, auth: "Authenticator", proxy: "Proxy", turns: "ThreadTurns") -> None:
+    def __init__(
+        self, auth: "Authenticator", proxy: "Proxy", turns: "ThreadTurns", respond: Optional[Respond] = None
+    ) -> None:
         self.auth = auth
         self.proxy = proxy
         self.turns = turns
+        self.respond = respond
 
     async def model(
         self, key_id: str, payload: dict[str, Any], shape: str, request_id: Optional[str] = None
@@ -46,3 +53,15 @@ class Calls:
         return await self.turns.run(
             Origin(request_id or new_request_id()), key, thread, {**options, "content": content}
         )
+
+    async def responses(self, key_id: str, payload: dict[str, Any], request_id: Optional[str] = None) -> AnyResponse:
+        """A Responses API call (``POST /v1/responses``) for ``key_id``, stored as the route stores it."""
+        if self.respond is None:
+            raise RuntimeError("the Responses capability is not part of this gateway")
+        key = await self.auth.key_by_id(key_id)
+        return await self.respond(Origin(request_id or new_request_id()), key, dict(payload))
+
+
+def capability(*, auth: "Authenticator", proxy: "Proxy", turns: "ThreadTurns", respond: Respond) -> Capability:
+    """Provides ``calls`` (this module's ``Calls``) to the capabilities after it (jobs)."""
+    return Capability(provides={"calls": Calls(auth, proxy, turns, respond)})

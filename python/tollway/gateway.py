@@ -13,10 +13,10 @@ from typing import Any, Callable, Optional
 
 from sqlalchemy.exc import DataError
 
+from tollway import calls as call_path
 from tollway._core import ConnectionGuard, UpstreamClient
 from tollway.background import BackgroundWork, OpenCounter
 from tollway.billing import routes as billing_routes
-from tollway.calls import Calls
 from tollway.capabilities import assemble
 from tollway.config import ModelRoute, Settings, load_settings
 from tollway.config.settings import DEFAULT_BASE_URLS, max_connections_for
@@ -24,6 +24,7 @@ from tollway.events import routes as event_routes
 from tollway.hooks import Hooks
 from tollway.http import openapi
 from tollway.http.core import App, HTTPError
+from tollway.jobs import routes as job_routes
 from tollway.keys import KeyStore
 from tollway.keys import routes as key_routes
 from tollway.keys.auth import Authenticator
@@ -119,6 +120,8 @@ CAPABILITIES = [
     thread_routes.capability,  # provides turns
     tool_routes.capability,
     search_routes.capability,  # provides search
+    call_path.capability,  # provides calls (model calls and turns with no HTTP request)
+    job_routes.capability,  # provides jobs
     wallet_routes.capability,
     stripe_routes.capability,
     billing_routes.capability,
@@ -171,7 +174,8 @@ class Gateway:
         self.app.error_mappers.append(bad_input_error)
         services = assemble(self.app, self.hooks, self._services(), CAPABILITIES)
         self.app.on_shutdown.append(self.drain)
-        self.calls = Calls(self.auth, services["proxy"], services["turns"])
+        self.calls = services["calls"]
+        self.jobs = services["jobs"]
 
     def _services(self) -> dict[str, Any]:
         """What capabilities may ask for, by parameter name (see tollway.capabilities)."""

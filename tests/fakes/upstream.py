@@ -55,7 +55,7 @@ reserve_fd_table()  # see fdtable.py
 _records: deque = deque(maxlen=MAX_RECORDS)  # (path, raw headers, raw body, monotonic t)
 _fail_counts: dict[str, int] = {}
 _sent: dict[str, bytes] = {}  # #id -> the exact body bytes of its last successful reply
-_stats = {"open_streams": 0, "aborted_streams": 0, "completed_streams": 0, "requests": 0}
+_stats = {"open_streams": 0, "aborted_streams": 0, "completed_streams": 0, "requests": 0, "completed_calls": 0}
 
 _ID_PREFIX = os.urandom(4).hex()  # keeps ids distinct across workers
 _serial = itertools.count(1)
@@ -706,6 +706,7 @@ async def _complete(provider, headers: dict, body: bytes, receive, send) -> None
         rendered = provider.render(turn, reply)
         _remember_sent(directives, rendered)
         await _respond(send, provider, 200, rendered)
+        _stats["completed_calls"] += 1  # a whole 200 answer sent: what a provider bills
 
 
 def _remember_sent(directives: dict, body: bytes) -> None:
@@ -817,7 +818,7 @@ async def _introspect(method: str, path: str, send) -> None:
         _records.clear()
         _fail_counts.clear()
         _sent.clear()
-        _stats.update(aborted_streams=0, completed_streams=0, requests=0)
+        _stats.update(aborted_streams=0, completed_streams=0, requests=0, completed_calls=0)
         status, body = 200, b'{"ok":true}'
     else:
         status, body = 404, b'{"error":"unknown introspection route"}'

@@ -20,6 +20,7 @@ from tollway.config.routes import (
     Provider,
 )
 from tollway.events.config import EventsSettings, events_settings
+from tollway.jobs.config import JobSettings, jobs_settings
 from tollway.outbound import OutboundSettings, outbound_settings
 from tollway.search.config import SearchSettings, search_settings
 from tollway.wallet.config import WalletSettings, wallet_settings
@@ -67,6 +68,7 @@ class Settings:
     wallet: WalletSettings = field(default_factory=WalletSettings)
     events: EventsSettings = field(default_factory=EventsSettings)
     outbound: OutboundSettings = field(default_factory=OutboundSettings)
+    jobs: JobSettings = field(default_factory=JobSettings)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -271,6 +273,7 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
         wallet=wallet_settings(file_conf.get("wallet"), file_conf.get("stripe"), env),
         events=events_settings(file_conf.get("events"), env),
         outbound=outbound_settings(file_conf.get("outbound"), env),
+        jobs=jobs_settings(file_conf.get("jobs"), env),
     )
 
 

@@ -174,6 +174,25 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "The search index: backlog, what is indexed, the embedder and index in use, a rebuild's progress",
         {200: "SearchStatus"}, _ADMIN, tag="search",
     ),
+    # ---- jobs (tollway.jobs)
+    ("POST", "/v1/jobs"): Op(
+        "Queue a model call or thread turn to run in the background; its worst case is held now (402 if unaffordable); "
+        "Idempotency-Key honoured",
+        {202: "JobCreated"}, (*_AUTH, *_BODY, 402, 403, 404), "JobCreate", tag="jobs",
+    ),
+    ("GET", "/v1/jobs"): Op(
+        "The key's jobs (an admin key: the account's), newest first, in cursor pages",
+        {200: "JobList"}, (*_AUTH, 400), tag="jobs",
+        query={"status": {"enum": ["queued", "running", "succeeded", "failed", "cancelled", "expired"]},
+               "limit": _limit(20, 100), "after": _CURSOR},
+    ),
+    ("GET", "/v1/jobs/{job_id}"): Op(
+        "A job: its status, and its result or error once it ended", {200: "Job"}, (*_AUTH, 404), tag="jobs"
+    ),
+    ("POST", "/v1/jobs/{job_id}/cancel"): Op(
+        "Cancel a queued or running job (its hold released); an ended job is answered as it is",
+        {200: "Job"}, (*_AUTH, 404), tag="jobs",
+    ),
     # ---- wallet (off unless [wallet] enabled = true: then 400 wallet_disabled)
     ("GET", "/v1/wallet"): Op(
         "The account's prepaid wallet: balance, held by requests in flight, auto-recharge, last top-ups",
@@ -279,7 +298,7 @@ def _ok_response(status: int, name: str) -> dict[str, Any]:
     if stream:
         content["text/event-stream"] = {"schema": _SSE_EVENT}
     return {
-        "description": {200: "OK", 201: "Created", 202: "Accepted"}[status],
+        "description": {201: "Created", 202: "Accepted"}.get(status, "OK"),
         "headers": _REQUEST_ID,
         "content": content,
     }

@@ -105,7 +105,7 @@ ERRORS: dict[str, Schema] = {
 
 # ---- request bodies -----------------------------------------------------
 _TOKEN_ID: Schema = {"type": "integer", "minimum": 0, "maximum": MAX_TOKENS_LIMIT}
-_WEBHOOK_URL = {
+WEBHOOK_URL: Schema = {
     "type": "string",
     "maxLength": MAX_URL,
     "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/[!$-;=?-~]*)?$",
@@ -171,7 +171,7 @@ REQUESTS: dict[str, Schema] = {
             "name": _TOOL_NAME,
             "description": _TOOL_DESCRIPTION,
             "input_schema": _INPUT_SCHEMA,
-            "webhook_url": _WEBHOOK_URL,
+            "webhook_url": WEBHOOK_URL,
             "timeout_ms": nullable(_TIMEOUT),
         },
         ("name", "description", "input_schema", "webhook_url"),
@@ -181,7 +181,7 @@ REQUESTS: dict[str, Schema] = {
             "name": _TOOL_NAME,
             "description": _TOOL_DESCRIPTION,
             "input_schema": _INPUT_SCHEMA,
-            "webhook_url": _WEBHOOK_URL,
+            "webhook_url": WEBHOOK_URL,
             "timeout_ms": _TIMEOUT,
             "rotate_secret": BOOLEAN,
         }
@@ -433,11 +433,21 @@ RESOURCES: dict[str, Schema] = {
 
 def _all() -> dict[str, Schema]:
     from tollway.events.openapi import EVENT_SCHEMAS
+    from tollway.jobs.openapi import JOB_SCHEMAS
     from tollway.keys.openapi import KEY_SCHEMAS  # (they use the helpers above)
     from tollway.search.openapi import SEARCH_SCHEMAS
     from tollway.wallet.openapi import WALLET_SCHEMAS
 
-    return {**ERRORS, **REQUESTS, **RESOURCES, **KEY_SCHEMAS, **SEARCH_SCHEMAS, **WALLET_SCHEMAS, **EVENT_SCHEMAS}
+    return {
+        **ERRORS,
+        **REQUESTS,
+        **RESOURCES,
+        **KEY_SCHEMAS,
+        **SEARCH_SCHEMAS,
+        **WALLET_SCHEMAS,
+        **EVENT_SCHEMAS,
+        **JOB_SCHEMAS,
+    }
 
 
 SCHEMAS: dict[str, Schema] = _all()

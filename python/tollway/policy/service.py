@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import lru_cache
@@ -22,7 +23,7 @@ from tollway.keys.auth import wall_clock_ms
 from tollway.keys.store import ApiKey
 from tollway.ledger import HoldLike, Ledger
 from tollway.policy.budgets import KeyBudgets
-from tollway.policy.caps import decide_hold
+from tollway.policy.caps import CapDecision, decide_hold
 from tollway.policy.rate_headers import headers_for
 from tollway.policy.ratelimit import Permit, RateLimiter, RateLimits, Refusal
 from tollway.policy.windows import adjective, iso
@@ -57,6 +58,24 @@ def _limits(values: Optional[dict[str, int]]) -> Optional[RateLimits]:
     if not values:
         return None
     return RateLimits(values.get("rpm"), values.get("tpm"), values.get("max_parallel"))
+
+
+class Prepaid:
+    """Money held before the call (a queued job's hold), handed to the call that runs it: the
+    first admission in the context releases it in the same synchronous step as it reserves
+    its own hold, so nothing else can take that money in between (README, "Jobs")."""
+
+    __slots__ = ("hold",)
+
+    def __init__(self, hold: Optional[HoldLike]) -> None:
+        self.hold = hold
+
+    def take(self) -> Optional[HoldLike]:
+        hold, self.hold = self.hold, None
+        return hold
+
+
+PREPAID: ContextVar[Optional[Prepaid]] = ContextVar("tollway_prepaid", default=None)
 
 
 @dataclass(slots=True)
@@ -139,6 +158,30 @@ class Policy:
             if isinstance(got, Refusal):
                 raise rate_limited(got, now)
             permit = got
+        try:
+            prepaid = PREPAID.get()
+            held = prepaid.take() if prepaid is not None else None
+            if held is not None:
+                held.release()  # the job's hold: this call's own hold takes its place now
+            decision = self.hold(key, route, input_estimate, requested_max_tokens, min_output_tokens, now)
+        except BaseException:
+            if permit is not None:
+                permit.release()  # never went upstream: as if it had not asked
+            raise
+        return Admission(decision.hold, decision.clamp_to, permit, now)
+
+    def hold(
+        self,
+        key: ApiKey,
+        route: ModelRoute,
+        input_estimate: int,
+        requested_max_tokens: Optional[int],
+        min_output_tokens: int = 1,
+        now: Optional[int] = None,
+    ) -> CapDecision:
+        """The hold on the key's cap, its windows and its wallet (402 when it cannot afford the
+        call), with no rate limit: a call's (``admit``) or a queued job's (tollway.jobs). A refusal
+        by one of the key's own budgets is told to ``cap_refused`` (the key.cap_exceeded event)."""
         refused: list[str] = []
 
         def explain(budget: str) -> str:
@@ -146,9 +189,9 @@ class Policy:
             return self.explain(key, budget)
 
         try:
-            decision = decide_hold(
+            return decide_hold(
                 self.ledger,
-                self.budgets.budget_ids(key, now),
+                self.budgets.budget_ids(key, self.clock() if now is None else now),
                 route,
                 input_estimate,
                 requested_max_tokens,
@@ -160,10 +203,7 @@ class Policy:
             for budget in refused:
                 for tell in self.cap_refused:
                     tell(key, budget)
-            if permit is not None:
-                permit.release()  # never went upstream: as if it had not asked
             raise
-        return Admission(decision.hold, decision.clamp_to, permit, now)
 
     def refusal(self, budget: str, needed: int) -> Optional[HTTPError]:
         """The 402 of a budget shared by the account's keys (its wallet), None for the key's own."""

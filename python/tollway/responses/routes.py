@@ -37,7 +37,7 @@ from tollway.translate.errors import TranslationError
 
 if TYPE_CHECKING:
     from tollway.background import BackgroundWork
-    from tollway.proxy.handler import Proxy
+    from tollway.proxy.handler import Origin, Proxy
 
 log = logging.getLogger("tollway.responses")
 
@@ -154,7 +154,7 @@ def capability(
             log.exception("could not store response %s", response["id"])
 
     async def native_call(
-        request: Request, key: ApiKey, route: ModelRoute, payload: dict[str, Any], started: float
+        request: "Origin", key: ApiKey, route: ModelRoute, payload: dict[str, Any], raw: Optional[bytes], started: float
     ) -> AnyResponse:
         """Passed through; Tollway's store stands in for the provider's: a previous response of
         ours is sent as input items, and the answer is stored (unless store is false)."""
@@ -170,7 +170,6 @@ def capability(
                 raise HTTPError(400, exc.message, param=exc.param) from None
             log.info("a Responses request with input the store cannot keep is passed through unstored: %s", exc.message)
             items, record = [], False
-        raw: Optional[bytes] = request.body
         if previous is not None:
             history = [
                 i
@@ -221,11 +220,18 @@ def capability(
     async def create(request: Request) -> AnyResponse:
         started = time.perf_counter()
         key = await auth.authenticate(request.headers)
-        payload = json_object(request)
+        return await respond(request, key, json_object(request), request.body, started)
+
+    async def respond(
+        request: "Origin", key: ApiKey, payload: dict[str, Any], raw: Optional[bytes] = None, started: float = 0.0
+    ) -> AnyResponse:
+        """POST /v1/responses for ``key`` (also with no HTTP request: a job); ``raw``: the
+        client's bytes when ``payload`` is exactly what it sent."""
+        started = started or time.perf_counter()
         _check(payload)
         route = proxy.route(payload.get("model"), key)
         if speaks_responses(route):
-            return await native_call(request, key, route, payload, started)
+            return await native_call(request, key, route, payload, raw, started)
         for name, message in _UNSUPPORTED.items():
             if payload.get(name) not in (None, False):
                 raise HTTPError(400, message, param=name)
@@ -266,4 +272,4 @@ def capability(
         found = await stored(key, response_id)
         return json_response(200, _page(found.input_items(), request.query()))
 
-    return Capability(routes)
+    return Capability(routes, provides={"respond": respond})

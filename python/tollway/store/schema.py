@@ -388,3 +388,56 @@ event_attempts = Table(
     Column("next_attempt_at", BigInteger, nullable=True),  # when the next was scheduled (None: final)
     Index("ix_event_attempts_delivery", "delivery_id", "seq"),
 )
+
+
+# Jobs (tollway.jobs): a model call or thread turn run in the background, durably.
+# Workers claim a row with a lease (claimed_by, lease_until, heartbeat); a lapsed lease
+# is taken over. The terminal status, result / error and the turn marker are each
+# written by one conditional UPDATE (see tollway.jobs.store).
+jobs = Table(
+    "jobs",
+    metadata,
+    # Insertion order: the cursor for listing (newest first) and the claim order.
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("account_id", String(40), nullable=False),
+    Column("key_id", String(40), nullable=False),
+    Column("endpoint", String(80), nullable=False),  # /v1/chat/completions | /v1/messages | /v1/responses | a turn
+    Column("thread_id", String(40), nullable=True),
+    Column("body", JSON, nullable=False),
+    # queued | running | succeeded | failed | cancelled | expired
+    Column("status", String(12), nullable=False),
+    Column("idempotency_key", String(255), nullable=True),
+    Column("webhook_url", String(2048), nullable=True),
+    # The result delivered to webhook_url: signed with webhook_secret (tollway.webhooks), on a
+    # schedule of attempts kept here (tollway.jobs.delivery).
+    Column("webhook_secret", String(80), nullable=True),
+    Column("webhook_attempts", Integer, nullable=False, server_default="0"),
+    Column("webhook_next_at", BigInteger, nullable=True),
+    Column("webhook_delivered_at", BigInteger, nullable=True),
+    Column("webhook_status", Integer, nullable=True),
+    Column("metadata", JSON, nullable=True),
+    Column("hold_micros", BigInteger, nullable=False),  # held from submission until the job's call takes it over
+    Column("attempts", Integer, nullable=False),
+    Column("claimed_by", String(64), nullable=True),
+    Column("lease_until", BigInteger, nullable=True),
+    Column("request_id", String(64), nullable=True),  # the attempt whose result was recorded
+    Column("status_code", Integer, nullable=True),
+    Column("result", JSON, nullable=True),
+    Column("error", JSON, nullable=True),
+    # A thread job's turn: the attempt that stored it and its reply (stored once).
+    Column("turn_attempt", Integer, nullable=True),
+    Column("turn_message_id", String(40), nullable=True),
+    # Native batch APIs will run each of their lines as a job.
+    Column("batch_id", String(40), nullable=True),
+    Column("custom_id", String(255), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("started_at", BigInteger, nullable=True),
+    Column("finished_at", BigInteger, nullable=True),
+    Column("expires_at", BigInteger, nullable=False),
+    UniqueConstraint("key_id", "idempotency_key", name="uq_jobs_idempotency"),
+    Index("ix_jobs_status_seq", "status", "seq"),
+    Index("ix_jobs_account_seq", "account_id", "seq"),
+    Index("ix_jobs_batch", "batch_id"),
+    Index("ix_jobs_webhook_next", "webhook_next_at"),
+)
