@@ -166,3 +166,26 @@ def test_key_expiring(gw: Gateway, receiver: Receiver) -> None:
     }  # fmt: skip
     time.sleep(0.6)  # three more checks: once per key
     assert len(receiver.at("/expiring")) == 1
+
+
+def test_job_events(gw: Gateway, receiver: Receiver) -> None:
+    """job.succeeded and job.failed, written in the transaction that ends the job (once each)."""
+    made = endpoint(gw, receiver.url + "/jobs", ["job.succeeded", "job.failed"])
+    _, secret = gw.mint(max_spend_usd=1)
+    chat = {"model": "test-gpt", "messages": [{"role": "user", "content": "hello #words=3"}]}
+    failing = {**chat, "messages": [{"role": "user", "content": "x #status=400"}]}
+    ids = []
+    for body in (chat, failing):
+        r = gw.request("POST", "/v1/jobs", secret, json={"endpoint": "/v1/chat/completions", "body": body})
+        assert r.status_code == 202, r.text
+        ids.append(r.json()["id"])
+    got = receiver.wait_for("/jobs", 2)
+    payloads = {p["data"]["id"]: p for p in (verified(made["secret"], g) for g in got)}
+    assert (
+        payloads[ids[0]]["type"] == "job.succeeded"
+        and payloads[ids[0]]["data"]["result"]["object"] == "chat.completion"
+    )
+    assert payloads[ids[1]]["type"] == "job.failed" and payloads[ids[1]]["data"]["status_code"] == 400
+    assert all("webhook_secret" not in p["data"] for p in payloads.values())
+    time.sleep(0.5)
+    assert len(receiver.at("/jobs")) == 2

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import standardwebhooks
 
 from tests.conftest import DATABASES
 from tests.fakes.runner import FakeServer
@@ -63,6 +64,10 @@ async def test_the_result_is_delivered_signed_and_retried_until_accepted(
         assert len(delivered) == 3
         assert all(r["signature_ok"] for r in delivered)
         assert {r["headers"]["x-tollway-delivery"] for r in delivered} == {job["id"]}
+        # The same request as a Standard Webhook, verified by the standardwebhooks package.
+        hook = standardwebhooks.Webhook(job["webhook_secret"])
+        assert {r["headers"]["webhook-id"] for r in delivered} == {job["id"]}
+        assert all(hook.verify(r["body"], r["headers"])["type"] == "job.succeeded" for r in delivered)
         event = delivered[-1]["json"]
         assert event["type"] == "job.succeeded" and event["data"]["result"] == ended["result"]
         gaps = [delivered[i + 1]["start"] - delivered[i]["start"] for i in range(2)]

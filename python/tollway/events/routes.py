@@ -29,6 +29,7 @@ from tollway.events.store import DEFAULT_ROTATION_GRACE_MS, EndpointStore
 from tollway.hooks import Hooks
 from tollway.http.core import HTTPError, Request, Response, json_response
 from tollway.http.params import check_fields, json_object, page_limit
+from tollway.jobs.engine import JobEngine
 from tollway.keys import ApiKey
 from tollway.keys.auth import Authenticator
 from tollway.outbound import DestinationRefused, check_destination
@@ -75,13 +76,20 @@ def validate_description(value: Any) -> str:
 
 
 def capability(
-    *, settings: Settings, db: Database, auth: Authenticator, policy: Policy, background: BackgroundWork
+    *,
+    settings: Settings,
+    db: Database,
+    auth: Authenticator,
+    policy: Policy,
+    background: BackgroundWork,
+    jobs: JobEngine,
 ) -> Capability:
     routes = Routes()
     store = EndpointStore(db)
     sender = Sender(db, settings.events, settings.outbound)
     sources = EventSources(db, auth, settings.events, background, sender.wake)
     policy.cap_refused.append(sources.cap_refused)
+    jobs.on_ended.append(sources.job_ended)
     hooks = Hooks(call_settled=[sources.settled])
     if settings.wallet.enabled:
         hooks.call_settled.append(sources.low_balance)  # after the wallet's debit (capabilities' order)

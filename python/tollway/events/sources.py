@@ -94,6 +94,17 @@ class EventSources:
         if self._once(dedup_key):
             self.background.submit(self._write, account_id, type_, data, dedup_key)
 
+    # ---------------------------------------------------------------- job.succeeded / job.failed
+    def job_ended(self, conn: Any, job: Any) -> None:
+        """(JobEngine.on_ended, in the transaction that ends the job: the event commits with the
+        job's end, once.) The data is the job as ``GET /v1/jobs/{id}`` shows it."""
+        if job.status not in ("succeeded", "failed"):
+            return
+        emitted = emit(conn, job.account_id, f"job.{job.status}", job.public(), dedup_key=f"job.{job.status}:{job.id}")
+        loop = self.loop
+        if emitted and loop is not None:
+            loop.call_soon_threadsafe(self.wake)  # may come before the commit: the next poll finds it
+
     # ---------------------------------------------------------------- key.cap_exceeded
     def cap_refused(self, key: ApiKey, budget: str) -> None:
         """(Policy.cap_refused, on the event loop.)"""

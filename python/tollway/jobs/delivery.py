@@ -1,6 +1,10 @@
 """A job's result delivered to its ``webhook_url``: signed like the tool webhooks
-(tollway.webhooks: ``x-tollway-signature``, ``x-tollway-delivery: <job id>``, the same on
-every attempt: dedupe on it), on a schedule of attempts kept in the job's row.
+(tollway.webhooks: ``x-tollway-signature``, ``x-tollway-delivery: <job id>``, and as a
+Standard Webhook: ``webhook-id: <job id>``, ``webhook-timestamp``, ``webhook-signature``; the
+same id on every attempt: dedupe on it), on a schedule of attempts kept in the job's row.
+The URL must pass the ``[outbound]`` check (no private address unless allowed; refused: the
+attempt fails and is logged), redirects are not followed, the answer's body is not read
+(only its status counts) and an attempt lasts at most ``[outbound] timeout``.
 
 The end of a job sets ``webhook_next_at`` in the transaction that ends it, so a delivery is
 never lost. Each attempt is claimed by one UPDATE that counts it and moves
@@ -26,14 +30,14 @@ import orjson
 from sqlalchemy import and_, select, update
 
 from tollway.jobs.store import Job
+from tollway.outbound import DestinationRefused, OutboundSettings, check_destination
 from tollway.store import Database, jobs, now_ms
-from tollway.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, sign
+from tollway.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, sign, standard_headers
 
 log = logging.getLogger("tollway.jobs")
 
 MAX_ATTEMPTS = 6
 GROWTH = 6
-TIMEOUT_S = 10.0
 USER_AGENT = "Tollway-Jobs/1"
 
 
@@ -49,9 +53,10 @@ def event_of(job: Job, now: int) -> bytes:
 
 
 class Deliveries:
-    def __init__(self, db: Database, backoff: float) -> None:
+    def __init__(self, db: Database, backoff: float, outbound: OutboundSettings) -> None:
         self.db = db
         self.backoff = backoff
+        self.outbound = outbound
         self._client: Optional[httpx.AsyncClient] = None
         self.stopping = False
 
@@ -94,17 +99,28 @@ class Deliveries:
     async def post(self, job: Job) -> int:
         """One attempt: the HTTP status answered (0: no answer)."""
         assert job.webhook_url is not None and job.webhook_secret is not None
+        try:
+            await check_destination(job.webhook_url, self.outbound)
+        except DestinationRefused as exc:
+            log.warning("jobs: webhook of %s not sent: %s", job.id, exc)
+            return 0
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=TIMEOUT_S, headers={"user-agent": USER_AGENT})
+            self._client = httpx.AsyncClient(
+                timeout=self.outbound.timeout, headers={"user-agent": USER_AGENT}, follow_redirects=False
+            )
         body = event_of(job, now_ms())
         headers = {
             "content-type": "application/json",
             SIGNATURE_HEADER: sign(job.webhook_secret, body),
             DELIVERY_HEADER: job.id,
+            **standard_headers(job.webhook_secret, job.id, body),
         }
         try:
-            response = await self._client.post(job.webhook_url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
+            async with asyncio.timeout(self.outbound.timeout):
+                request = self._client.build_request("POST", job.webhook_url, content=body, headers=headers)
+                response = await self._client.send(request, stream=True)
+                await response.aclose()  # only the status counts: nothing of the body is read
+        except (httpx.HTTPError, TimeoutError) as exc:
             log.info("jobs: webhook of %s not delivered: %s", job.id, type(exc).__name__)
             return 0
         return response.status_code

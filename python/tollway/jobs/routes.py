@@ -54,7 +54,7 @@ def capability(
     hooks = Hooks()
     store = JobStore(db)
     engine = JobEngine(settings.jobs, store, auth, policy, ledger, proxy, turns)
-    workers = Workers(engine, calls)
+    workers = Workers(engine, calls, settings.outbound)
 
     def turn_stored(conn: "Connection", thread_id: str, messages: Sequence["StoredMessage"]) -> None:
         # A thread job's turn is stored once: its append marks the job in the same transaction,

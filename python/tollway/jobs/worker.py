@@ -24,6 +24,7 @@ from tollway.jobs.delivery import Deliveries
 from tollway.jobs.engine import JobEngine
 from tollway.jobs.estimate import target_of
 from tollway.jobs.store import Claim, JobStore
+from tollway.outbound import OutboundSettings
 from tollway.policy.service import PREPAID, Prepaid
 from tollway.store import now_ms
 
@@ -50,7 +51,7 @@ def _json(body: bytes) -> Any:
 
 
 class Workers:
-    def __init__(self, engine: JobEngine, calls: "Calls") -> None:
+    def __init__(self, engine: JobEngine, calls: "Calls", outbound: OutboundSettings) -> None:
         self.engine = engine
         self.store: JobStore = engine.store
         self.calls = calls
@@ -60,7 +61,7 @@ class Workers:
         self.claiming = asyncio.Lock()
         self.tasks: list[asyncio.Task] = []
         self.stopping = False
-        self.deliveries = Deliveries(self.store.db, self.settings.webhook_backoff)
+        self.deliveries = Deliveries(self.store.db, self.settings.webhook_backoff, outbound)
 
     def start(self) -> None:
         for i in range(self.settings.workers):
