@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from tollway.batches.config import BatchSettings, batches_settings
 from tollway.config.routes import (
     KINDS,
     MODEL_MODES,
@@ -65,6 +66,7 @@ class Settings:
     search: SearchSettings = field(default_factory=SearchSettings)
     wallet: WalletSettings = field(default_factory=WalletSettings)
     jobs: JobSettings = field(default_factory=JobSettings)
+    batches: BatchSettings = field(default_factory=BatchSettings)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -268,6 +270,7 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
         search=search_settings(env),
         wallet=wallet_settings(file_conf.get("wallet"), file_conf.get("stripe"), env),
         jobs=jobs_settings(file_conf.get("jobs"), env),
+        batches=batches_settings(file_conf.get("batches"), env),
     )
 
 

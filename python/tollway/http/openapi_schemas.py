@@ -432,12 +432,22 @@ RESOURCES: dict[str, Schema] = {
 
 
 def _all() -> dict[str, Schema]:
+    from tollway.batches.openapi import BATCH_SCHEMAS
     from tollway.jobs.openapi import JOB_SCHEMAS
     from tollway.keys.openapi import KEY_SCHEMAS  # (they use the helpers above)
     from tollway.search.openapi import SEARCH_SCHEMAS
     from tollway.wallet.openapi import WALLET_SCHEMAS
 
-    return {**ERRORS, **REQUESTS, **RESOURCES, **KEY_SCHEMAS, **SEARCH_SCHEMAS, **WALLET_SCHEMAS, **JOB_SCHEMAS}
+    return {
+        **ERRORS,
+        **REQUESTS,
+        **RESOURCES,
+        **KEY_SCHEMAS,
+        **SEARCH_SCHEMAS,
+        **WALLET_SCHEMAS,
+        **JOB_SCHEMAS,
+        **BATCH_SCHEMAS,
+    }
 
 
 SCHEMAS: dict[str, Schema] = _all()
