@@ -321,3 +321,18 @@ def test_keys_see_their_own_batches_and_admin_keys_the_accounts(gw: Gateway) -> 
         _openai(gw, owner).batches.retrieve(batch.id)
     r = httpx.get(f"{gw.url}/v1/messages/batches/{batch.id}", headers={"x-api-key": "tw_wrong"})
     assert r.status_code == 401 and r.json()["type"] == "error"
+
+
+@pytest.mark.parametrize("kind", DATABASES)
+def test_the_migration_makes_the_files_and_batches_tables_of_the_schema(kind: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from tests.conftest import migrated_database
+    from tollway.store import metadata
+
+    with migrated_database(kind) as db, db.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        diffs = [d for d in compare_metadata(context, metadata) if "'files'" in repr(d) or "batches" in repr(d)]
+        tables = set(db.engine.dialect.get_table_names(conn))
+    assert diffs == [] and {"files", "batches"} <= tables

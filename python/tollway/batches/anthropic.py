@@ -26,7 +26,7 @@ from tollway.keys.auth import Authenticator
 KIND = "anthropic"
 ENDPOINT = "/v1/messages"
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-JSONL_HEADERS = [("content-type", "application/x-jsonl")]
+JSONL_HEADERS = [("content-type", "application/jsonl")]
 
 
 def rfc3339(ms: Optional[int]) -> Optional[str]:

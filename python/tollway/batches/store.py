@@ -208,6 +208,14 @@ class BatchStore:
             return False
         batch = Batch.of(row._mapping)
         now = now_ms()
+        # The end is claimed first: a finisher that lost the race (PostgreSQL: it waited on the
+        # row, then found ended_at set) writes nothing else.
+        if not conn.execute(
+            update(batches)
+            .where(batches.c.id == batch_id, batches.c.ended_at.is_(None))
+            .values(ended_at=now, counts=counts)
+        ).rowcount:
+            return False
         outputs: dict[str, Optional[str]] = {"output_file_id": None, "error_file_id": None}
         if batch.kind == "openai":  # the output and error files, built from the jobs when read
             unsucceeded = sum(n for status, n in counts.items() if status != "succeeded")
@@ -229,13 +237,7 @@ class BatchStore:
                         )
                     )
                     outputs[f"{kind}_file_id"] = file_id
-        done = conn.execute(
-            update(batches)
-            .where(batches.c.id == batch_id, batches.c.ended_at.is_(None))
-            .values(ended_at=now, counts=counts, **outputs)
-        ).rowcount
-        if not done:
-            return False
+            conn.execute(update(batches).where(batches.c.id == batch_id).values(**outputs))
         batch.ended_at, batch.counts = now, counts
         batch.output_file_id, batch.error_file_id = outputs["output_file_id"], outputs["error_file_id"]
         ended(conn, batch)
