@@ -176,6 +176,7 @@ class Gateway:
         self.app.on_shutdown.append(self.drain)
         self.calls = services["calls"]
         self.jobs = services["jobs"]
+        self.batches = services["batches"]
 
     def _services(self) -> dict[str, Any]:
         """What capabilities may ask for, by parameter name (see tollway.capabilities)."""
