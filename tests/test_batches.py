@@ -111,6 +111,11 @@ def test_anthropic_message_batch_through_the_sdk(gw: Gateway) -> None:
     page = client.messages.batches.list(limit=10)
     assert [b.id for b in page.data] == [batch.id] and page.first_id == page.last_id == batch.id
     assert page.has_more is False
+    deleted = client.messages.batches.delete(batch.id)
+    assert deleted.id == batch.id and deleted.type == "message_batch_deleted"
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.batches.retrieve(batch.id)
+    assert [j for j in _jobs(gw, secret) if j["batch_id"] == batch.id] == []  # its results went with it
 
 
 def test_anthropic_list_pages_before_and_after(gw: Gateway) -> None:
@@ -192,6 +197,8 @@ def test_cancel_cancels_the_queued_lines_and_releases_their_holds(gw: Gateway) -
     batch = client.messages.batches.create(requests=slow)
     assert gw.key(key_id)["reserved_micros"] == 6 * LINE_COST
     assert _until(lambda: sum(j["status"] == "running" for j in _jobs(gw, secret)) == 2, 10)  # 2 per key
+    with pytest.raises(anthropic.BadRequestError):
+        client.messages.batches.delete(batch.id)  # still processing
     canceling = client.messages.batches.cancel(batch.id)
     assert canceling.processing_status == "canceling" and canceling.cancel_initiated_at is not None
     assert gw.key(key_id)["reserved_micros"] <= 2 * LINE_COST  # the queued lines' holds are released

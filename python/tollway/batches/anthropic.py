@@ -4,6 +4,7 @@
   of ``/v1/messages``; 402 when the key cannot afford every request's worst case.
 - ``GET /v1/messages/batches?before_id=&after_id=&limit=``, ``GET /v1/messages/batches/{id}``.
 - ``POST /v1/messages/batches/{id}/cancel``: queued requests canceled, running ones finish.
+- ``DELETE /v1/messages/batches/{id}``: an ended batch and its results (400 while processing).
 - ``GET /v1/messages/batches/{id}/results``: JSONL, one line per request in request order,
   once processing ended.
 """
@@ -155,6 +156,12 @@ def add_routes(routes: Routes, auth: Authenticator, batches: Batches) -> None:
     async def retrieve(request: Request, message_batch_id: str) -> Response:
         key = await auth.authenticate(request.headers)
         return await answer(request, await batches.get(key, KIND, message_batch_id))
+
+    @routes.route("DELETE", "/v1/messages/batches/{message_batch_id}")
+    async def delete(request: Request, message_batch_id: str) -> Response:
+        key = await auth.authenticate(request.headers)
+        batch = await batches.delete(key, KIND, message_batch_id)
+        return json_response(200, {"id": batch.id, "type": "message_batch_deleted"})
 
     @routes.route("POST", "/v1/messages/batches/{message_batch_id}/cancel")
     async def cancel(request: Request, message_batch_id: str) -> Response:

@@ -88,6 +88,7 @@ def _list(item: Schema, object_field: bool) -> Schema:
 BATCH_SCHEMAS: dict[str, Schema] = {
     "MessageBatch": _MESSAGE_BATCH,
     "MessageBatchList": _list(_MESSAGE_BATCH, False),
+    "MessageBatchDeleted": obj({"id": STRING, "type": {"const": "message_batch_deleted"}}, ("id", "type")),
     "MessageBatchCreate": obj(
         {
             "requests": {
@@ -151,6 +152,10 @@ def batch_operations(op: Callable[..., Any], auth: tuple[int, ...], body: tuple[
         ),
         ("GET", "/v1/messages/batches/{message_batch_id}"): op(
             "A message batch: its status and counts, from its jobs", {200: "MessageBatch"}, (*auth, 404), **anthropic
+        ),
+        ("DELETE", "/v1/messages/batches/{message_batch_id}"): op(
+            "Delete an ended message batch and its results (400 while it is processing: cancel it first)",
+            {200: "MessageBatchDeleted"}, (*auth, 400, 404), **anthropic,
         ),
         ("POST", "/v1/messages/batches/{message_batch_id}/cancel"): op(
             "Cancel a message batch: its queued requests canceled (their holds released), running ones finish",

@@ -128,6 +128,17 @@ class Batches:
             batch = await self.get(key, kind, batch_id)
         return batch
 
+    async def delete(self, key: ApiKey, kind: str, batch_id: str) -> Batch:
+        """Delete an ended batch with its results (400 while it is processing: cancel it first)."""
+        batch = await self.get(key, kind, batch_id)
+        if batch.ended_at is None or not await asyncio.to_thread(self.store.delete_ended, batch.id):
+            raise HTTPError(
+                400,
+                f"batch {batch.id!r} is still processing: cancel it, and delete it once it has ended",
+                param="batch_id",
+            )
+        return batch
+
     async def counts(self, batch: Batch) -> dict[str, int]:
         """The batch's jobs by status (the final ones once it ended)."""
         if batch.counts is not None:

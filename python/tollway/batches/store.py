@@ -243,6 +243,17 @@ class BatchStore:
         ended(conn, batch)
         return True
 
+    def delete_ended(self, batch_id: str) -> bool:
+        """Delete an ended batch and its jobs (their results); False if it has not ended."""
+        with self.db.engine.begin() as conn:
+            done = conn.execute(
+                delete(batches).where(batches.c.id == batch_id, batches.c.ended_at.is_not(None))
+            ).rowcount
+            if done:
+                conn.execute(delete(jobs).where(jobs.c.batch_id == batch_id))
+                conn.execute(delete(files).where(files.c.batch_id == batch_id))
+        return bool(done)
+
     def open_ids(self) -> list[str]:
         """The batches not ended yet whose jobs have all ended (the sweep ends them)."""
         active = select(jobs.c.id).where(jobs.c.batch_id == batches.c.id, jobs.c.status.in_(ACTIVE)).exists()
