@@ -276,6 +276,16 @@ def test_bad_files_and_batches_are_400s_in_openai_shape(gw: Gateway) -> None:
     assert too_large.value.status_code == 413 and too_large.value.body["code"] == "file_too_large"
     with pytest.raises(openai.BadRequestError):
         client.files.create(file=("in.jsonl", _jsonl([good])), purpose="fine-tune")
+    raw = (
+        b'--xx\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+        b'--xx\r\nContent-Disposition: form-data; name="file"; filename="a\x00b.jsonl"\r\n\r\n'
+        + _jsonl([good])
+        + b"\r\n--xx--\r\n"
+    )
+    r = gw.request(
+        "POST", "/v1/files", secret, content=raw, headers={"content-type": "multipart/form-data; boundary=xx"}
+    )
+    assert r.status_code == 400 and "NUL" in r.json()["error"]["message"], r.text
     r = gw.request("POST", "/v1/files", secret, json={"purpose": "batch"})  # not multipart
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     file = client.files.create(file=("in.jsonl", _jsonl([good])), purpose="batch")

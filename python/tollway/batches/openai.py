@@ -166,6 +166,8 @@ def add_routes(routes: Routes, auth: Authenticator, batches: Batches) -> None:
         file = parts.get("file")
         if file is None or file.filename is None:
             raise HTTPError(400, "'file' (a file part with a filename) is required", param="file")
+        if "\x00" in file.filename:
+            raise HTTPError(400, "the file's name contains a NUL character", param="file")
         if len(file.data) > settings.max_file_bytes:
             raise HTTPError(
                 413,
