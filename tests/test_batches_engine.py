@@ -1,7 +1,7 @@
 """Batches in one process (the routes through App.handle), on both databases: lines that expire
 (their holds released, the batch ended with them as expired); a batch's holds taken again at a
 restart and its lines run by the next gateway; a batch's end recorded once (batch_ended) however
-many readers race the sweep to it."""
+many readers race the sweep to it; a batch past the wallet's balance refused whole (402, nothing held)."""
 
 from __future__ import annotations
 
@@ -142,3 +142,24 @@ async def test_a_batch_ends_once_however_many_see_it_end(
         assert seen[0].counts == {"succeeded": 5} and seen[0].ended_at is not None
     finally:
         await gw.app.shutdown()
+
+
+@pytest.mark.parametrize("fresh_database", DATABASES, indirect=True)
+async def test_a_batch_past_the_wallets_balance_is_refused_whole(
+    fake: FakeServer, tmp_data_dir: Path, fresh_database: str
+) -> None:
+    from tests.policy_helpers import local_gateway
+
+    async with local_gateway(fake, tmp_data_dir, fresh_database, TOLLWAY_WALLET="on") as gw:
+        r = await gw.request("POST", "/v1/wallet/adjustments", json={"amount_usd": 0.00025, "reason": "t"})
+        assert r.status_code == 201, r.text  # 250 micro-USD: two lines of 100, not three
+        _, secret = await gw.mint()
+        r = await gw.request("POST", "/v1/messages/batches", secret, json=_requests(3))
+        assert r.status_code == 402, r.text
+        assert r.json()["type"] == "error" and "balance" in r.json()["error"]["message"]
+        wallet = (await gw.request("GET", "/v1/wallet")).json()
+        assert wallet["reserved_micros"] == 0  # nothing held, nothing queued
+        r = await gw.request("GET", "/v1/jobs", secret)
+        assert r.json()["data"] == []
+        r = await gw.request("POST", "/v1/messages/batches", secret, json=_requests(2))
+        assert r.status_code == 200, r.text
