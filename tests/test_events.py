@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import httpx
 import pytest
 
 from tests import events_support as support
@@ -189,3 +190,27 @@ def test_job_events(gw: Gateway, receiver: Receiver) -> None:
     assert all("webhook_secret" not in p["data"] for p in payloads.values())
     time.sleep(0.5)
     assert len(receiver.at("/jobs")) == 2
+
+
+def test_batch_completed(gw: Gateway, receiver: Receiver) -> None:
+    """batch.completed, once, in the transaction that records the batch's end."""
+    made = endpoint(gw, receiver.url + "/batches", ["batch.completed"])
+    _, secret = gw.mint(max_spend_usd=1)
+    params = {"model": "test-claude", "max_tokens": 20, "messages": [{"role": "user", "content": "hi #words=2"}]}
+    requests = [{"custom_id": f"r{i}", "params": params} for i in range(3)]
+    r = httpx.post(
+        gw.url + "/v1/messages/batches",
+        json={"requests": requests},
+        headers={"x-api-key": secret, "anthropic-version": "2023-06-01"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    batch_id = r.json()["id"]
+    got = receiver.wait_for("/batches", 1)
+    payload = verified(made["secret"], got[0])
+    assert payload["type"] == "batch.completed" and payload["data"]["id"] == batch_id
+    assert payload["data"]["request_counts"]["succeeded"] == 3 and payload["data"]["kind"] == "anthropic"
+    for _ in range(3):  # reads after the end record nothing more
+        assert gw.request("GET", f"/v1/messages/batches/{batch_id}", secret).status_code == 200
+    time.sleep(0.5)
+    assert len(receiver.at("/batches")) == 1

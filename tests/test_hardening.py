@@ -356,7 +356,8 @@ def test_unknown_routes_need_a_key_first(gateway: Gateway, user, method) -> None
 
 def test_unknown_anthropic_paths_answer_in_the_anthropic_shape(gateway: Gateway, user) -> None:
     headers = {"anthropic-version": "2023-06-01", "x-api-key": user[1]}
-    for path in ("/v1/messages/batches", "/v1/complete", "/v1/files"):
+    # (/v1/messages/batches and /v1/files are routes now: tollway.batches)
+    for path in ("/v1/messages/batches/msgbatch_x/unknown", "/v1/complete", "/v1/skills"):
         r = httpx.get(gateway.url + path, headers=headers)
         assert_shape("anthropic", r, 404)
         assert r.json()["error"]["type"] == "not_found_error"

@@ -73,3 +73,18 @@ def test_official_openai_node_package_on_responses(gateway: Gateway, fake, node_
     ours = [q["path"] for q in fake_requests(fake) if secret[-8:] in json.dumps(q["body"])]
     assert ours == ["/v1/messages", "/v1/responses", "/v1/responses"]
     assert gateway.wait_settled(key_id)["spent_micros"] > 0
+
+
+def test_official_openai_node_package_on_batches(gateway: Gateway, node_modules: Path) -> None:
+    key_id, secret = gateway.mint(max_spend_usd=1)
+    done = subprocess.run(
+        ["node", "openai_batches.mjs", gateway.url + "/v1", secret],
+        cwd=NODE_DIR, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["status"] == "completed" and out["counts"] == {"total": 3, "completed": 2, "failed": 1}
+    assert out["output"] == [["n1", 200, "w0 w1"], ["n3", 200, "w0 w1 w2"]]
+    assert out["errors"] == [["n2", 400]]
+    assert out["listed"] == [out["id"]]  # the SDK's auto-paging over the key's one batch
+    assert gateway.wait_settled(key_id)["spent_micros"] == 10 * 5

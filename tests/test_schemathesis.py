@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
+import orjson
 import pytest
 import requests
 import schemathesis
@@ -71,13 +72,26 @@ def api(fuzz_gateway: Gateway):
     job = gw.request("POST", "/v1/jobs", secret, json={"endpoint": "/v1/messages", "body": {
         "model": "test-claude", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}})  # fmt: skip
     assert job.status_code == 202, job.text
+    message_batch = gw.request("POST", "/v1/messages/batches", secret, json={"requests": [{"custom_id": "a", "params": {
+        "model": "test-claude", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}}]})  # fmt: skip
+    assert message_batch.status_code == 200, message_batch.text
+    line = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {
+        "model": "test-gpt", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}}  # fmt: skip
+    file = gw.request(
+        "POST", "/v1/files", secret, files={"file": ("in.jsonl", orjson.dumps(line))}, data={"purpose": "batch"}
+    )
+    assert file.status_code == 200, file.text
+    batch = gw.request("POST", "/v1/batches", secret, json={
+        "input_file_id": file.json()["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"})  # fmt: skip
+    assert batch.status_code == 200, batch.text
     schema = schemathesis.openapi.from_url(gw.url + "/openapi.json", timeout=10)
     with requests.Session() as session:
         yield Api(
             gw, schema, {"admin": gw.admin, "standard": secret},
             {"key_id": key_id, "thread_id": thread.json()["id"], "tool_id": tool_id, "model_id": "org/test:gpt",
              "response_id": response.json()["id"], "endpoint_id": made.json()["id"],
-             "delivery_id": sent.json()["delivery_id"], "job_id": job.json()["id"]},
+             "delivery_id": sent.json()["delivery_id"], "job_id": job.json()["id"],
+             "message_batch_id": message_batch.json()["id"], "batch_id": batch.json()["id"], "file_id": file.json()["id"]},
             session,
         )  # fmt: skip
 

@@ -16,6 +16,7 @@ from sqlalchemy.exc import DataError
 from tollway import calls as call_path
 from tollway._core import ConnectionGuard, UpstreamClient
 from tollway.background import BackgroundWork, OpenCounter
+from tollway.batches import routes as batch_routes
 from tollway.billing import routes as billing_routes
 from tollway.capabilities import assemble
 from tollway.config import ModelRoute, Settings, load_settings
@@ -122,6 +123,7 @@ CAPABILITIES = [
     search_routes.capability,  # provides search
     call_path.capability,  # provides calls (model calls and turns with no HTTP request)
     job_routes.capability,  # provides jobs
+    batch_routes.capability,  # the native batch APIs on the jobs (provides batches)
     wallet_routes.capability,
     stripe_routes.capability,
     billing_routes.capability,
@@ -176,6 +178,7 @@ class Gateway:
         self.app.on_shutdown.append(self.drain)
         self.calls = services["calls"]
         self.jobs = services["jobs"]
+        self.batches = services["batches"]
 
     def _services(self) -> dict[str, Any]:
         """What capabilities may ask for, by parameter name (see tollway.capabilities)."""

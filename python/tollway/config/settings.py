@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from tollway.batches.config import BatchSettings, batches_settings
 from tollway.config.routes import (
     KINDS,
     MODEL_MODES,
@@ -69,6 +70,7 @@ class Settings:
     events: EventsSettings = field(default_factory=EventsSettings)
     outbound: OutboundSettings = field(default_factory=OutboundSettings)
     jobs: JobSettings = field(default_factory=JobSettings)
+    batches: BatchSettings = field(default_factory=BatchSettings)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -274,6 +276,7 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
         events=events_settings(file_conf.get("events"), env),
         outbound=outbound_settings(file_conf.get("outbound"), env),
         jobs=jobs_settings(file_conf.get("jobs"), env),
+        batches=batches_settings(file_conf.get("batches"), env),
     )
 
 

@@ -256,6 +256,15 @@ def _event_operations() -> dict[tuple[str, str], Op]:
 
 OPERATIONS.update(_event_operations())
 
+
+def _capability_operations() -> dict[tuple[str, str], Op]:
+    from tollway.batches.openapi import batch_operations
+
+    return batch_operations(Op, _AUTH, _BODY, _limit, _CURSOR)
+
+
+OPERATIONS.update(_capability_operations())
+
 _REASONS = {
     400: "Bad request: the body or a parameter is invalid (param names it), a NUL in the URL, or malformed HTTP framing",
     401: "Missing, invalid or revoked key",
@@ -292,6 +301,9 @@ def _ok_response(status: int, name: str) -> dict[str, Any]:
     if name.startswith("csv:"):
         schema = {"type": "string", "description": "text/csv (RFC 4180, CRLF line ends), UTF-8"}
         return {"description": "OK", "headers": _REQUEST_ID, "content": {"text/csv": {"schema": schema}}}
+    if name.startswith("jsonl:"):
+        schema = {"type": "string", "description": "JSON Lines: one JSON object per line"}
+        return {"description": "OK", "headers": _REQUEST_ID, "content": {"application/jsonl": {"schema": schema}}}
     stream = name.startswith("sse:")
     name = name.removeprefix("sse:")
     content: dict[str, Any] = {"application/json": {"schema": ref(name)}}
@@ -322,7 +334,10 @@ def _operation(method: str, path: str, op: Op) -> dict[str, Any]:
     if params:
         out["parameters"] = params
     if op.body is not None:
-        out["requestBody"] = {"required": op.body_required, "content": {"application/json": {"schema": ref(op.body)}}}
+        media, name = (
+            ("multipart/form-data", op.body[10:]) if op.body.startswith("multipart:") else ("application/json", op.body)
+        )
+        out["requestBody"] = {"required": op.body_required, "content": {media: {"schema": ref(name)}}}
     responses: dict[str, Any] = {str(s): _ok_response(s, name) for s, name in op.ok.items()}
     # Any request may get a 400 (a NUL in its URL, malformed HTTP framing); one with a body a 408 (it stalled).
     always = {400, 408} if op.body is not None else {400}

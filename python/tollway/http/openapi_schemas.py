@@ -432,6 +432,7 @@ RESOURCES: dict[str, Schema] = {
 
 
 def _all() -> dict[str, Schema]:
+    from tollway.batches.openapi import BATCH_SCHEMAS
     from tollway.events.openapi import EVENT_SCHEMAS
     from tollway.jobs.openapi import JOB_SCHEMAS
     from tollway.keys.openapi import KEY_SCHEMAS  # (they use the helpers above)
@@ -447,6 +448,7 @@ def _all() -> dict[str, Schema]:
         **WALLET_SCHEMAS,
         **EVENT_SCHEMAS,
         **JOB_SCHEMAS,
+        **BATCH_SCHEMAS,
     }
 
 

@@ -14,7 +14,10 @@ adapter does itself (README, "Servers"):
   timeout of 0) and drops the ``client_timeout`` / ``keep_alive_timeout`` that
   ``Robyn.start`` takes before they reach actix: we pass ours anyway, so that they
   apply once Robyn hands them on; until then only the connection guard closes
-  connections that send nothing.
+  connections that send nothing;
+- it parses a multipart/form-data body itself and hands over its parts' data run
+  together: we write the form back from its ``form_data`` and ``files`` (a file's
+  field name is lost there: every file part is named ``file``, as POST /v1/files has it).
 """
 
 from __future__ import annotations
@@ -79,6 +82,18 @@ def build_robyn(app: App) -> Any:
             relaying[0] -= 1
             stream.close()
 
+    def form_body(request: Any, content_type: str) -> bytes:
+        boundary = content_type.partition("boundary=")[2].split(";")[0].strip().strip('"')
+        out = bytearray()
+        for name, value in request.form_data.items():
+            out += f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+            out += value.encode("utf-8") + b"\r\n"
+        for filename, data in request.files.items():
+            filename = filename.replace('"', "_").replace("\r", "_").replace("\n", "_")
+            out += f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'.encode()
+            out += b"Content-Type: application/octet-stream\r\n\r\n" + bytes(data) + b"\r\n"
+        return bytes(out + f"--{boundary}--\r\n".encode())
+
     async def handle(request: Any) -> Any:
         # Robyn hands over the path and the query values still percent-encoded;
         # decode them as ASGI servers do, so that both servers see the same request.
@@ -86,6 +101,9 @@ def build_robyn(app: App) -> Any:
         body = request.body
         if isinstance(body, str):
             body = body.encode("utf-8")
+        content_type = request.headers.get("content-type") or ""
+        if content_type.lower().startswith("multipart/form-data") and "boundary=" in content_type:
+            body = form_body(request, content_type)
         if len(body) > app.max_body_bytes:
             return to_robyn(app.too_large(path))  # type: ignore[arg-type]
         ours = Request(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from sqlalchemy import Connection
 
@@ -132,6 +132,89 @@ class JobEngine:
             self.wakeup.set()
         return job, created
 
+    async def submit_many(
+        self,
+        key: ApiKey,
+        lines: Sequence[tuple[str, dict[str, Any], str]],
+        *,
+        batch_id: str,
+        label: Callable[[int], str],
+        then: Callable[[Connection], None],
+        expires_after: Optional[float] = None,
+    ) -> list[str]:
+        """Queue one job per ``(endpoint, body, custom_id)`` line of a batch, all or none; their ids.
+
+        Every line is checked and estimated first (its 400/403/404 raised as a 400 named
+        ``label(index)``, nothing held); then every line's worst case is held in full (no
+        clamping) in one synchronous step, so nothing else takes the money in between (402
+        for the first line the key cannot afford: every hold of the batch released); then
+        every job is inserted in one transaction, with ``then(conn)`` (the batch's row)."""
+        planned = []
+        for index, (endpoint, body, _) in enumerate(lines):
+            try:
+                if not isinstance(body, dict):
+                    raise HTTPError(400, "the request's body must be a JSON object", param="body")
+                planned.append(await estimate(self.proxy, self.turns, key, target_of(endpoint), body))
+            except HTTPError as exc:
+                raise HTTPError(400, f"{label(index)}: {exc.message}", code=exc.code, param=exc.param) from None
+        budgets = self.auth.budgets.budget_ids(key, self.policy.clock())
+        held: list[HoldLike] = []
+        for plan in planned:
+            pricing = plan.route.pricing
+            assert pricing is not None
+            worst = plan.max_tokens if plan.max_tokens is not None else plan.route.max_output_tokens
+            want = pricing.cost_micros_ceil(plan.input_tokens, 0) + pricing.cost_micros_ceil(0, worst)
+            hold = self.ledger.reserve_all(budgets, want, want)
+            if isinstance(hold, str):
+                for taken in held:
+                    taken.release()
+                total = sum(h.micros for h in held) + want
+                error = self.policy.refusal(hold, total)
+                if error is not None:
+                    raise error
+                spent, reserved, cap = self.ledger.snapshot(hold)
+                raise HTTPError(
+                    402,
+                    f"this API key cannot afford the whole batch under its {self.policy.explain(key, hold)} (limit "
+                    f"{cap} micro-USD, spent {spent}, held by requests in flight {reserved}; the batch's first "
+                    f"{len(held) + 1} requests alone need {total}); nothing was queued",
+                    code="spend_cap_reached",
+                )
+            held.append(hold)
+        now = now_ms()
+        expires_at = now + int(1000 * (expires_after or self.settings.expires_after))
+        rows = []
+        for (endpoint, body, custom_id), hold in zip(lines, held, strict=True):
+            job_id = new_id("job_")
+            self.holds[job_id] = hold  # before the rows exist: a worker that claims one finds its hold
+            target = target_of(endpoint)
+            rows.append(
+                {
+                    "id": job_id,
+                    "account_id": key.account_id,
+                    "key_id": key.id,
+                    "endpoint": target.endpoint,
+                    "thread_id": target.thread_id,
+                    "body": body,
+                    "status": "queued",
+                    "webhook_attempts": 0,
+                    "hold_micros": hold.micros,
+                    "attempts": 0,
+                    "batch_id": batch_id,
+                    "custom_id": custom_id,
+                    "created_at": now,
+                    "expires_at": expires_at,
+                }
+            )
+        try:
+            await asyncio.to_thread(self.store.insert_many, rows, then)
+        except BaseException:
+            for row in rows:
+                self._release(row["id"])
+            raise
+        self.wakeup.set()
+        return [row["id"] for row in rows]
+
     async def get(self, key: ApiKey, job_id: str) -> Job:
         """The job, if ``key`` may see it (its own; an admin key: the account's), else 404."""
         job = await asyncio.to_thread(self.store.get, job_id) if isinstance(job_id, str) and len(job_id) <= 40 else None
@@ -195,6 +278,15 @@ class JobEngine:
                 self.holds[job.id] = hold
         if active:
             log.info("jobs: %d queued or running at start (%d to run again)", len(active), lapsed)
+
+    async def cancel_batch(self, batch_id: str) -> int:
+        """Cancel the queued jobs of a batch (their holds released); running ones finish. How many."""
+        ids = await asyncio.to_thread(self.store.cancel_queued, batch_id)
+        for job_id in ids:
+            self._release(job_id)
+        if ids:
+            self.ended_wakeup.set()
+        return len(ids)
 
     def expired(self, ids: list[str]) -> None:
         for job_id in ids:

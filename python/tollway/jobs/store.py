@@ -126,6 +126,12 @@ class JobStore:
         assert job is not None
         return job, True
 
+    def insert_many(self, rows: list[dict[str, Any]], then: Callable[[Connection], None]) -> None:
+        """Insert queued jobs (a batch's lines) in one transaction with ``then(conn)``."""
+        with self.db.engine.begin() as conn:
+            conn.execute(insert(jobs), [{**row, "idempotency_key": None} for row in rows])
+            then(conn)
+
     def by_idempotency(self, key_id: str, idempotency_key: str) -> Optional[Job]:
         with self.db.engine.connect() as conn:
             row = conn.execute(
@@ -318,6 +324,19 @@ class JobStore:
                 if done:
                     return before
         return None
+
+    def cancel_queued(self, batch_id: str) -> list[str]:
+        """Cancel a batch's queued jobs (running ones go on); their ids."""
+        now = now_ms()
+        queued = and_(jobs.c.batch_id == batch_id, jobs.c.status == "queued")
+        with self.db.engine.begin() as conn:  # (a job being claimed meanwhile is running: not cancelled)
+            rows = conn.execute(
+                update(jobs)
+                .where(queued)
+                .values(status="cancelled", finished_at=now, webhook_next_at=deliver_from(now))
+                .returning(jobs.c.id)
+            ).all()
+        return [r[0] for r in rows]
 
     def expire(self, now: int) -> list[str]:
         """Expire the jobs past their ``expires_at`` that no live attempt runs; their ids."""

@@ -8,6 +8,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -440,4 +441,52 @@ jobs = Table(
     Index("ix_jobs_account_seq", "account_id", "seq"),
     Index("ix_jobs_batch", "batch_id"),
     Index("ix_jobs_webhook_next", "webhook_next_at"),
+)
+
+
+# Uploaded files (POST /v1/files, purpose "batch": a batch's JSONL input) and the output and
+# error files of the OpenAI-shaped batches (purpose "batch_output"; no content stored: it is
+# built from the batch's jobs when read). tollway.batches.
+files = Table(
+    "files",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("account_id", String(40), nullable=False),
+    Column("key_id", String(40), nullable=False),
+    Column("purpose", String(20), nullable=False),
+    Column("filename", String(255), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("content", LargeBinary, nullable=True),
+    Column("batch_id", String(40), nullable=True),  # an output file: the batch it is built from
+    Column("kind", String(8), nullable=True),  # an output file: "output" | "error"
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_files_account_seq", "account_id", "seq"),
+)
+
+# Native batch APIs (Anthropic Message Batches, OpenAI Batch): each line is a job
+# (jobs.batch_id); a batch's status and counts come from its jobs, its end is recorded once
+# (ended_at, and the final counts) when its last job ended. tollway.batches.
+batches = Table(
+    "batches",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("kind", String(12), nullable=False),  # anthropic | openai
+    Column("account_id", String(40), nullable=False),
+    Column("key_id", String(40), nullable=False),
+    Column("endpoint", String(80), nullable=False),
+    Column("input_file_id", String(40), nullable=True),
+    Column("completion_window", String(8), nullable=True),
+    Column("metadata", JSON, nullable=True),
+    Column("total", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("cancel_initiated_at", BigInteger, nullable=True),
+    Column("ended_at", BigInteger, nullable=True),
+    Column("counts", JSON, nullable=True),  # the jobs' statuses counted when the batch ended
+    Column("output_file_id", String(40), nullable=True),
+    Column("error_file_id", String(40), nullable=True),
+    Index("ix_batches_account_seq", "account_id", "seq"),
+    Index("ix_batches_open", "ended_at"),
 )
