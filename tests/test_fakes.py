@@ -491,7 +491,7 @@ def test_client_abort_is_counted(fake):
     deadline = time.monotonic() + 5
     while (s := stats(fake))["open_streams"] and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert s == {"open_streams": 0, "aborted_streams": 1, "completed_streams": 0, "requests": 1}
+    assert s == {"open_streams": 0, "aborted_streams": 1, "completed_streams": 0, "requests": 1, "completed_calls": 0}
 
 
 def test_delay_and_hang(oai):

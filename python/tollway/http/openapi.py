@@ -22,7 +22,7 @@ OPENAPI_PATH = "/openapi.json"
 _NO_NUL = "^[^\\x00]*$"
 
 # The error statuses a route of each kind can answer itself.
-_AUTH = (401,)
+_AUTH = (401, 403)  # a missing / revoked key; a disabled one (PATCH /v1/keys/{id} {"disabled": true})
 _ADMIN = (401, 403)
 _BODY = (400, 413)
 _POLICY = (402, 403, 429)  # spend limits, a model the key may not use (or a disabled key), rate limits
