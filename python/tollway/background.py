@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 log = logging.getLogger("tollway")
 
@@ -46,3 +47,14 @@ class BackgroundWork:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+async def cancel_task(task: Optional[asyncio.Task[Any]]) -> None:
+    """Cancel a background task and wait for it to end (its CancelledError swallowed)."""
+    if task is None:
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass

@@ -51,8 +51,10 @@ def outbound_settings(table: Any, env: Mapping[str, str]) -> OutboundSettings:
         env.get("TOLLWAY_OUTBOUND_ALLOW_PRIVATE", table.get("allow_private", False)),
         "outbound.allow_private / TOLLWAY_OUTBOUND_ALLOW_PRIVATE",
     )
-    timeout = _number(env.get("TOLLWAY_OUTBOUND_TIMEOUT", table.get("timeout", 15)), "outbound.timeout", 0.1, 300)
-    size = _number(
+    timeout = bounded_number(
+        env.get("TOLLWAY_OUTBOUND_TIMEOUT", table.get("timeout", 15)), "outbound.timeout", 0.1, 300
+    )
+    size = bounded_number(
         env.get("TOLLWAY_OUTBOUND_MAX_RESPONSE_KB", table.get("max_response_kb", 64)),
         "outbound.max_response_kb",
         1,
@@ -61,7 +63,8 @@ def outbound_settings(table: Any, env: Mapping[str, str]) -> OutboundSettings:
     return OutboundSettings(allow_private=allow, timeout=timeout, max_response_bytes=int(size * 1024))
 
 
-def _number(value: Any, where: str, low: float, high: float) -> float:
+def bounded_number(value: Any, where: str, low: float, high: float) -> float:
+    """A setting's number, ``ConfigError`` unless low <= it <= high (a bool is no number)."""
     from tollway.config.settings import ConfigError
 
     try:
@@ -107,4 +110,11 @@ async def check_destination(url: str, settings: OutboundSettings) -> None:
             )
 
 
-__all__ = ["DestinationRefused", "OutboundSettings", "check_destination", "is_public", "outbound_settings"]
+__all__ = [
+    "DestinationRefused",
+    "OutboundSettings",
+    "bounded_number",
+    "check_destination",
+    "is_public",
+    "outbound_settings",
+]

@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
+from tollway.outbound import bounded_number
+
 _KNOWN = {
     "retry_scale",
     "poll_interval",
@@ -43,18 +45,6 @@ class EventsSettings:
     low_balance_micros: Optional[int] = None
 
 
-def _number(value: Any, where: str, low: float, high: float) -> float:
-    from tollway.config.settings import ConfigError
-
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if isinstance(value, bool) or not low <= number <= high:
-        raise ConfigError(f"{where}: expected a number from {low:g} to {high:g}, got {value!r}")
-    return number
-
-
 def events_settings(table: Any, env: Mapping[str, str]) -> EventsSettings:
     from tollway.config.settings import ConfigError
 
@@ -73,16 +63,16 @@ def events_settings(table: Any, env: Mapping[str, str]) -> EventsSettings:
         raw = [part for part in raw.split(",") if part.strip()]
     if not isinstance(raw, list):
         raise ConfigError("events.cap_warning_percent: expected a list of percentages")
-    percents = tuple(sorted({int(_number(p, "events.cap_warning_percent", 1, 99)) for p in raw}))
+    percents = tuple(sorted({int(bounded_number(p, "events.cap_warning_percent", 1, 99)) for p in raw}))
     low = get("low_balance_usd", None)
     return EventsSettings(
-        retry_scale=_number(get("retry_scale", 1), "events.retry_scale", 0.0001, 100),
-        poll_interval=_number(get("poll_interval", 1), "events.poll_interval", 0.01, 60),
-        disable_after_days=_number(get("disable_after_days", 5), "events.disable_after_days", 0.0001, 365),
+        retry_scale=bounded_number(get("retry_scale", 1), "events.retry_scale", 0.0001, 100),
+        poll_interval=bounded_number(get("poll_interval", 1), "events.poll_interval", 0.01, 60),
+        disable_after_days=bounded_number(get("disable_after_days", 5), "events.disable_after_days", 0.0001, 365),
         cap_warning_percent=percents,
-        key_expiring_hours=_number(get("key_expiring_hours", 72), "events.key_expiring_hours", 0, 24 * 365),
-        check_interval=_number(get("check_interval", 60), "events.check_interval", 0.05, 86_400),
+        key_expiring_hours=bounded_number(get("key_expiring_hours", 72), "events.key_expiring_hours", 0, 24 * 365),
+        check_interval=bounded_number(get("check_interval", 60), "events.check_interval", 0.05, 86_400),
         low_balance_micros=(
-            None if low in (None, "") else int(_number(low, "events.low_balance_usd", 0, 1e9) * 1_000_000)
+            None if low in (None, "") else int(bounded_number(low, "events.low_balance_usd", 0, 1e9) * 1_000_000)
         ),
     )

@@ -37,6 +37,7 @@ from typing import Any, Optional
 import httpx
 
 from tollway import __version__
+from tollway.background import cancel_task
 from tollway.events.config import EventsSettings
 from tollway.events.deliveries import DeliveryStore, Due, Outcome
 from tollway.events.store import signing_secrets
@@ -87,12 +88,7 @@ class Sender:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_task(task)
         if self._client is not None:
             await self._client.aclose()
             self._client = None

@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from sqlalchemy import func, select
 
-from tollway.background import BackgroundWork
+from tollway.background import BackgroundWork, cancel_task
 from tollway.events.config import EventsSettings
 from tollway.events.outbox import emit
 from tollway.keys.auth import Authenticator
@@ -66,12 +66,7 @@ class EventSources:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_task(task)
         self.loop = None
 
     # ---------------------------------------------------------------- helpers

@@ -7,7 +7,6 @@ before the job runs; the call then holds its own estimate, see README "Jobs").""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
@@ -19,7 +18,7 @@ from tollway.http.core import HTTPError
 from tollway.keys import ApiKey
 from tollway.providers import ADAPTERS
 from tollway.proxy.checks import check_model_request, token_count
-from tollway.threads.history import REQUEST_OVERHEAD_TOKENS, fit, tokens_of
+from tollway.threads.history import REQUEST_OVERHEAD_TOKENS, tokens_of
 from tollway.threads.turns import DEFAULT_CONTEXT_WINDOW, THREAD_FORMAT, TURN_FIELDS, user_content
 
 if TYPE_CHECKING:
@@ -97,15 +96,7 @@ async def _turn(proxy: "Proxy", turns: "ThreadTurns", key: ApiKey, thread_id: st
         raise HTTPError(400, "'system' must be a string or a list of text blocks", param="system")
     budget = (route.context_window or DEFAULT_CONTEXT_WINDOW) - max_tokens - REQUEST_OVERHEAD_TOKENS
     budget -= tokens_of(system) + tokens_of(body.get("tools"))
-    history, _ = await asyncio.to_thread(turns._history, thread.id, budget)
-    fitted = fit(history, {"role": "user", "content": content}, budget)
-    if fitted is None:
-        raise HTTPError(
-            400,
-            f"the new message, the system prompt and max_tokens ({max_tokens}) do not fit the context window of {route.name!r}",
-            code="context_length_exceeded",
-            param="max_tokens",
-        )
+    fitted, _ = await turns.fitted(thread.id, content, budget, route, max_tokens)
     payload: dict[str, Any] = {"model": route.name, "max_tokens": max_tokens, "messages": fitted.messages}
     if system:
         payload["system"] = system

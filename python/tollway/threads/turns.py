@@ -226,6 +226,22 @@ class ThreadTurns:
             raise HTTPError(404, f"no thread {thread_id!r}", code="thread_not_found")
         return thread
 
+    async def fitted(
+        self, thread_id: str, content: Any, budget: int, route: ModelRoute, max_tokens: int
+    ) -> tuple[Any, int]:
+        """The thread's latest messages that fit ``budget`` tokens with the new user ``content``
+        (``history.fit``), and how many the thread holds; 400 when not even the new one fits."""
+        history, total = await asyncio.to_thread(self._history, thread_id, budget)
+        fitted = fit(history, {"role": "user", "content": content}, budget)
+        if fitted is None:
+            raise HTTPError(
+                400,
+                f"the new message, the system prompt and max_tokens ({max_tokens}) do not fit the context window of {route.name!r}",
+                code="context_length_exceeded",
+                param="max_tokens",
+            )
+        return fitted, total
+
     async def run(self, request: "Origin", key: ApiKey, thread: Thread, body: dict[str, Any]) -> AnyResponse:
         started = time.perf_counter()
         unknown = sorted(set(body) - TURN_FIELDS)
@@ -261,15 +277,7 @@ class ThreadTurns:
                 + tokens_of(payload.get("tools"))
                 + tokens_of([CANONICAL_TOOLS.definition(t) for t in tools] or None)
             )
-            history, total = await asyncio.to_thread(self._history, thread.id, budget)
-            fitted = fit(history, {"role": "user", "content": content}, budget)
-            if fitted is None:
-                raise HTTPError(
-                    400,
-                    f"the new message, the system prompt and max_tokens ({max_tokens}) do not fit the context window of {route.name!r}",
-                    code="context_length_exceeded",
-                    param="max_tokens",
-                )
+            fitted, total = await self.fitted(thread.id, content, budget, route, max_tokens)
             turn.context = {
                 "messages_in_thread": total,
                 "messages_sent": fitted.kept,
