@@ -50,11 +50,13 @@ class BackgroundWork:
 
 
 async def cancel_task(task: Optional[asyncio.Task[Any]]) -> None:
-    """Cancel a background task and wait for it to end (its CancelledError swallowed)."""
+    """Cancel a background task and wait for it to end, cancelling it again each second until
+    it does (a cancel can be lost: Python 3.11's ``asyncio.wait_for`` swallows one that comes
+    as its awaitable completes)."""
     if task is None:
         return
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("background task %s ended with %r", task.get_name(), task.exception())

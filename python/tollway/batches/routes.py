@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from tollway.background import cancel_task
 from tollway.batches import anthropic, openai
 from tollway.batches.service import Batches
 from tollway.batches.store import BatchStore
@@ -33,8 +34,6 @@ def capability(*, settings: "Settings", db: Database, auth: Authenticator, jobs:
         tasks.append(asyncio.create_task(batches.sweep()))
 
     async def stop() -> None:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(cancel_task(task) for task in tasks))
 
     return Capability(routes, provides={"batches": batches}, on_startup=[start], on_shutdown=[stop])

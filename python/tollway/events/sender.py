@@ -108,7 +108,8 @@ class Sender:
             except Exception:
                 log.exception("the event sender's round failed; retrying")
             try:
-                await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
+                async with asyncio.timeout(self.settings.poll_interval):  # (3.11's wait_for can swallow a cancel)
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()

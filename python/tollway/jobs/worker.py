@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import orjson
 
+from tollway.background import cancel_task
 from tollway.errors import http_error_body
 from tollway.http.core import HTTPError, Response, StreamResponse
 from tollway.jobs.delivery import Deliveries
@@ -78,9 +79,7 @@ class Workers:
         running = list(self.engine.running.values())
         if running:
             await asyncio.wait(running, timeout=timeout)
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*(cancel_task(task) for task in self.tasks))
         await self.deliveries.aclose()
 
     async def _loop(self, worker: str) -> None:

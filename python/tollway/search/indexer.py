@@ -104,9 +104,10 @@ class Indexer:
             if not busy:
                 self.wake.clear()
                 try:
-                    await asyncio.wait_for(self.wake.wait(), delay)
+                    async with asyncio.timeout(delay):  # (3.11's wait_for can swallow a cancel)
+                        await self.wake.wait()
                     retry = 0  # woken: a few short looks until the new messages are committed
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
     @property
