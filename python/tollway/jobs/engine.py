@@ -26,6 +26,7 @@ from tollway.jobs.store import ACTIVE, Job, JobStore
 from tollway.keys import ApiKey
 from tollway.keys.secrets import new_id
 from tollway.ledger import HoldLike, Ledger
+from tollway.policy.caps import worst_case
 from tollway.store import now_ms
 from tollway.tools.store import generate_signing_secret
 
@@ -42,6 +43,24 @@ JobEnded = Callable[[Connection, Job], None]
 
 def not_found(job_id: str) -> HTTPError:
     return HTTPError(404, f"no job {job_id!r}", code="job_not_found", param="job_id")
+
+
+def _row(
+    job_id: str,
+    key: ApiKey,
+    target: Target,
+    body: dict[str, Any],
+    hold: HoldLike,
+    now: int,
+    expires_at: int,
+    **columns: Any,
+) -> dict[str, Any]:
+    """A queued job's row (``columns``: webhook, metadata, batch ones; the others default)."""
+    return {
+        "id": job_id, "account_id": key.account_id, "key_id": key.id, "endpoint": target.endpoint,
+        "thread_id": target.thread_id, "body": body, "status": "queued", "webhook_attempts": 0,
+        "hold_micros": hold.micros, "attempts": 0, "created_at": now, "expires_at": expires_at, **columns,
+    }  # fmt: skip
 
 
 class JobEngine:
@@ -102,25 +121,11 @@ class JobEngine:
         job_id = new_id("job_")
         # Before the row exists: a worker that claims it at once finds its hold.
         self.holds[job_id] = decision.hold
-        values = {
-            "id": job_id,
-            "account_id": key.account_id,
-            "key_id": key.id,
-            "endpoint": target.endpoint,
-            "thread_id": target.thread_id,
-            "body": body,
-            "status": "queued",
-            "webhook_url": webhook_url,
-            "webhook_secret": generate_signing_secret() if webhook_url is not None else None,
-            "webhook_attempts": 0,
-            "metadata": metadata,
-            "hold_micros": decision.hold.micros,
-            "attempts": 0,
-            "batch_id": batch_id,
-            "custom_id": custom_id,
-            "created_at": now,
-            "expires_at": now + int(1000 * (expires_after or self.settings.expires_after)),
-        }
+        values = _row(
+            job_id, key, target, body, decision.hold, now, now + int(1000 * (expires_after or self.settings.expires_after)),
+            webhook_url=webhook_url, webhook_secret=generate_signing_secret() if webhook_url is not None else None,
+            metadata=metadata, batch_id=batch_id, custom_id=custom_id,
+        )  # fmt: skip
         try:
             job, created = await asyncio.to_thread(self.store.insert, values, idempotency_key)
         except BaseException:
@@ -160,10 +165,7 @@ class JobEngine:
         budgets = self.auth.budgets.budget_ids(key, self.policy.clock())
         held: list[HoldLike] = []
         for plan in planned:
-            pricing = plan.route.pricing
-            assert pricing is not None
-            worst = plan.max_tokens if plan.max_tokens is not None else plan.route.max_output_tokens
-            want = pricing.cost_micros_ceil(plan.input_tokens, 0) + pricing.cost_micros_ceil(0, worst)
+            _, want = worst_case(plan.route, plan.input_tokens, plan.max_tokens)  # in full: a batch is never clamped
             hold = self.ledger.reserve_all(budgets, want, want)
             if isinstance(hold, str):
                 for taken in held:
@@ -187,24 +189,18 @@ class JobEngine:
         for (endpoint, body, custom_id), hold in zip(lines, held, strict=True):
             job_id = new_id("job_")
             self.holds[job_id] = hold  # before the rows exist: a worker that claims one finds its hold
-            target = target_of(endpoint)
             rows.append(
-                {
-                    "id": job_id,
-                    "account_id": key.account_id,
-                    "key_id": key.id,
-                    "endpoint": target.endpoint,
-                    "thread_id": target.thread_id,
-                    "body": body,
-                    "status": "queued",
-                    "webhook_attempts": 0,
-                    "hold_micros": hold.micros,
-                    "attempts": 0,
-                    "batch_id": batch_id,
-                    "custom_id": custom_id,
-                    "created_at": now,
-                    "expires_at": expires_at,
-                }
+                _row(
+                    job_id,
+                    key,
+                    target_of(endpoint),
+                    body,
+                    hold,
+                    now,
+                    expires_at,
+                    batch_id=batch_id,
+                    custom_id=custom_id,
+                )
             )
         try:
             await asyncio.to_thread(self.store.insert_many, rows, then)

@@ -30,6 +30,16 @@ class CapDecision:
     clamp_to: Optional[int]  # forward with max_tokens lowered to this, or None
 
 
+def worst_case(route: ModelRoute, input_estimate: int, requested_max_tokens: Optional[int]) -> tuple[int, int]:
+    """(the input's price, the call's worst case: the input and all the output it may ask for),
+    in micro-USD rounded up: what a call holds when its budgets allow."""
+    pricing = route.pricing
+    assert pricing is not None
+    worst_output = requested_max_tokens if requested_max_tokens is not None else route.max_output_tokens
+    input_hold = pricing.cost_micros_ceil(input_estimate, 0)
+    return input_hold, input_hold + pricing.cost_micros_ceil(0, worst_output)
+
+
 def decide_hold(
     ledger: Ledger,
     budgets: Union[str, Sequence[str]],
@@ -50,9 +60,8 @@ def decide_hold(
     pricing = route.pricing
     assert pricing is not None
     worst_output = requested_max_tokens if requested_max_tokens is not None else route.max_output_tokens
-    input_hold = pricing.cost_micros_ceil(input_estimate, 0)
+    input_hold, want = worst_case(route, input_estimate, requested_max_tokens)
     one_token = pricing.cost_micros_ceil(0, 1)
-    want = input_hold + pricing.cost_micros_ceil(0, worst_output)
     hold = ledger.reserve_all([budgets] if isinstance(budgets, str) else budgets, input_hold + one_token, want)
     if isinstance(hold, str):
         error = refusal(hold, input_hold + one_token) if refusal is not None else None
